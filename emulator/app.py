@@ -1,0 +1,438 @@
+"""HTTP routes: the Twilio REST subset the orchestrator uses, plus ``/_emulator`` controls.
+
+REST handlers do what api.twilio.com does synchronously (authenticate, validate, create or
+look up, render JSON) and leave everything that unfolds over time to ``Switchboard``. A new
+participant's call only starts playing once its 201 has been sent, so the app always knows
+the call sid before the first webhook about it can arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from emulator import numbers
+from emulator.calls import (
+    Call,
+    Conference,
+    IncomingCallError,
+    Switchboard,
+    call_progress_subscription,
+    conference_subscription,
+)
+from emulator.errors import TwilioError, bad_request, error_body, not_found, unauthorized
+from emulator.resources import (
+    account_uri,
+    call_json,
+    conference_json,
+    page_json,
+    participant_json,
+)
+
+API_PREFIX = "/2010-04-01/Accounts/{account_sid}"
+
+#: Start a new participant's call even if the response never finished sending.
+PLAYBACK_FALLBACK_SECONDS = 1.0
+
+Handler = Callable[["TwilioApi", Request], Awaitable[Response]]
+
+
+def _flag(form: FormData, key: str, default: bool) -> bool:
+    # Twilio reads "true" (any case) as true and every other value as false.
+    value = form.get(key)
+    if value is None or not isinstance(value, str):
+        return default
+    return value.strip().lower() == "true"
+
+
+def _optional_flag(form: FormData, key: str) -> bool | None:
+    value = form.get(key)
+    if value is None or not isinstance(value, str):
+        return None
+    return value.strip().lower() == "true"
+
+
+def _text(form: FormData, key: str) -> str | None:
+    value = form.get(key)
+    if value is None or not isinstance(value, str) or value == "":
+        return None
+    return value
+
+
+def _texts(form: FormData, key: str) -> list[str]:
+    return [v for v in form.getlist(key) if isinstance(v, str)]
+
+
+def _twilio(handler: Handler) -> Callable[[TwilioApi, Request], Awaitable[Response]]:
+    """Authenticate like Twilio, then render any ``TwilioError`` as Twilio's error body."""
+
+    @functools.wraps(handler)
+    async def endpoint(self: TwilioApi, request: Request) -> Response:
+        try:
+            self.authorize(request)
+            return await handler(self, request)
+        except TwilioError as exc:
+            return exc.response()
+
+    return endpoint
+
+
+class TwilioApi:
+    """Route handlers bound to one account and one ``Switchboard``."""
+
+    def __init__(self, account_sid: str, auth_token: str, switchboard: Switchboard) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.switchboard = switchboard
+
+    # ------------------------------------------------------------------ plumbing
+
+    def authorize(self, request: Request) -> None:
+        """Basic auth must be ``AccountSid:AuthToken``; the path's account must be that one."""
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            raise unauthorized()
+        try:
+            username, _, password = base64.b64decode(encoded).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise unauthorized() from None
+        ok_user = hmac.compare_digest(username.encode(), self.account_sid.encode())
+        ok_pass = hmac.compare_digest(password.encode(), self.auth_token.encode())
+        if not (ok_user and ok_pass):
+            raise unauthorized()
+        if request.path_params.get("account_sid") != self.account_sid:
+            raise not_found(request.url.path)
+
+    def _conference(self, request: Request) -> Conference:
+        conference = self.switchboard.find_conference(request.path_params["conference"])
+        if conference is None:
+            raise not_found(request.url.path)
+        return conference
+
+    def _participant(self, request: Request) -> Call:
+        conference = self._conference(request)
+        call = self.switchboard.find_participant(conference, request.path_params["participant"])
+        if call is None:
+            raise not_found(request.url.path)
+        return call
+
+    def _call(self, request: Request) -> Call:
+        call = self.switchboard.calls.get(request.path_params["call_sid"])
+        if call is None:
+            raise not_found(request.url.path)
+        return call
+
+    @staticmethod
+    def _paging(request: Request) -> tuple[int, int]:
+        try:
+            page_size = max(1, min(1000, int(request.query_params.get("PageSize", "50"))))
+            page = max(0, int(request.query_params.get("Page", "0")))
+        except ValueError:
+            raise bad_request(20001, "Invalid paging parameters") from None
+        return page, page_size
+
+    # ------------------------------------------------------------------ participants
+
+    @_twilio
+    async def create_participant(self, request: Request) -> Response:
+        form = await request.form()
+        to = _text(form, "To")
+        from_ = _text(form, "From")
+        if to is None:
+            raise bad_request(21604, "'To' is required")
+        if from_ is None:
+            raise bad_request(21603, "'From' is required")
+        if not numbers.valid_to(to):
+            raise bad_request(21211, f"The 'To' number {to} is not a valid phone number.")
+        if not numbers.valid_from(from_):
+            raise bad_request(
+                21212,
+                f"The 'From' number {from_} is not a valid phone number, shortcode, "
+                "or alphanumeric sender ID.",
+            )
+        call = self.switchboard.dial(
+            request.path_params["conference"],
+            to=to,
+            from_=from_,
+            label=_text(form, "Label"),
+            status_callback=call_progress_subscription(
+                _text(form, "StatusCallback"),
+                _text(form, "StatusCallbackMethod"),
+                _texts(form, "StatusCallbackEvent"),
+            ),
+            conference_callback=conference_subscription(
+                _text(form, "ConferenceStatusCallback"),
+                _text(form, "ConferenceStatusCallbackMethod"),
+                _texts(form, "ConferenceStatusCallbackEvent"),
+            ),
+            muted=_flag(form, "Muted", False),
+            hold=_flag(form, "Hold", False),
+            start_conference_on_enter=_flag(form, "StartConferenceOnEnter", True),
+            end_conference_on_exit=_flag(form, "EndConferenceOnExit", False),
+        )
+        # Normally the call starts right after the 201 is sent; the timer is a fallback for a
+        # client that vanished mid-response (Twilio would still place the call).
+        asyncio.get_running_loop().call_later(
+            PLAYBACK_FALLBACK_SECONDS, self.switchboard.start_playback, call
+        )
+        return JSONResponse(
+            participant_json(self.account_sid, call),
+            status_code=201,
+            background=BackgroundTask(self._start_playback, call),
+        )
+
+    async def _start_playback(self, call: Call) -> None:
+        self.switchboard.start_playback(call)
+
+    @_twilio
+    async def list_participants(self, request: Request) -> Response:
+        conference = self._conference(request)
+        page, page_size = self._paging(request)
+        records = [participant_json(self.account_sid, c) for c in conference.participants()]
+        uri = f"{account_uri(self.account_sid)}/Conferences/{conference.sid}/Participants.json"
+        return JSONResponse(page_json("participants", records, uri, page, page_size))
+
+    @_twilio
+    async def fetch_participant(self, request: Request) -> Response:
+        call = self._participant(request)
+        return JSONResponse(participant_json(self.account_sid, call))
+
+    @_twilio
+    async def update_participant(self, request: Request) -> Response:
+        call = self._participant(request)
+        form = await request.form()
+        self.switchboard.update_participant(
+            call, muted=_optional_flag(form, "Muted"), hold=_optional_flag(form, "Hold")
+        )
+        if (value := _optional_flag(form, "EndConferenceOnExit")) is not None:
+            call.end_conference_on_exit = value
+        return JSONResponse(participant_json(self.account_sid, call))
+
+    @_twilio
+    async def delete_participant(self, request: Request) -> Response:
+        call = self._participant(request)
+        self.switchboard.hang_up_via_api(call)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------------ conferences
+
+    @_twilio
+    async def list_conferences(self, request: Request) -> Response:
+        page, page_size = self._paging(request)
+        name = request.query_params.get("FriendlyName")
+        status = request.query_params.get("Status")
+        records = [
+            conference_json(self.account_sid, c)
+            for c in reversed(self.switchboard.conferences.values())
+            if (name is None or c.friendly_name == name) and (status is None or c.status == status)
+        ]
+        uri = f"{account_uri(self.account_sid)}/Conferences.json"
+        return JSONResponse(page_json("conferences", records, uri, page, page_size))
+
+    @_twilio
+    async def fetch_conference(self, request: Request) -> Response:
+        return JSONResponse(conference_json(self.account_sid, self._conference(request)))
+
+    @_twilio
+    async def update_conference(self, request: Request) -> Response:
+        conference = self._conference(request)
+        form = await request.form()
+        status = _text(form, "Status")
+        if status is not None:
+            if status != "completed":
+                raise bad_request(20001, f"Invalid Status {status!r}: only 'completed' is valid")
+            self.switchboard.end_conference_via_api(conference)
+        return JSONResponse(conference_json(self.account_sid, conference))
+
+    # ------------------------------------------------------------------ calls
+
+    @_twilio
+    async def fetch_call(self, request: Request) -> Response:
+        return JSONResponse(call_json(self.account_sid, self._call(request)))
+
+    @_twilio
+    async def update_call(self, request: Request) -> Response:
+        call = self._call(request)
+        form = await request.form()
+        status = _text(form, "Status")
+        if status == "completed":
+            self.switchboard.hang_up_via_api(call)
+        elif status == "canceled":
+            self.switchboard.cancel_via_api(call)
+        elif status is not None:
+            raise bad_request(20001, f"Invalid Status {status!r}: use 'completed' or 'canceled'")
+        return JSONResponse(call_json(self.account_sid, call))
+
+    # ------------------------------------------------------------------ /_emulator
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def creates(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "total": self.switchboard.creates_total,
+                "byLabel": dict(self.switchboard.creates_by_label),
+            }
+        )
+
+    def _inspect(self, call: Call) -> dict[str, Any]:
+        conference = call.conference
+        return {
+            "sid": call.sid,
+            "to": call.to,
+            "from": call.from_,
+            "status": call.status,
+            "direction": call.direction,
+            "label": call.label,
+            "conferenceName": conference.friendly_name if conference is not None else None,
+            "conferenceSid": conference.sid if conference is not None else None,
+            "callbacks": [d.as_json() for d in call.history if d.delivered],
+            "failedCallbacks": [d.as_json() for d in call.history if not d.delivered],
+        }
+
+    async def list_calls(self, request: Request) -> Response:
+        return JSONResponse({"calls": [self._inspect(c) for c in self.switchboard.calls.values()]})
+
+    async def inspect_call(self, request: Request) -> Response:
+        call = self.switchboard.calls.get(request.path_params["call_sid"])
+        if call is None:
+            return JSONResponse({"message": "no such call"}, status_code=404)
+        return JSONResponse(self._inspect(call))
+
+    async def hangup(self, request: Request) -> Response:
+        call = self.switchboard.calls.get(request.path_params["call_sid"])
+        if call is None:
+            return JSONResponse({"message": "no such call"}, status_code=404)
+        self.switchboard.callee_hangs_up(call)
+        return JSONResponse(self._inspect(call))
+
+    async def incoming(self, request: Request) -> Response:
+        form = await request.form()
+        from_ = _text(form, "From")
+        to = _text(form, "To")
+        if from_ is None or to is None:
+            return JSONResponse({"message": "From and To are required"}, status_code=400)
+        voice_url = _text(form, "VoiceUrl") or self.switchboard.voice_url
+        if voice_url is None:
+            return JSONResponse(
+                {"message": "no voice URL: start with --voice-url or post VoiceUrl"},
+                status_code=502,
+            )
+        try:
+            call = await self.switchboard.incoming(from_, to, voice_url)
+        except IncomingCallError as exc:
+            return JSONResponse({"message": str(exc)}, status_code=502)
+        conference = call.conference
+        assert conference is not None
+        accept = request.headers.get("accept", "")
+        if "text/plain" in accept and "json" not in accept:
+            return PlainTextResponse(conference.friendly_name)
+        return JSONResponse(
+            {
+                "callSid": call.sid,
+                "conferenceName": conference.friendly_name,
+                "conferenceSid": conference.sid,
+            }
+        )
+
+    async def reset(self, request: Request) -> Response:
+        self.switchboard.reset()
+        return JSONResponse({"ok": True})
+
+    # ------------------------------------------------------------------ routing
+
+    def routes(self) -> list[Route]:
+        """All routes, REST API first."""
+        p = API_PREFIX
+        conference = p + "/Conferences/{conference}"
+        participant = conference + "/Participants/{participant}.json"
+        return [
+            Route(p + "/Conferences.json", self.list_conferences, methods=["GET"]),
+            Route(conference + ".json", self.fetch_conference, methods=["GET"]),
+            Route(conference + ".json", self.update_conference, methods=["POST"]),
+            Route(conference + "/Participants.json", self.list_participants, methods=["GET"]),
+            Route(conference + "/Participants.json", self.create_participant, methods=["POST"]),
+            Route(participant, self.fetch_participant, methods=["GET"]),
+            Route(participant, self.update_participant, methods=["POST"]),
+            Route(participant, self.delete_participant, methods=["DELETE"]),
+            Route(p + "/Calls/{call_sid}.json", self.fetch_call, methods=["GET"]),
+            Route(p + "/Calls/{call_sid}.json", self.update_call, methods=["POST"]),
+            Route("/_emulator/health", self.health, methods=["GET"]),
+            Route("/_emulator/creates", self.creates, methods=["GET"]),
+            Route("/_emulator/calls", self.list_calls, methods=["GET"]),
+            Route("/_emulator/calls/{call_sid}", self.inspect_call, methods=["GET"]),
+            Route("/_emulator/calls/{call_sid}/hangup", self.hangup, methods=["POST"]),
+            Route("/_emulator/incoming", self.incoming, methods=["POST"]),
+            Route("/_emulator/reset", self.reset, methods=["POST"]),
+        ]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """404/405 outside any handler; Twilio-shaped under the REST prefix."""
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/2010-04-01/"):
+        if exc.status_code == 404:
+            return not_found(request.url.path).response()
+        if exc.status_code == 405:
+            return TwilioError(405, 20004, "Method not allowed").response()
+        return JSONResponse(
+            error_body(exc.status_code, exc.status_code, str(exc.detail)), exc.status_code
+        )
+    return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse(error_body(500, 20500, "Internal Server Error"), status_code=500)
+
+
+def create_app(
+    account_sid: str,
+    auth_token: str,
+    voice_url: str | None = None,
+    ring_seconds: float = 0.2,
+    no_answer_seconds: float = 1.0,
+) -> Starlette:
+    """Build the emulator for one account.
+
+    ``voice_url`` answers ``/_emulator/incoming`` calls (overridable per request);
+    ``ring_seconds`` is how long a callee rings before answering or being busy, and
+    ``no_answer_seconds`` how long an unanswered callee rings before ``no-answer``.
+    The ``Switchboard`` holding all state is exposed as ``app.state.switchboard``.
+    """
+    switchboard = Switchboard(
+        account_sid,
+        auth_token,
+        voice_url=voice_url,
+        ring_seconds=ring_seconds,
+        no_answer_seconds=no_answer_seconds,
+    )
+    api = TwilioApi(account_sid, auth_token, switchboard)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await switchboard.aclose()
+
+    app = Starlette(
+        routes=api.routes(),
+        exception_handlers={404: _http_error, 405: _http_error, 500: _server_error},
+        lifespan=lifespan,
+    )
+    app.state.switchboard = switchboard
+    return app

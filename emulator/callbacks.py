@@ -1,0 +1,251 @@
+"""Signed webhook delivery, ordered per call and concurrent across calls.
+
+Twilio signs every webhook with ``X-Twilio-Signature`` (HMAC-SHA1 of the full URL plus the
+sorted POST parameters, keyed by the auth token). The app under test validates it with
+``twilio.request_validator.RequestValidator``, so the emulator signs with that very class:
+a signature mismatch then means the app builds its URL wrongly, never that the two sides
+disagree on the algorithm.
+
+Ordering mirrors what an app may rely on from Twilio: callbacks about one call arrive one at a
+time, in the order the events happened (each POST is awaited before the next), while different
+calls progress independently. Each "lane" (normally a call sid) is a chain of asyncio tasks;
+each task first waits for its predecessor. A conference-wide event can additionally wait for
+the tails of other lanes (``after``), which is how ``conference-end`` is kept behind every
+``participant-leave`` when a conference is torn down.
+
+Delivery never raises: a dead or failing app must not take the emulator (or the other calls)
+down. Like Twilio, a connection failure is retried once; anything else is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from twilio.request_validator import RequestValidator
+
+logger = logging.getLogger(__name__)
+
+#: Twilio gives up on a webhook after 15 seconds.
+CALLBACK_TIMEOUT = 15.0
+#: Pause before the single retry after a connection failure.
+RETRY_DELAY = 0.1
+
+ParamValue = str | Sequence[str]
+Params = Mapping[str, ParamValue]
+
+
+class _MultiParams(dict[str, list[str]]):
+    """Params as the validator sees a multi-dict: ``getall`` yields every value of a key.
+
+    ``RequestValidator.compute_signature`` asks the mapping for ``getall`` (Flask style) before
+    falling back to ``params[key]``; exposing it is how repeated keys get signed with all of
+    their values, as Twilio does.
+    """
+
+    def getall(self, key: str) -> list[str]:
+        return self[key]
+
+
+def _as_lists(params: Params) -> _MultiParams:
+    multi = _MultiParams()
+    for key, value in params.items():
+        multi[key] = [value] if isinstance(value, str) else list(value)
+    return multi
+
+
+def sign(auth_token: str, url: str, params: Params) -> str:
+    """Return the ``X-Twilio-Signature`` Twilio would send for a POST of ``params`` to ``url``.
+
+    ``url`` must be the exact URL posted to, query string included. For a GET webhook pass the
+    URL with the parameters already in its query string and ``params={}``.
+    """
+    return RequestValidator(auth_token).compute_signature(url, _as_lists(params))
+
+
+def _pairs(params: Params) -> list[tuple[str, str]]:
+    return [(key, value) for key, values in _as_lists(params).items() for value in values]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook attempt as the app saw it (or failed to)."""
+
+    url: str
+    method: str
+    params: dict[str, ParamValue]
+    status: int | None = None
+    error: str | None = None
+    body: str = ""
+
+    @property
+    def delivered(self) -> bool:
+        """The app answered (with any HTTP status): the request reached it."""
+        return self.status is not None
+
+    def as_json(self) -> dict[str, Any]:
+        """Inspection-endpoint view (``/_emulator/calls/{sid}``)."""
+        data: dict[str, Any] = {"url": self.url, "method": self.method, "params": self.params}
+        if self.status is not None:
+            data["status"] = self.status
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+
+class CallbackDispatcher:
+    """Sends signed webhooks from the server's event loop through one shared HTTP client."""
+
+    def __init__(
+        self,
+        auth_token: str,
+        timeout: float = CALLBACK_TIMEOUT,
+        retry_delay: float = RETRY_DELAY,
+    ) -> None:
+        self._auth_token = auth_token
+        self._timeout = timeout
+        self._retry_delay = retry_delay
+        self._client: httpx.AsyncClient | None = None
+        self._tails: dict[str, asyncio.Task[Delivery | None]] = {}
+        self._tasks: set[asyncio.Task[Delivery | None]] = set()
+
+    def _http(self) -> httpx.AsyncClient:
+        # Created lazily so it binds to the loop that actually serves requests.
+        # trust_env=False: callbacks go straight to the app, never through a proxy from the
+        # environment (a proxy would also make the signed URL differ from the one received).
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout, trust_env=False)
+        return self._client
+
+    async def send(self, url: str, params: Params, method: str = "POST") -> Delivery:
+        """Deliver one signed webhook now; retried once on connection failure, never raises."""
+        method = method.upper()
+        snapshot = {k: (v if isinstance(v, str) else list(v)) for k, v in params.items()}
+        if method == "GET":
+            target = _with_query(url, params)
+            signature = sign(self._auth_token, target, {})
+            request_kwargs: dict[str, Any] = {}
+        else:
+            method = "POST"
+            target = url
+            signature = sign(self._auth_token, url, params)
+            request_kwargs = {"data": dict(_as_lists(params))}
+        headers = {
+            "X-Twilio-Signature": signature,
+            "User-Agent": "TwilioProxy/1.1",
+            "Accept": "*/*",
+        }
+        for attempt in (1, 2):
+            try:
+                response = await self._http().request(
+                    method, target, headers=headers, **request_kwargs
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt == 1:
+                    await asyncio.sleep(self._retry_delay)
+                    continue
+                logger.warning("callback %s %s dropped: %s", method, target, exc)
+                return Delivery(target, method, snapshot, error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                logger.warning("callback %s %s failed: %r", method, target, exc)
+                return Delivery(target, method, snapshot, error=f"{type(exc).__name__}: {exc}")
+            if response.status_code >= 400:
+                logger.warning(
+                    "callback %s %s answered HTTP %s", method, target, response.status_code
+                )
+            return Delivery(target, method, snapshot, response.status_code, body=response.text)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def enqueue(
+        self,
+        lane: str,
+        url: str,
+        params: Params,
+        method: str = "POST",
+        on_done: Callable[[Delivery], None] | None = None,
+        after: Iterable[asyncio.Future[Any]] = (),
+    ) -> asyncio.Task[Delivery | None]:
+        """Queue a webhook behind everything already queued on ``lane``.
+
+        ``after`` names extra tasks (other lanes' tails) that must finish first. ``on_done``
+        receives the result in delivery order, which is how a call's history is recorded.
+        Must be called from the event loop thread.
+        """
+        previous = self._tails.get(lane)
+        waits = [t for t in (previous, *after) if t is not None and not t.done()]
+        task = asyncio.get_running_loop().create_task(
+            self._run(waits, url, dict(params), method, on_done)
+        )
+        self._tails[lane] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._forget(lane))
+        return task
+
+    def _forget(self, lane: str) -> Callable[[asyncio.Task[Delivery | None]], None]:
+        def done(task: asyncio.Task[Delivery | None]) -> None:
+            self._tasks.discard(task)
+            if self._tails.get(lane) is task:
+                del self._tails[lane]
+
+        return done
+
+    async def _run(
+        self,
+        waits: list[asyncio.Future[Any]],
+        url: str,
+        params: dict[str, ParamValue],
+        method: str,
+        on_done: Callable[[Delivery], None] | None,
+    ) -> Delivery | None:
+        if waits:
+            # asyncio.wait, not gather: a cancelled predecessor must not cancel this one.
+            await asyncio.wait(waits)
+        delivery = await self.send(url, params, method)
+        if on_done is not None:
+            try:
+                on_done(delivery)
+            except Exception:
+                logger.exception("recording callback result failed")
+        return delivery
+
+    def tail(self, lane: str) -> asyncio.Task[Delivery | None] | None:
+        """The last pending webhook on ``lane``, if any (to order other lanes behind it)."""
+        return self._tails.get(lane)
+
+    @property
+    def pending(self) -> int:
+        """Webhooks queued or in flight."""
+        return len(self._tasks)
+
+    async def drain(self) -> None:
+        """Wait until every queued webhook has been attempted."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def cancel_all(self) -> None:
+        """Drop every queued webhook (used by ``/_emulator/reset``)."""
+        for task in list(self._tasks):
+            task.cancel()
+        self._tails.clear()
+
+    async def aclose(self) -> None:
+        """Cancel pending deliveries and close the HTTP client (server shutdown)."""
+        tasks = list(self._tasks)
+        self.cancel_all()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _with_query(url: str, params: Params) -> str:
+    if not params:
+        return url
+    separator = "&" if "?" in url else "?"
+    return url + separator + urlencode(_pairs(params))

@@ -1,0 +1,721 @@
+"""Call and conference state, and the playback that turns API requests into Twilio events.
+
+The REST layer (``emulator.app``) only validates and renders; everything that happens to a
+call after the API answered lives here, in ``Switchboard``. All state is owned by the server's
+event loop: handlers and playback tasks mutate it synchronously between awaits, so no locks
+are needed and every event is emitted in the order the state changed.
+
+What the app sees, and in which order, is the point of the emulator:
+
+* a dialled participant's call-progress callbacks (``initiated``, ``ringing``, ``answered``,
+  ``completed``) go to its ``StatusCallback``, filtered by ``StatusCallbackEvent`` (default:
+  ``completed`` only; ``completed`` covers every final status);
+* its conference events (``participant-join``/``-leave``/``-mute``/``-unmute``/``-hold``/
+  ``-unhold``) go to its own ``ConferenceStatusCallback``, filtered by
+  ``ConferenceStatusCallbackEvent`` (default: none);
+* ``conference-start``/``conference-end`` go to the participant whose join/leave caused them
+  when it subscribed to them, otherwise to the first participant of that conference that did;
+* answering emits ``in-progress``, ``participant-join`` and, for the first participant with
+  ``StartConferenceOnEnter``, ``conference-start``; hanging up emits ``participant-leave``,
+  ``completed`` and, when nobody is left (or an ``EndConferenceOnExit`` participant left),
+  ``conference-end`` after every other participant's ``participant-leave``.
+
+Callbacks about one call are delivered strictly in order; different calls progress
+concurrently (see ``emulator.callbacks``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from emulator.callbacks import CallbackDispatcher, Delivery, ParamValue
+from emulator.numbers import Outcome, outcome_for
+from emulator.twiml import TwimlError, parse_conference
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "2010-04-01"
+
+#: Call statuses after which nothing more happens to a call.
+FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+
+#: Call-progress event names accepted in ``StatusCallbackEvent``.
+CALL_PROGRESS_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
+
+#: ``ConferenceStatusCallbackEvent`` / ``statusCallbackEvent`` names and the events they enable.
+CONFERENCE_EVENT_NAMES: dict[str, tuple[str, ...]] = {
+    "start": ("conference-start",),
+    "end": ("conference-end",),
+    "join": ("participant-join",),
+    "leave": ("participant-leave",),
+    "mute": ("participant-mute", "participant-unmute"),
+    "hold": ("participant-hold", "participant-unhold"),
+}
+
+
+def new_sid(prefix: str) -> str:
+    """A Twilio-looking sid: two-letter prefix and 32 lowercase hex digits."""
+    return prefix + uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    """Current time in UTC, truncated to seconds like every Twilio timestamp."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def rfc2822(moment: datetime | None) -> str | None:
+    """Twilio's date format, e.g. ``Sat, 28 Nov 2026 04:10:00 +0000``."""
+    return None if moment is None else format_datetime(moment)
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _split_events(values: Iterable[str]) -> list[str]:
+    # The client sends one form value per event; TwiML and hand-written requests use spaces.
+    return [name for value in values for name in value.replace(",", " ").split()]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """Where and for which events one party wants webhooks."""
+
+    url: str | None = None
+    method: str = "POST"
+    events: frozenset[str] = frozenset()
+
+    def wants(self, event: str) -> bool:
+        """Whether a webhook for ``event`` should be sent at all."""
+        return bool(self.url) and event in self.events
+
+
+def call_progress_subscription(
+    url: str | None, method: str | None, events: Iterable[str]
+) -> Subscription:
+    """``StatusCallback*`` parameters; without events Twilio only reports ``completed``."""
+    names = {name.lower() for name in _split_events(events)} & CALL_PROGRESS_EVENTS
+    return Subscription(url or None, (method or "POST").upper(), frozenset(names or {"completed"}))
+
+
+def conference_subscription(
+    url: str | None, method: str | None, events: Iterable[str]
+) -> Subscription:
+    """``ConferenceStatusCallback*`` / TwiML ``statusCallback*``; no events means none sent."""
+    enabled = {
+        event
+        for name in _split_events(events)
+        for event in CONFERENCE_EVENT_NAMES.get(name.lower(), ())
+    }
+    return Subscription(url or None, (method or "POST").upper(), frozenset(enabled))
+
+
+@dataclass(eq=False)
+class Conference:
+    """A conference room, from its first participant until it ends."""
+
+    sid: str
+    friendly_name: str
+    date_created: datetime = field(default_factory=utcnow)
+    date_updated: datetime = field(default_factory=utcnow)
+    status: str = "init"  # init -> in-progress -> completed
+    started: bool = False
+    calls: list[Call] = field(default_factory=list)
+    sequence: int = 0
+    reason_ended: str | None = None
+    call_sid_ending: str | None = None
+
+    @property
+    def live(self) -> bool:
+        """Not completed: it can still be joined and addressed by friendly name."""
+        return self.status != "completed"
+
+    def participants(self) -> list[Call]:
+        """Current participants (connecting or connected), like Twilio's Participants list.
+
+        Twilio forgets a participant once its call ended, and a completed conference has none.
+        """
+        if not self.live:
+            return []
+        return [call for call in self.calls if not call.ended]
+
+    def joined(self) -> list[Call]:
+        """Participants actually in the room (answered and joined)."""
+        return [call for call in self.calls if call.joined]
+
+
+@dataclass(eq=False)
+class Call:
+    """One call leg: a dialled participant (``outbound-api``) or an incoming caller."""
+
+    sid: str
+    to: str
+    from_: str
+    direction: str  # "outbound-api" or "inbound"
+    label: str | None = None
+    status: str = "queued"
+    status_callback: Subscription = field(default_factory=Subscription)
+    conference_callback: Subscription = field(default_factory=Subscription)
+    conference: Conference | None = None
+    muted: bool = False
+    hold: bool = False
+    start_conference_on_enter: bool = True
+    end_conference_on_exit: bool = False
+    joined: bool = False
+    date_created: datetime = field(default_factory=utcnow)
+    date_updated: datetime = field(default_factory=utcnow)
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    sequence: int = 0
+    history: list[Delivery] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def ended(self) -> bool:
+        """The call reached a final status."""
+        return self.status in FINAL_STATUSES
+
+    @property
+    def answered(self) -> bool:
+        """The callee picked up at some point."""
+        return self.answered_at is not None
+
+    def duration_seconds(self) -> int:
+        """Talk time, the ``CallDuration`` Twilio reports (0 when never answered)."""
+        if self.answered_at is None:
+            return 0
+        end = self.ended_at or utcnow()
+        return max(0, round((end - self.answered_at).total_seconds()))
+
+    def touch(self) -> None:
+        self.date_updated = utcnow()
+
+
+class IncomingCallError(Exception):
+    """The voice app could not put an incoming caller into a conference."""
+
+
+class Switchboard:
+    """The emulated phone network: creates calls, plays them, and reports events."""
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        voice_url: str | None = None,
+        ring_seconds: float = 0.2,
+        no_answer_seconds: float = 1.0,
+        dispatcher: CallbackDispatcher | None = None,
+    ) -> None:
+        self.account_sid = account_sid
+        self.voice_url = voice_url
+        self.ring_seconds = ring_seconds
+        self.no_answer_seconds = no_answer_seconds
+        self.dispatcher = dispatcher or CallbackDispatcher(auth_token)
+        self.calls: dict[str, Call] = {}
+        self.conferences: dict[str, Conference] = {}
+        self.creates_total = 0
+        self.creates_by_label: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ lookups
+
+    def live_conference_named(self, name: str) -> Conference | None:
+        """The non-completed conference called ``name``, if any (at most one exists)."""
+        for conference in reversed(self.conferences.values()):
+            if conference.live and conference.friendly_name == name:
+                return conference
+        return None
+
+    def find_conference(self, sid_or_name: str) -> Conference | None:
+        """A conference by sid (in any state) or a live one by friendly name."""
+        conference = self.conferences.get(sid_or_name)
+        if conference is not None:
+            return conference
+        return self.live_conference_named(sid_or_name)
+
+    def find_participant(self, conference: Conference, sid_or_label: str) -> Call | None:
+        """A current participant by call sid or by label, as Twilio accepts either."""
+        participants = conference.participants()
+        for call in participants:
+            if call.sid == sid_or_label:
+                return call
+        for call in reversed(participants):
+            if call.label is not None and call.label == sid_or_label:
+                return call
+        return None
+
+    def _conference_to_join(self, name: str) -> Conference:
+        conference = self.live_conference_named(name)
+        if conference is None:
+            conference = Conference(new_sid("CF"), name)
+            self.conferences[conference.sid] = conference
+        return conference
+
+    # ------------------------------------------------------------------ commands
+
+    def dial(
+        self,
+        conference_ref: str,
+        *,
+        to: str,
+        from_: str,
+        label: str | None,
+        status_callback: Subscription,
+        conference_callback: Subscription,
+        muted: bool = False,
+        hold: bool = False,
+        start_conference_on_enter: bool = True,
+        end_conference_on_exit: bool = False,
+    ) -> Call:
+        """Create a participant's outbound call (status ``queued``); see ``start_playback``.
+
+        ``conference_ref`` is a live conference's sid or a friendly name; an unknown name
+        creates the conference, as the Participants API does.
+        """
+        conference = None
+        if conference_ref.startswith("CF"):
+            candidate = self.conferences.get(conference_ref)
+            if candidate is not None and candidate.live:
+                conference = candidate
+        if conference is None:
+            conference = self._conference_to_join(conference_ref)
+        call = Call(
+            sid=new_sid("CA"),
+            to=to,
+            from_=from_,
+            direction="outbound-api",
+            label=label,
+            status_callback=status_callback,
+            conference_callback=conference_callback,
+            conference=conference,
+            muted=muted,
+            hold=hold,
+            start_conference_on_enter=start_conference_on_enter,
+            end_conference_on_exit=end_conference_on_exit,
+        )
+        conference.calls.append(call)
+        self.calls[call.sid] = call
+        self.creates_total += 1
+        if label is not None:
+            self.creates_by_label[label] = self.creates_by_label.get(label, 0) + 1
+        return call
+
+    def start_playback(self, call: Call) -> None:
+        """Start playing a dialled call in the background (after the 201 went out)."""
+        if call.ended or call.task is not None or self.calls.get(call.sid) is not call:
+            return  # already playing, over, or forgotten by a reset
+        call.task = asyncio.get_running_loop().create_task(self._play(call))
+
+    async def _play(self, call: Call) -> None:
+        try:
+            outcome = outcome_for(call.to)
+            self._progress(call, "initiated", "initiated")
+            if outcome is Outcome.FAILED:
+                self._finish(call, "failed")
+                self._settle(call.conference)
+                return
+            call.status = "ringing"
+            call.touch()
+            self._progress(call, "ringing", "ringing")
+            if outcome is Outcome.ANSWER:
+                await asyncio.sleep(self.ring_seconds)
+                self._answer(call)
+                return
+            if outcome is Outcome.BUSY:
+                await asyncio.sleep(self.ring_seconds)
+            else:
+                await asyncio.sleep(self.no_answer_seconds)
+            self._finish(call, outcome.value)
+            self._settle(call.conference)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one broken call must not stop the others
+            logger.exception("playback of %s failed", call.sid)
+
+    def callee_hangs_up(self, call: Call) -> None:
+        """The far end hangs up (control endpoint): declining a ringing call means busy."""
+        if call.ended:
+            return
+        if call.answered:
+            self._hang_up(call, reason="participant_hung_up", kicked=False)
+        else:
+            self._drop_unanswered(call, "busy" if call.direction == "outbound-api" else "canceled")
+
+    def hang_up_via_api(self, call: Call) -> None:
+        """``Calls`` update ``Status=completed`` or participant DELETE: end the call now."""
+        if call.ended:
+            return
+        if call.answered:
+            self._hang_up(call, reason="participant_updated_via_api", kicked=True)
+        else:
+            self._drop_unanswered(call, "canceled")
+
+    def cancel_via_api(self, call: Call) -> None:
+        """``Calls`` update ``Status=canceled``: only affects calls not yet answered."""
+        if not call.ended and not call.answered:
+            self._drop_unanswered(call, "canceled")
+
+    def end_conference_via_api(self, conference: Conference) -> None:
+        """Conference update ``Status=completed``: everyone leaves, then ``conference-end``."""
+        if conference.live:
+            self._end_conference(
+                conference,
+                reason="conference-ended-via-api",
+                ending_call=None,
+                leave_reason="conference_ended_via_api",
+                cancel_pending=True,
+            )
+
+    def update_participant(
+        self, call: Call, *, muted: bool | None = None, hold: bool | None = None
+    ) -> None:
+        """Mute/hold changes; events only for real changes of a joined participant."""
+        conference = call.conference
+        if muted is not None and muted != call.muted:
+            call.muted = muted
+            call.touch()
+            if call.joined and conference is not None:
+                event = "participant-mute" if muted else "participant-unmute"
+                self._conference_event(conference, event, call)
+        if hold is not None and hold != call.hold:
+            call.hold = hold
+            call.touch()
+            if call.joined and conference is not None:
+                event = "participant-hold" if hold else "participant-unhold"
+                self._conference_event(conference, event, call)
+
+    async def incoming(self, from_: str, to: str, voice_url: str) -> Call:
+        """An inbound call: ask the voice app for TwiML and follow its ``<Dial><Conference>``.
+
+        Raises ``IncomingCallError`` (after ending the call) when the app is unreachable,
+        answers non-2xx, or returns TwiML without a conference.
+        """
+        call = Call(
+            sid=new_sid("CA"),
+            to=to,
+            from_=from_,
+            direction="inbound",
+            status="ringing",
+        )
+        self.calls[call.sid] = call
+        params: dict[str, ParamValue] = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": API_VERSION,
+            "CallSid": call.sid,
+            "CallStatus": "ringing",
+            "Direction": "inbound",
+            "From": from_,
+            "To": to,
+            "Called": to,
+            "Caller": from_,
+        }
+        delivery = await self.dispatcher.send(voice_url, params, "POST")
+        call.history.append(delivery)
+        if call.ended:  # hung up (or reset) while the app was thinking
+            raise IncomingCallError("the call ended before the voice app answered")
+        if not delivery.delivered:
+            self._fail_incoming(call, "failed")
+            raise IncomingCallError(f"voice URL {voice_url} unreachable: {delivery.error}")
+        assert delivery.status is not None
+        if not 200 <= delivery.status < 300:
+            self._fail_incoming(call, "failed")
+            raise IncomingCallError(f"voice URL {voice_url} answered HTTP {delivery.status}")
+        try:
+            twiml = parse_conference(delivery.body, voice_url)
+        except TwimlError as exc:
+            self._fail_incoming(call, "failed")
+            raise IncomingCallError(str(exc)) from exc
+        if twiml is None:
+            self._fail_incoming(call, "completed")
+            raise IncomingCallError("voice URL returned TwiML without <Dial><Conference>")
+        call.label = twiml.participant_label
+        call.muted = twiml.muted
+        call.start_conference_on_enter = twiml.start_conference_on_enter
+        call.end_conference_on_exit = twiml.end_conference_on_exit
+        call.conference_callback = conference_subscription(
+            twiml.status_callback, twiml.status_callback_method, twiml.status_callback_events
+        )
+        conference = self._conference_to_join(twiml.name)
+        conference.calls.append(call)
+        call.conference = conference
+        call.status = "in-progress"
+        call.answered_at = utcnow()
+        call.touch()
+        self._join(call)
+        return call
+
+    def reset(self) -> None:
+        """Forget every call, conference and counter; pending callbacks are dropped."""
+        for call in self.calls.values():
+            if call.task is not None and not call.task.done():
+                call.task.cancel()
+        self.dispatcher.cancel_all()
+        self.calls.clear()
+        self.conferences.clear()
+        self.creates_total = 0
+        self.creates_by_label.clear()
+
+    async def aclose(self) -> None:
+        """Stop playback and webhook delivery (server shutdown)."""
+        tasks = [c.task for c in self.calls.values() if c.task is not None and not c.task.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.dispatcher.aclose()
+
+    # ------------------------------------------------------------------ state changes
+
+    def _stop_playback(self, call: Call) -> None:
+        task = call.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+
+    def _answer(self, call: Call) -> None:
+        call.status = "in-progress"
+        call.answered_at = utcnow()
+        call.touch()
+        self._progress(call, "answered", "in-progress")
+        conference = call.conference
+        if conference is None or not conference.live:
+            # The room ended while this call rang (its last member left): like Twilio, the
+            # callee lands in a fresh conference of the same name.
+            if conference is not None:
+                conference.calls.remove(call)
+            name = conference.friendly_name if conference is not None else call.sid
+            conference = self._conference_to_join(name)
+            conference.calls.append(call)
+            call.conference = conference
+        self._join(call)
+
+    def _join(self, call: Call) -> None:
+        conference = call.conference
+        assert conference is not None
+        call.joined = True
+        conference.date_updated = utcnow()
+        self._conference_event(conference, "participant-join", call)
+        if not conference.started and call.start_conference_on_enter:
+            conference.started = True
+            conference.status = "in-progress"
+            self._conference_event(conference, "conference-start", call, participant=False)
+
+    def _finish(self, call: Call, status: str) -> None:
+        self._stop_playback(call)
+        call.status = status
+        call.ended_at = utcnow()
+        call.touch()
+        self._progress(call, "completed", status)
+
+    def _drop_unanswered(self, call: Call, status: str) -> None:
+        self._finish(call, status)
+        self._settle(call.conference)
+
+    def _fail_incoming(self, call: Call, status: str) -> None:
+        call.status = status
+        call.ended_at = utcnow()
+        call.touch()
+
+    def _hang_up(self, call: Call, *, reason: str, kicked: bool) -> None:
+        conference = call.conference
+        was_joined = call.joined
+        if was_joined and conference is not None:
+            call.joined = False
+            self._conference_event(
+                conference,
+                "participant-leave",
+                call,
+                extra={"ParticipantCallStatus": "completed", "ReasonParticipantLeft": reason},
+            )
+        self._finish(call, "completed")
+        if conference is None or not conference.live:
+            return
+        if was_joined and conference.started:
+            if call.end_conference_on_exit:
+                suffix = "kicked" if kicked else "left"
+                self._end_conference(
+                    conference,
+                    reason=f"participant-with-end-conference-on-exit-{suffix}",
+                    ending_call=call,
+                    leave_reason="moderator_ended_conference",
+                    cancel_pending=False,
+                )
+                return
+            if not conference.joined():
+                self._end_conference(
+                    conference,
+                    reason="last-participant-kicked" if kicked else "last-participant-left",
+                    ending_call=call,
+                    leave_reason="moderator_ended_conference",
+                    cancel_pending=False,
+                )
+                return
+        self._settle(conference)
+
+    def _settle(self, conference: Conference | None) -> None:
+        """A never-started conference with nobody left (all dials failed) just goes away."""
+        if conference is None or not conference.live or conference.started:
+            return
+        if not conference.participants():
+            conference.status = "completed"
+            conference.date_updated = utcnow()
+
+    def _end_conference(
+        self,
+        conference: Conference,
+        *,
+        reason: str,
+        ending_call: Call | None,
+        leave_reason: str,
+        cancel_pending: bool,
+    ) -> None:
+        conference.status = "completed"
+        conference.reason_ended = reason
+        conference.call_sid_ending = ending_call.sid if ending_call is not None else None
+        conference.date_updated = utcnow()
+        tails: list[asyncio.Task[Delivery | None]] = []
+        last: Call | None = ending_call
+        for other in list(conference.calls):
+            if other is ending_call or other.ended:
+                continue
+            if other.joined:
+                other.joined = False
+                self._conference_event(
+                    conference,
+                    "participant-leave",
+                    other,
+                    extra={
+                        "ParticipantCallStatus": "completed",
+                        "ReasonParticipantLeft": leave_reason,
+                    },
+                )
+                self._finish(other, "completed")
+            elif cancel_pending:
+                self._finish(other, "canceled")
+            else:
+                continue  # still ringing: will start a new conference if it answers
+            if ending_call is None:
+                last = other  # attribute conference-end to the last one out
+        if not conference.started:
+            return
+        # conference-end goes last: behind every callback still pending for any participant,
+        # including leaves emitted before this teardown began.
+        for call in conference.calls:
+            tail = self.dispatcher.tail(call.sid)
+            if tail is not None:
+                tails.append(tail)
+        extra: dict[str, ParamValue] = {"ReasonConferenceEnded": reason}
+        if ending_call is not None:
+            extra["CallSidEndingConference"] = ending_call.sid
+            if ending_call.label:
+                extra["ParticipantLabelEndingConference"] = ending_call.label
+        self._conference_event(
+            conference, "conference-end", last, participant=False, extra=extra, after=tails
+        )
+
+    # ------------------------------------------------------------------ webhooks
+
+    def _progress(self, call: Call, event: str, call_status: str) -> None:
+        """A call-progress callback, if the call's StatusCallbackEvent asked for it."""
+        subscription = call.status_callback
+        if not subscription.wants(event):
+            return
+        params: dict[str, ParamValue] = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": API_VERSION,
+            "CallSid": call.sid,
+            "CallStatus": call_status,
+            "Called": call.to,
+            "Caller": call.from_,
+            "From": call.from_,
+            "To": call.to,
+            "Direction": call.direction,
+            "CallbackSource": "call-progress-events",
+            "SequenceNumber": str(call.sequence),
+            "Timestamp": rfc2822(utcnow()) or "",
+        }
+        if event == "completed":
+            seconds = call.duration_seconds()
+            params["CallDuration"] = str(seconds)
+            params["Duration"] = str(max(1, math.ceil(seconds / 60)) if call.answered else 0)
+        call.sequence += 1
+        self._send(call.sid, call, subscription, params)
+
+    def _conference_event(
+        self,
+        conference: Conference,
+        event: str,
+        call: Call | None,
+        *,
+        participant: bool = True,
+        extra: dict[str, ParamValue] | None = None,
+        after: Iterable[asyncio.Future[Delivery | None]] = (),
+    ) -> None:
+        """A conference callback for ``event``; ``call`` is the participant that caused it."""
+        subscription = self._conference_target(conference, event, call, participant)
+        if subscription is None:
+            return
+        params: dict[str, ParamValue] = {
+            "AccountSid": self.account_sid,
+            "ConferenceSid": conference.sid,
+            "FriendlyName": conference.friendly_name,
+            "StatusCallbackEvent": event,
+            "SequenceNumber": str(conference.sequence),
+            "Timestamp": rfc2822(utcnow()) or "",
+        }
+        if participant and call is not None:
+            params["CallSid"] = call.sid
+            if call.label:
+                params["ParticipantLabel"] = call.label
+            params.update(
+                {
+                    "Muted": _bool(call.muted),
+                    "Hold": _bool(call.hold),
+                    "Coaching": "false",
+                    "EndConferenceOnExit": _bool(call.end_conference_on_exit),
+                    "StartConferenceOnEnter": _bool(call.start_conference_on_enter),
+                }
+            )
+        params.update(extra or {})
+        conference.sequence += 1
+        lane = call.sid if call is not None else conference.sid
+        self._send(lane, call, subscription, params, after)
+
+    @staticmethod
+    def _conference_target(
+        conference: Conference, event: str, call: Call | None, participant: bool
+    ) -> Subscription | None:
+        if participant:
+            if call is not None and call.conference_callback.wants(event):
+                return call.conference_callback
+            return None
+        # Conference-wide events: the causing participant's subscription, else the first
+        # participant of the room that asked for this event (Twilio keeps the first one's).
+        candidates = [call] if call is not None else []
+        candidates += conference.calls
+        for candidate in candidates:
+            if candidate.conference_callback.wants(event):
+                return candidate.conference_callback
+        return None
+
+    def _send(
+        self,
+        lane: str,
+        call: Call | None,
+        subscription: Subscription,
+        params: dict[str, ParamValue],
+        after: Iterable[asyncio.Future[Delivery | None]] = (),
+    ) -> None:
+        assert subscription.url is not None
+        on_done = call.history.append if call is not None else None
+        self.dispatcher.enqueue(
+            lane, subscription.url, params, subscription.method, on_done=on_done, after=after
+        )

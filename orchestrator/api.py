@@ -1,0 +1,133 @@
+"""The HTTP API of SPEC 4: invite a member, read a session."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from orchestrator import auth, store
+from orchestrator.binding import field_error, read_dto
+from orchestrator.dto import INVITE_CHAT_MEMBER
+from orchestrator.errors import FieldError, conflict, forbidden, not_found, unauthorized, validation
+from orchestrator.jobs import dial_job
+from orchestrator.phone import InvalidPhoneNumber, normalise
+from orchestrator.responses import dto_response
+
+USER_ROLE = "User"
+
+
+async def authenticate(request: Request, role: str = USER_ROLE) -> auth.Principal:
+    key = auth.key_from_header(request.headers.get("authorization"))
+    if key is None:
+        raise unauthorized()
+    found = await store.api_key(request.app.state.redis, auth.digest(key))
+    if found is None:
+        raise unauthorized("Invalid API key")
+    principal = auth.Principal(
+        key_id=found.get("id", ""),
+        account_id=found.get("accountId", ""),
+        roles=frozenset(r for r in found.get("roles", "").split(",") if r),
+    )
+    if not principal.has_role(role):
+        raise forbidden()
+    return principal
+
+
+def _session_id(value: str | None) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise validation([field_error("sessionId", "NotEmpty", "{field} must not be empty.")])
+    return value
+
+
+def _member_target(text: str, region: str) -> tuple[str, str]:
+    """('user', id-or-email) or ('phone', E.164) for memberToAdd."""
+    if "@" in text or text.startswith("usr_"):
+        return "user", text.lower()
+    try:
+        return "phone", normalise(text, region)
+    except InvalidPhoneNumber:
+        raise validation(
+            [
+                field_error(
+                    "memberToAdd",
+                    "InvalidPhoneNumber",
+                    "{field} must be a phone number (E.164, e.g. +14155550100) "
+                    "or the ID or email of a user of this account.",
+                )
+            ]
+        ) from None
+
+
+async def invite_member(request: Request) -> Response:
+    principal = await authenticate(request)
+    dto = await read_dto(request, INVITE_CHAT_MEMBER)
+    settings = request.app.state.settings
+    errors: list[FieldError] = []
+    sid = (dto["sessionId"] or "").strip()
+    member_text = (dto["memberToAdd"] or "").strip()
+    caller_text = (dto["callerId"] or "").strip()
+    if not sid:
+        errors.append(field_error("sessionId", "NotEmpty", "{field} must not be empty."))
+    if not member_text:
+        errors.append(field_error("memberToAdd", "NotEmpty", "{field} must not be empty."))
+    caller_id = None
+    if caller_text:
+        try:
+            caller_id = normalise(caller_text, settings.phone_region)
+        except InvalidPhoneNumber:
+            errors.append(
+                field_error(
+                    "callerId",
+                    "InvalidPhoneNumber",
+                    "{field} must be a phone number in E.164 form, e.g. +14155550100.",
+                )
+            )
+    if errors:
+        raise validation(errors)
+    kind, ref = _member_target(member_text, settings.phone_region)
+
+    member_id = store.new_id("mem")
+    result = await store.invite(
+        request.app.state.redis,
+        request.app.state.scripts,
+        sid=sid,
+        account_id=principal.account_id,
+        kind=kind,
+        ref=ref,
+        member_id=member_id,
+        caller_id=caller_id,
+        job=dial_job(sid, member_id),
+    )
+    if result.outcome == "notfound":
+        raise not_found(f"Session '{sid}' does not exist")
+    if result.outcome == "ended":
+        raise conflict(f"Session '{sid}' has ended")
+    if result.outcome == "nouser":
+        raise validation(
+            [
+                field_error(
+                    "memberToAdd",
+                    "NotFound",
+                    f"{{field}}: no user '{member_text}' in this account.",
+                )
+            ]
+        )
+    return dto_response(request, result.session)
+
+
+async def get_session(request: Request) -> Response:
+    principal = await authenticate(request)
+    dto = await read_dto(request, (INVITE_CHAT_MEMBER[0],))
+    sid = _session_id(dto["sessionId"])
+    session = await store.get_session(request.app.state.redis, request.app.state.scripts, sid)
+    if session is None or session["accountId"] != principal.account_id:
+        raise not_found(f"Session '{sid}' does not exist")
+    return dto_response(request, session)
+
+
+routes = [
+    Route("/sessions/{sessionId}/members", invite_member, methods=["POST"]),
+    Route("/sessions/{sessionId}", get_session, methods=["GET"]),
+]

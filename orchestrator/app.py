@@ -1,0 +1,85 @@
+"""The web process: the API and Twilio's webhooks in one Starlette app."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio
+import redis.exceptions
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from twilio.request_validator import RequestValidator
+
+from orchestrator import api
+from orchestrator.errors import ApiError, unavailable
+from orchestrator.responses import error_response
+from orchestrator.scripts import Scripts
+from orchestrator.settings import Settings
+from webhooks import routes as webhook_routes
+
+log = logging.getLogger("orchestrator.web")
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "NotFound", 405: "MethodNotAllowed"}
+    error = ApiError(exc.status_code, codes.get(exc.status_code, "Error"), str(exc.detail))
+    return error_response(request, error)
+
+
+async def _redis_down(request: Request, exc: Exception) -> Response:
+    log.warning("Redis unavailable: %s", exc)
+    return error_response(request, unavailable("State store unavailable; retry shortly"))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(request, ApiError(500, "InternalServerError", "Internal error"))
+
+
+async def health(request: Request) -> Response:
+    """For load balancers and `orchestrator dev`: up, and Redis answers."""
+    await request.app.state.redis.ping()
+    return JSONResponse({"ok": True})
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The ASGI app; `uvicorn --factory orchestrator.app:create_app` reads the environment."""
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = redis.asyncio.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2, max_connections=256
+        )
+        app.state.redis = client
+        app.state.scripts = Scripts(client)
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app = Starlette(
+        routes=[Route("/health", health), *api.routes, *webhook_routes.routes],
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            redis.exceptions.ConnectionError: _redis_down,
+            redis.exceptions.TimeoutError: _redis_down,
+            Exception: _unexpected,
+        },
+    )
+    app.state.settings = settings
+    app.state.validator = RequestValidator(settings.twilio_auth_token)
+    return app

@@ -1,0 +1,107 @@
+"""Reading a request DTO from wherever the client put its values.
+
+Bodies may be JSON or form-encoded; query-string values fill the DTO too;
+path values win. Property names match case-insensitively, as in ServiceStack.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from orchestrator.dto import Field
+from orchestrator.errors import ApiError, FieldError, validation
+
+MAX_BODY = 64 * 1024
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The body, refused with 413 past `limit` before it is all in memory."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "RequestEntityTooLarge", f"Request bodies are limited to {limit} bytes")
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def parse_body(media_type: str, body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    if media_type in ("application/json", "text/json", ""):
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(
+                400, "SerializationException", "The request body is not valid JSON"
+            ) from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "SerializationException", "The request body must be a JSON object")
+        return data
+    if media_type == "application/x-www-form-urlencoded":
+        from urllib.parse import parse_qsl
+
+        try:
+            return dict(parse_qsl(body.decode(), keep_blank_values=True))
+        except UnicodeDecodeError:
+            raise ApiError(400, "SerializationException", "The form body is not UTF-8") from None
+    raise ApiError(
+        415,
+        "UnsupportedMediaType",
+        f"Content-Type {media_type!r} is not supported; send application/json or "
+        "application/x-www-form-urlencoded",
+    )
+
+
+async def read_dto(request: Request, fields: tuple[Field, ...]) -> dict[str, str | None]:
+    """The DTO's string fields from body < query string < path, names matched case-insensitively."""
+    body = parse_body(_media_type(request), await read_body(request))
+    by_lower = {f.name.lower(): f.name for f in fields}
+    values: dict[str, str | None] = {f.name: None for f in fields}
+    errors: list[FieldError] = []
+    for source in (body, request.query_params, request.path_params):
+        for key, value in source.items():
+            name = by_lower.get(str(key).lower())
+            if name is None:
+                continue
+            if value is None or isinstance(value, str):
+                values[name] = value
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                values[name] = str(value)
+            else:
+                errors.append(
+                    FieldError(_pascal(name), "InvalidValue", f"'{_words(name)}' must be a string.")
+                )
+    if errors:
+        raise validation(errors)
+    return values
+
+
+def _pascal(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+def _words(name: str) -> str:
+    """memberToAdd -> Member To Add, as ServiceStack's validators name fields."""
+    out = ""
+    for ch in _pascal(name):
+        out += (" " + ch) if ch.isupper() and out else ch
+    return out
+
+
+def field_error(name: str, code: str, message: str) -> FieldError:
+    return FieldError(_pascal(name), code, message.replace("{field}", f"'{_words(name)}'"))

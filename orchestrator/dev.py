@@ -1,0 +1,145 @@
+"""`orchestrator dev`: the whole service on one machine with no set-up.
+
+Starts an embedded Redis (unless REDIS_URL is set), the Twilio emulator, the
+web process and a worker, provisions a demo account, and prints what to try.
+Each part is a real process, started exactly as an operator would start it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+from orchestrator import provision, redis_server
+
+DEV_ACCOUNT_SID = "AC" + "de70" * 8
+DEMO_NUMBER = "+14155550100"
+DEMO_CALLER = "+14155550199"
+DEMO_MEMBER = "+14155550123"
+
+
+def _wait_http(url: str, processes: list[subprocess.Popen], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in processes:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.args[2:4]} exited with {p.returncode} during start-up")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout:.0f}s") from None
+            time.sleep(0.1)
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for p in processes:
+        if p.poll() is None:
+            p.terminate()
+    for p in processes:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run(port: int = 8000) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="orchestrator-dev-"))
+    embedded = None
+    redis_url = os.environ.get("REDIS_URL", "").strip()
+    if not redis_url:
+        embedded = redis_server.start(workdir / "redis")
+        redis_url = embedded.url
+
+    base = f"http://127.0.0.1:{port}"
+    emulator_port = redis_server.free_port()
+    emulator_url = f"http://127.0.0.1:{emulator_port}"
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "TWILIO_ACCOUNT_SID": os.environ.get("TWILIO_ACCOUNT_SID") or DEV_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+        "TWILIO_API_BASE_URL": emulator_url,
+        "PUBLIC_BASE_URL": base,
+        "TWILIO_CPS": os.environ.get("TWILIO_CPS", "10"),
+        "PORT": str(port),
+    }
+    env.pop("TWILIO_REGION", None)
+    env.pop("TWILIO_EDGE", None)
+    py = sys.executable
+    processes: list[subprocess.Popen] = []
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        processes.append(
+            subprocess.Popen(
+                [py, "-m", "emulator", "--port", str(emulator_port),
+                 "--account-sid", env["TWILIO_ACCOUNT_SID"],
+                 "--auth-token", env["TWILIO_AUTH_TOKEN"],
+                 "--voice-url", f"{base}/twilio/voice", "--ring-seconds", "2"],
+                env=env,
+            )
+        )  # fmt: skip
+        processes.append(
+            subprocess.Popen([py, "-m", "orchestrator", "web", "--host", "127.0.0.1"], env=env)
+        )
+        processes.append(subprocess.Popen([py, "-m", "orchestrator", "worker"], env=env))
+        _wait_http(f"{emulator_url}/_emulator/health", processes)
+        _wait_http(f"{base}/health", processes)
+
+        r = redis.Redis.from_url(redis_url)
+        account = provision.create_account(r, "Demo")
+        provision.add_number(r, DEMO_NUMBER, account)
+        user = provision.add_user(r, "agent@example.com", account, name="Demo Agent")
+        key = provision.create_key(r, account, ["User"])
+        print(_banner(base, emulator_url, redis_url, account, user, key), flush=True)
+        while all(p.poll() is None for p in processes):
+            time.sleep(0.5)
+        print("orchestrator dev: a process exited; stopping", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...", file=sys.stderr)
+        return 0
+    finally:
+        _stop(processes)
+        if embedded is not None:
+            embedded.stop()
+
+
+def _banner(base: str, emulator: str, redis_url: str, account: str, user: str, key: str) -> str:
+    auth = f'-H "Authorization: Bearer {key}"'
+    return f"""
+Conference orchestrator (dev) is running.
+
+  API             {base}
+  Twilio emulator {emulator}
+  Redis           {redis_url}
+  demo account    {account}   number {DEMO_NUMBER}   user {user} (agent@example.com)
+  API key         {key}
+
+Try it: a customer calls the demo number, then we invite a phone number into the call.
+
+  SESSION=$(curl -s -H 'Accept: text/plain' -X POST {emulator}/_emulator/incoming \\
+      -d From={DEMO_CALLER} -d To={DEMO_NUMBER})
+  curl -s -X POST {base}/sessions/$SESSION/members {auth} \\
+      -H 'Content-Type: application/json' -d '{{"memberToAdd": "{DEMO_MEMBER}"}}'
+  curl -s {base}/sessions/$SESSION {auth}
+
+Run the last command again: the member goes Ringing, then Connected after ~2 s.
+Invite "agent@example.com" to dial the demo user; numbers ending 0001 are busy,
+0002 never answer, 0003 fail. Ctrl-C stops everything.
+"""

@@ -1,0 +1,217 @@
+"""The wire DTOs of the seed page, declared once.
+
+Rendering, validation messages and (later) API metadata all read these
+declarations, so a field added here appears everywhere at once. Enum values
+travel by name, keys in camelCase, as ServiceStack writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class SessionDialState(Enum):
+    None_ = "None"
+    Active = "Active"
+
+
+class SessionCallState(Enum):
+    Disconnected = "Disconnected"
+    Ringing = "Ringing"
+    Connected = "Connected"
+    Hold = "Hold"
+    Passive = "Passive"
+
+
+class SessionQueueStates(Enum):
+    None_ = "None"
+    Queued = "Queued"
+    Ringing = "Ringing"
+    Connected = "Connected"
+    Hold = "Hold"
+    Disconnected = "Disconnected"
+
+
+class FlowChannels(Enum):
+    Voice = "Voice"
+    Chat = "Chat"
+    Fax = "Fax"
+
+
+class SessionHoldReasons(Enum):
+    None_ = "None"
+    Transferring = "Transferring"
+
+
+class SessionMemberCallState(Enum):
+    None_ = "None"
+    Ringing = "Ringing"
+    Connected = "Connected"
+    Hold = "Hold"
+
+
+class SessionMemberRoles(Enum):
+    None_ = "None"
+    Caller = "Caller"
+    Agent = "Agent"
+    Transfer = "Transfer"
+
+
+class SessionDirections(Enum):
+    Incoming = "Incoming"
+    Outgoing = "Outgoing"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One DTO property: wire name, type and the value a fresh object has.
+
+    `type` is "string", "bool", an Enum class, or a nested DTO name
+    ("list:SessionLogInfo", "dict:string").
+    """
+
+    name: str
+    type: Any
+    description: str | None = None
+
+    @property
+    def default(self) -> Any:
+        if self.type == "bool":
+            return False
+        if isinstance(self.type, type) and issubclass(self.type, Enum):
+            return next(iter(self.type)).value
+        return None
+
+
+ENTITY_INFO = (
+    Field("id", "string", "The ID of the object"),
+    Field("dateCreated", "string", "The date the object was created"),
+    Field("dateLastModified", "string", "The date the object was last modified"),
+    Field("createdBy", "string", "The user that created this object"),
+    Field("lastModifiedBy", "string", "The user that last modified this object"),
+)
+
+CUSTOMER_BREADCRUMB = (Field("id", "string"), Field("name", "string"))
+
+SESSION_LOG_INFO = (Field("date", "string"), Field("message", "string"))
+
+SESSION_MEMBER_INFO = (
+    Field("identity", "string"),
+    Field("endpointId", "string"),
+    Field("displayName", "string"),
+    Field("isOriginalMember", "bool"),
+    Field("avatarUrl", "string"),
+    Field("applicationData", "dict:string"),
+    Field("callState", SessionMemberCallState),
+    Field("role", SessionMemberRoles),
+    Field("callSid", "string"),
+    Field("muted", "bool"),
+)
+
+# In the order of the seed's sample: SessionInfo's own fields, then EntityInfo's.
+SESSION_INFO = (
+    Field("dialState", SessionDialState, "The state of the session"),
+    Field("callState", SessionCallState, "The call state of the session"),
+    Field("queueState", SessionQueueStates, "The queue state of the session"),
+    Field("accountId", "string", "The ID of the account associated with the flow"),
+    Field("accountName", "string", "The name of the account associated with the session"),
+    Field("customerId", "string", "The ID of the customer this session is associated with"),
+    Field(
+        "customerBreadcrumb",
+        "list:CustomerBreadcrumb",
+        "The customer breadcrumb this session is associated with",
+    ),
+    Field("customerName", "string", "The name of the customer this session is associated with"),
+    Field("endpointId", "string", "The ID of the endpoint associated with this session"),
+    Field("endpointName", "string", "The name of the endpoint associated with this session"),
+    Field("dateCompleted", "string", "The date the call completed"),
+    Field(
+        "destination",
+        "string",
+        "The destination of the session (e.g. what was entered into the Dial box)",
+    ),
+    Field("toAddress", "string", "The to address if any"),
+    Field("fromAddress", "string", "The from address if any"),
+    Field("fromName", "string", "The from name if any"),
+    Field("answeredByName", "string", "Answered by name (if any)"),
+    Field("queueMemberId", "string", "The ID of the queue member assigned to this call"),
+    Field("channel", FlowChannels, "The flow channel"),
+    Field("ended", "bool", "Has the session ended"),
+    Field("outcome", "string", "The outcome of the call"),
+    Field("callSid", "string", "The twilio Call SID of this session"),
+    Field("consoleData", "string", "Any console data for this session"),
+    Field("holdQueueName", "string", "The name of the hold queue for this call"),
+    Field("heldByUserId", "string", "The user ID who put this call on hold"),
+    Field("holdReason", SessionHoldReasons, "The reason for the hold"),
+    Field("conferenceSid", "string", "The SID of the conference if in a conference call"),
+    Field("displayName", "string", "The display name for this session"),
+    Field("log", "list:SessionLogInfo", "The log entries for this session"),
+    Field("members", "list:SessionMemberInfo", "The members of this session"),
+    Field(
+        "callbackNumber",
+        "string",
+        "The callback number (typically used for SIP to User calls)",
+    ),
+    Field("answeredById", "string", "The ID of the endpoint that answered"),
+    Field("direction", SessionDirections, "Is this session incoming or outgoing?"),
+    Field(
+        "fromPhoneNumber",
+        "string",
+        "The phone number that this session is coming from (used with SMS chats)",
+    ),
+    Field(
+        "mostRecentParticipantCallSid",
+        "string",
+        "The Call SID of the most recently added conference participant",
+    ),
+    Field("wasMissed", "bool", "Was this session missed?"),
+    Field("ringQueueId", "string", "The ring queue that the call is currently in"),
+    *ENTITY_INFO,
+)
+
+INVITE_CHAT_MEMBER = (
+    Field("sessionId", "string", "The ID of the session"),
+    Field(
+        "memberToAdd",
+        "string",
+        "The member to add. This can be a cell phone number, user ID (email)",
+    ),
+    Field("callerId", "string", "Outbound caller ID to use"),
+)
+
+
+def _coerce(field: Field, raw: str | None) -> Any:
+    if raw is None:
+        return field.default
+    if field.type == "bool":
+        return raw == "true"
+    if isinstance(field.type, str) and field.type.startswith(("list:", "dict:")):
+        return json.loads(raw)
+    return raw
+
+
+def _render(fields: tuple[Field, ...], raw: dict[str, str]) -> dict[str, Any]:
+    return {f.name: _coerce(f, raw.get(f.name)) for f in fields}
+
+
+def render_member(raw: dict[str, str]) -> dict[str, Any]:
+    """A stored member hash as a full SessionMemberInfo; internal fields dropped."""
+    return _render(SESSION_MEMBER_INFO, raw)
+
+
+def render_session(
+    raw: dict[str, str], members: list[dict[str, str]], log: list[str]
+) -> dict[str, Any]:
+    """A stored session as a full SessionInfo: every field, defaults filled in."""
+    body = _render(SESSION_INFO, raw)
+    body["members"] = [render_member(m) for m in members]
+    body["log"] = [_log_entry(entry) for entry in log]
+    return body
+
+
+def _log_entry(entry: str) -> dict[str, str | None]:
+    data = json.loads(entry)
+    return {"date": data.get("date"), "message": data.get("message")}

@@ -1,0 +1,77 @@
+-- Shared by every script (prepended by orchestrator/scripts.py).
+-- Key layout: see orchestrator/store.py. ARGV[1] is always the key prefix.
+local P = ARGV[1]
+
+local function skey(sid) return P .. 'session:' .. sid end
+local function mkey(sid, mid) return P .. 'session:' .. sid .. ':member:' .. mid end
+local function lkey(sid) return P .. 'session:' .. sid .. ':log' end
+local function idskey(sid) return P .. 'session:' .. sid .. ':members' end
+local function activekey(sid) return P .. 'session:' .. sid .. ':active' end
+local function callkey(callsid) return P .. 'call:' .. callsid end
+
+local function append_log(sid, now, message)
+  redis.call('RPUSH', lkey(sid), cjson.encode({date = now, message = message}))
+  redis.call('HSET', skey(sid), 'dateLastModified', now)
+end
+
+-- Member call state is derived, never stored independently of its inputs:
+-- _rank 0 invited, 1 ringing, 2 in the call, 3 final; _hold is the latest hold flag.
+local function derive(rank, hold)
+  if rank == 1 then return 'Ringing' end
+  if rank == 2 then
+    if hold == '1' then return 'Hold' end
+    return 'Connected'
+  end
+  return 'None'
+end
+
+local function member_name(m)
+  local f = redis.call('HMGET', m, 'displayName', 'identity')
+  return f[1] or f[2] or '?'
+end
+
+-- Ends a member for good: callState None, no longer counted as in the session.
+local function finalize(sid, mid, now, message)
+  local m = mkey(sid, mid)
+  local f = redis.call('HMGET', m, '_rank', '_to')
+  if tonumber(f[1] or '0') >= 3 then return false end
+  -- Hold and mute describe a member in the call; one who has left is neither.
+  redis.call('HSET', m, '_rank', '3', 'callState', 'None', '_hold', '0', 'muted', 'false')
+  if f[2] then
+    local holder = redis.call('HGET', activekey(sid), f[2])
+    if holder == mid then redis.call('HDEL', activekey(sid), f[2]) end
+  end
+  append_log(sid, now, message)
+  return true
+end
+
+local function record_call_sid(sid, mid, callsid)
+  if not callsid or callsid == '' then return false end
+  local m = mkey(sid, mid)
+  if redis.call('HGET', m, 'callSid') then return false end
+  redis.call('HSET', m, 'callSid', callsid)
+  redis.call('SET', callkey(callsid), sid .. ' ' .. mid)
+  return true
+end
+
+-- An ended session is kept for a week, then Redis forgets it by itself.
+local RETAIN_SECONDS = 7 * 24 * 3600
+local function retain(sid)
+  local ids = redis.call('LRANGE', idskey(sid), 0, -1)
+  for _, mid in ipairs(ids) do
+    local m = mkey(sid, mid)
+    local callsid = redis.call('HGET', m, 'callSid')
+    if callsid then redis.call('EXPIRE', callkey(callsid), RETAIN_SECONDS) end
+    redis.call('EXPIRE', m, RETAIN_SECONDS)
+  end
+  for _, k in ipairs({skey(sid), lkey(sid), idskey(sid), activekey(sid)}) do
+    redis.call('EXPIRE', k, RETAIN_SECONDS)
+  end
+end
+
+local function render(sid)
+  local ids = redis.call('LRANGE', idskey(sid), 0, -1)
+  local members = {}
+  for i, mid in ipairs(ids) do members[i] = redis.call('HGETALL', mkey(sid, mid)) end
+  return {redis.call('HGETALL', skey(sid)), members, redis.call('LRANGE', lkey(sid), 0, -1)}
+end

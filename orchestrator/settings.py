@@ -1,0 +1,88 @@
+"""Process configuration, read once from the environment at start.
+
+A bad setting must stop the process before it serves anything, with one line
+that names the variable: a typo in production is found at deploy, not on the
+first live call.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from orchestrator.phone import InvalidPhoneNumber, normalise
+
+ACCOUNT_SID_RE = re.compile(r"^AC[0-9a-fA-F]{32}$")
+TWILIO_API = "https://api.twilio.com"
+
+
+class ConfigError(Exception):
+    """A required setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    twilio_account_sid: str
+    twilio_auth_token: str
+    twilio_api_base_url: str
+    public_base_url: str
+    default_caller_id: str | None
+    twilio_cps: float
+    phone_region: str = "US"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise ConfigError(f"{name} is required but not set")
+            return value
+
+        sid = required("TWILIO_ACCOUNT_SID")
+        if not ACCOUNT_SID_RE.match(sid):
+            raise ConfigError("TWILIO_ACCOUNT_SID must look like AC followed by 32 hex digits")
+        redis_url = required("REDIS_URL")
+        if urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
+            raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        public = _http_url(env, "PUBLIC_BASE_URL", required("PUBLIC_BASE_URL"))
+        api = _http_url(env, "TWILIO_API_BASE_URL", env.get("TWILIO_API_BASE_URL") or TWILIO_API)
+        region = (env.get("PHONE_DEFAULT_REGION") or "US").strip().upper()
+
+        caller = env.get("DEFAULT_CALLER_ID", "").strip() or None
+        if caller is not None:
+            try:
+                caller = normalise(caller, region)
+            except InvalidPhoneNumber:
+                raise ConfigError("DEFAULT_CALLER_ID must be an E.164 phone number") from None
+
+        raw_cps = env.get("TWILIO_CPS", "").strip() or "1"
+        try:
+            cps = float(raw_cps)
+        except ValueError:
+            cps = 0.0
+        if not cps > 0:
+            raise ConfigError("TWILIO_CPS must be a number greater than 0")
+
+        return cls(
+            redis_url=redis_url,
+            twilio_account_sid=sid,
+            twilio_auth_token=required("TWILIO_AUTH_TOKEN"),
+            twilio_api_base_url=api,
+            public_base_url=public,
+            default_caller_id=caller,
+            twilio_cps=cps,
+            phone_region=region,
+        )
+
+
+def _http_url(env: Mapping[str, str], name: str, value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError(f"{name} must be an http:// or https:// URL")
+    return value.strip().rstrip("/")

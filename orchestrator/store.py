@@ -1,0 +1,180 @@
+"""Redis state: the key layout and every read and write of it.
+
+Keys (prefix `orch:`):
+  account:{aid}                      hash  id, name, dateCreated
+  account:{aid}:user:{ref}           str   user id, for ref = the id or the lower-cased email
+  number:{e164}                      str   account id owning the number
+  user:{uid}                         hash  id, accountId, email, name, avatarUrl
+  apikey:{sha256}                    hash  id, accountId, roles (comma separated)
+  session:{sid}                      hash  SessionInfo scalars (+ _number, the called number)
+  session:{sid}:members              list  member ids in order of joining
+  session:{sid}:member:{mid}         hash  SessionMemberInfo (+ _rank, _hold, _to, ... internals)
+  session:{sid}:active               hash  dialled address -> member id, while not final
+  session:{sid}:log                  list  JSON {date, message}
+  call:{CallSid}                     str   "{sid} {mid}", to find a member from a callback
+
+Every state change is one script call; web handlers use the async functions,
+the worker the sync ones. Each returns plain data, never Redis replies.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from orchestrator.dto import render_session
+from orchestrator.scripts import Scripts
+
+PREFIX = "orch:"
+
+
+def now() -> str:
+    """Timestamps as ServiceStack clients read them: ISO 8601, UTC, milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_id(kind: str) -> str:
+    return f"{kind}_{secrets.token_hex(12)}"
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    return value
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    flat = _text(flat)
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def session_from_reply(reply: list[Any]) -> dict[str, Any] | None:
+    """Turn render.lua's {session, members, log} into a SessionInfo dict."""
+    if not reply:
+        return None
+    raw, members, log = reply
+    return render_session(_pairs(raw), [_pairs(m) for m in members], _text(log))
+
+
+# --- web (asyncio) ----------------------------------------------------------
+
+
+async def get_session(r: redis.asyncio.Redis, scripts: Scripts, sid: str) -> dict | None:
+    return session_from_reply(await scripts["render"](args=[PREFIX, sid], client=r))
+
+
+@dataclass(frozen=True)
+class InviteResult:
+    outcome: str  # created | exists | notfound | ended | nouser
+    member_id: str | None = None
+    session: dict | None = None
+
+
+async def invite(
+    r: redis.asyncio.Redis,
+    scripts: Scripts,
+    *,
+    sid: str,
+    account_id: str,
+    kind: str,
+    ref: str,
+    member_id: str,
+    caller_id: str | None,
+    job: tuple[str, str, str, str, list[str]],
+) -> InviteResult:
+    """Add a member and enqueue its dial job atomically (see invite.lua).
+
+    `job` is (queue key, queues-set key, job key, job id, flat job hash).
+    """
+    qkey, queues, jobkey, jobid, mapping = job
+    args = [PREFIX, sid, account_id, kind, ref, member_id, now(), caller_id or ""]
+    reply = _text(
+        await scripts["invite"](args=[*args, qkey, queues, jobkey, jobid, *mapping], client=r)
+    )
+    outcome = reply[0]
+    if outcome in ("created", "exists"):
+        return InviteResult(outcome, reply[1], session_from_reply(reply[2]))
+    return InviteResult(outcome)
+
+
+async def create_session(
+    r: redis.asyncio.Redis, scripts: Scripts, *, call_sid: str, from_: str, to: str
+) -> tuple[str, str | None]:
+    """Session for an incoming call: ('created'|'exists', sid) or ('nonumber', None)."""
+    args = [PREFIX, call_sid, from_, to, now(), new_id("ses"), new_id("mem")]
+    reply = _text(await scripts["create_session"](args=args, client=r))
+    return reply[0], (reply[1] if len(reply) > 1 else None)
+
+
+async def call_event(
+    r: redis.asyncio.Redis,
+    scripts: Scripts,
+    *,
+    sid: str,
+    mid: str,
+    status: str,
+    call_sid: str,
+    seq: str,
+) -> str:
+    args = [PREFIX, sid, mid, status, call_sid, seq, now()]
+    return _text(await scripts["call_event"](args=args, client=r))
+
+
+async def conference_event(
+    r: redis.asyncio.Redis,
+    scripts: Scripts,
+    *,
+    sid: str,
+    event: str,
+    conference_sid: str,
+    call_sid: str,
+    label: str,
+    seq: str,
+) -> str:
+    args = [PREFIX, sid, event, conference_sid, call_sid, label, seq, now()]
+    return _text(await scripts["conference_event"](args=args, client=r))
+
+
+async def api_key(r: redis.asyncio.Redis, digest: str) -> dict[str, str] | None:
+    raw = await r.hgetall(f"{PREFIX}apikey:{digest}")
+    return {_text(k): _text(v) for k, v in raw.items()} or None
+
+
+# --- worker (sync) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DialClaim:
+    to: str
+    from_: str
+    attempt: int
+
+
+def begin_dial(
+    r: redis.Redis, scripts: Scripts, sid: str, mid: str, default_caller: str | None
+) -> DialClaim | str:
+    """Claim a member for dialling, or say why not ('missing', 'final', 'dialled', ...)."""
+    reply = _text(
+        scripts["begin_dial"](args=[PREFIX, sid, mid, now(), default_caller or ""], client=r)
+    )
+    if reply[0] != "dial":
+        return reply[1]
+    return DialClaim(to=reply[1], from_=reply[2], attempt=int(reply[3]))
+
+
+def record_dial(
+    r: redis.Redis, scripts: Scripts, sid: str, mid: str, call_sid: str, conference_sid: str
+) -> str:
+    args = [PREFIX, sid, mid, call_sid, now(), conference_sid or ""]
+    return _text(scripts["record_dial"](args=args, client=r))
+
+
+def fail_dial(r: redis.Redis, scripts: Scripts, sid: str, mid: str, message: str) -> str:
+    return _text(scripts["fail_dial"](args=[PREFIX, sid, mid, now(), message], client=r))

@@ -1,0 +1,934 @@
+"""The Twilio emulator, end to end: real HTTP, the official twilio client, signed webhooks.
+
+The emulator and a small webhook receiver both run under uvicorn in background threads. The
+receiver records every webhook and checks its ``X-Twilio-Signature`` with the twilio library's
+own ``RequestValidator``, exactly as the orchestrator's webhooks do. Each test gets its own URL
+namespace on the receiver, so its webhooks never mix with another test's stragglers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.datastructures import ImmutableMultiDict
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from twilio.base.exceptions import TwilioRestException
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from emulator.__main__ import parse_args
+from emulator.app import create_app
+from emulator.callbacks import sign
+
+ACCOUNT_SID = "AC" + "5e" * 16
+AUTH_TOKEN = "emulator-test-token"
+CALLER_ID = "+15005550006"
+ALL_CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
+ALL_CONFERENCE_EVENTS = ["start", "end", "join", "leave", "mute", "hold"]
+RING_SECONDS = 0.05
+NO_ANSWER_SECONDS = 0.2
+ROOT = Path(__file__).resolve().parents[1]
+
+T = TypeVar("T")
+
+
+def emu_wait(
+    condition: Callable[[], T | None], timeout: float = 5.0, message: str = "condition"
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(0.01)
+
+
+def emu_free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmuServer:
+    """An ASGI app served by uvicorn on a pre-bound socket in a daemon thread."""
+
+    def __init__(self, app: Any) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def __enter__(self) -> EmuServer:
+        self._thread.start()
+        emu_wait(lambda: self._server.started, message=f"uvicorn on {self.url}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One webhook as the receiver got it."""
+
+    method: str
+    path: str
+    url: str
+    query: dict[str, str]
+    form: ImmutableMultiDict
+    signature: str
+    valid: bool
+
+    @property
+    def params(self) -> dict[str, str]:
+        return dict(self.form)
+
+    def __getitem__(self, key: str) -> str:
+        return self.form[key]
+
+    @property
+    def event(self) -> str:
+        """Conference event name, or the call status for call-progress webhooks."""
+        return self.form.get("StatusCallbackEvent") or self.form.get("CallStatus", "")
+
+
+class EmuReceiver:
+    """Records webhooks, verifies signatures, answers with canned responses per path."""
+
+    def __init__(self, auth_token: str) -> None:
+        self.validator = RequestValidator(auth_token)
+        self.hooks: list[Hook] = []
+        self.responses: dict[str, tuple[int, str]] = {}
+        self._lock = threading.Lock()
+        self.app = Starlette(routes=[Route("/{path:path}", self._receive, methods=["GET", "POST"])])
+
+    async def _receive(self, request: Request) -> Response:
+        signature = request.headers.get("x-twilio-signature", "")
+        url = str(request.url)
+        if request.method == "POST":
+            form = ImmutableMultiDict((await request.form()).multi_items())
+            valid = self.validator.validate(url, form, signature)
+        else:
+            form = ImmutableMultiDict(request.query_params.multi_items())
+            valid = self.validator.validate(url, {}, signature)
+        hook = Hook(
+            request.method,
+            request.url.path,
+            url,
+            dict(request.query_params),
+            form,
+            signature,
+            valid,
+        )
+        with self._lock:
+            self.hooks.append(hook)
+        status, body = self.responses.get(request.url.path, (204, ""))
+        return Response(body, status_code=status, media_type="application/xml" if body else None)
+
+    def snapshot(self, prefix: str) -> list[Hook]:
+        with self._lock:
+            return [h for h in self.hooks if h.path.startswith(prefix)]
+
+
+class EmuHooks:
+    """One test's slice of the receiver: URLs under ``/<id>/`` and the webhooks sent there."""
+
+    def __init__(self, receiver: EmuReceiver, base_url: str) -> None:
+        self.receiver = receiver
+        self.prefix = f"/{uuid.uuid4().hex[:12]}"
+        self.base_url = base_url
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{self.prefix}{path}"
+
+    def serve(self, path: str, status: int, body: str = "") -> None:
+        self.receiver.responses[self.prefix + path] = (status, body)
+
+    def all(self) -> list[Hook]:
+        return self.receiver.snapshot(self.prefix)
+
+    def for_call(self, call_sid: str) -> list[Hook]:
+        return [h for h in self.all() if h.form.get("CallSid") == call_sid]
+
+    def events(self, hooks: list[Hook] | None = None) -> list[str]:
+        return [h.event for h in (self.all() if hooks is None else hooks)]
+
+    def wait_count(self, count: int, timeout: float = 5.0) -> list[Hook]:
+        return emu_wait(
+            lambda: (hooks := self.all()) and len(hooks) >= count and hooks,
+            timeout,
+            f"{count} webhooks under {self.prefix} (have {self.events()})",
+        )
+
+    def wait_event(self, event: str, call_sid: str | None = None, timeout: float = 5.0) -> Hook:
+        def find() -> Hook | None:
+            for hook in self.all():
+                if hook.event == event and (call_sid is None or hook["CallSid"] == call_sid):
+                    return hook
+            return None
+
+        return emu_wait(find, timeout, f"{event} under {self.prefix} (have {self.events()})")
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def emu_receiver() -> Iterator[tuple[EmuReceiver, str]]:
+    receiver = EmuReceiver(AUTH_TOKEN)
+    with EmuServer(receiver.app) as server:
+        yield receiver, server.url
+
+
+@pytest.fixture(scope="module")
+def emu_server(emu_receiver: tuple[EmuReceiver, str]) -> Iterator[str]:
+    _, receiver_url = emu_receiver
+    app = create_app(
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        voice_url=f"{receiver_url}/voice",
+        ring_seconds=RING_SECONDS,
+        no_answer_seconds=NO_ANSWER_SECONDS,
+    )
+    with EmuServer(app) as server:
+        yield server.url
+
+
+@pytest.fixture
+def emu_url(emu_server: str) -> str:
+    """The emulator's base URL, reset to a blank state for this test."""
+    assert httpx.post(f"{emu_server}/_emulator/reset").status_code == 200
+    return emu_server
+
+
+@pytest.fixture
+def emu_hooks(emu_receiver: tuple[EmuReceiver, str]) -> Iterator[EmuHooks]:
+    receiver, url = emu_receiver
+    hooks = EmuHooks(receiver, url)
+    yield hooks
+    bad = [h.url for h in hooks.all() if not h.valid]
+    assert not bad, f"webhooks with invalid signatures: {bad}"
+
+
+@pytest.fixture
+def emu_client(emu_url: str, monkeypatch: pytest.MonkeyPatch) -> Client:
+    """The official client, pointed at the emulator."""
+    monkeypatch.delenv("TWILIO_REGION", raising=False)
+    monkeypatch.delenv("TWILIO_EDGE", raising=False)
+    client = Client(ACCOUNT_SID, AUTH_TOKEN)
+    client.api.base_url = emu_url
+    return client
+
+
+def emu_dial(
+    client: Client,
+    hooks: EmuHooks,
+    conference: str,
+    label: str | None,
+    to: str,
+    *,
+    call_events: list[str] | None = ALL_CALL_EVENTS,
+    conference_events: list[str] | None = ALL_CONFERENCE_EVENTS,
+    **kwargs: Any,
+) -> Any:
+    """Dial like the orchestrator's worker: call events per member, conference events shared."""
+    optional: dict[str, Any] = {}
+    if call_events is not None:
+        optional["status_callback_event"] = call_events
+    if conference_events is not None:
+        optional["conference_status_callback_event"] = conference_events
+    if label is not None:
+        optional["label"] = label
+    kwargs.setdefault("status_callback_method", "POST")
+    kwargs.setdefault("conference_status_callback_method", "POST")
+    return client.conferences(conference).participants.create(
+        from_=CALLER_ID,
+        to=to,
+        status_callback=hooks.url(f"/call-status?session={conference}&member={label}"),
+        conference_status_callback=hooks.url("/conference-status"),
+        **optional,
+        **kwargs,
+    )
+
+
+def emu_get(url: str, path: str) -> httpx.Response:
+    return httpx.get(f"{url}/_emulator/{path}", timeout=5)
+
+
+def emu_api(url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.request(
+        method,
+        f"{url}/2010-04-01/Accounts/{ACCOUNT_SID}/{path}",
+        auth=(ACCOUNT_SID, AUTH_TOKEN),
+        timeout=5,
+        **kwargs,
+    )
+
+
+# ---------------------------------------------------------------------------- answered
+
+
+def test_answered_call_plays_in_order_then_hangs_up(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    participant = emu_dial(emu_client, emu_hooks, "room-a", "alice", "+14155550100")
+
+    assert participant.status == "queued"
+    assert re.fullmatch(r"CA[0-9a-f]{32}", participant.call_sid)
+    assert re.fullmatch(r"CF[0-9a-f]{32}", participant.conference_sid)
+    assert participant.label == "alice"
+    assert participant.account_sid == ACCOUNT_SID
+    assert (participant.muted, participant.hold, participant.coaching) == (False, False, False)
+    assert participant.start_conference_on_enter is True
+    assert participant.end_conference_on_exit is False
+    assert participant.date_created is not None  # parsed from RFC 2822 by the client
+    assert participant.uri.endswith(
+        f"/Conferences/{participant.conference_sid}/Participants/{participant.call_sid}.json"
+    )
+
+    hooks = emu_hooks.wait_count(5)
+    assert emu_hooks.events() == [
+        "initiated",
+        "ringing",
+        "in-progress",
+        "participant-join",
+        "conference-start",
+    ]
+    progress = [h for h in hooks if h.path.endswith("/call-status")]
+    for number, hook in enumerate(progress):
+        assert hook.query == {"session": "room-a", "member": "alice"}
+        assert hook["SequenceNumber"] == str(number)
+        assert hook["AccountSid"] == ACCOUNT_SID
+        assert hook["ApiVersion"] == "2010-04-01"
+        assert hook["CallSid"] == participant.call_sid
+        assert hook["To"] == hook["Called"] == "+14155550100"
+        assert hook["From"] == hook["Caller"] == CALLER_ID
+        assert hook["Direction"] == "outbound-api"
+        assert hook["CallbackSource"] == "call-progress-events"
+        assert parsedate_to_datetime(hook["Timestamp"]).utcoffset().total_seconds() == 0
+        assert "CallDuration" not in hook.params
+    join, start = hooks[3], hooks[4]
+    assert join.params | {"Timestamp": "-"} == {
+        "AccountSid": ACCOUNT_SID,
+        "ConferenceSid": participant.conference_sid,
+        "FriendlyName": "room-a",
+        "StatusCallbackEvent": "participant-join",
+        "SequenceNumber": "0",
+        "Timestamp": "-",
+        "CallSid": participant.call_sid,
+        "ParticipantLabel": "alice",
+        "Muted": "false",
+        "Hold": "false",
+        "Coaching": "false",
+        "EndConferenceOnExit": "false",
+        "StartConferenceOnEnter": "true",
+    }
+    assert start["SequenceNumber"] == "1"
+    assert start["ConferenceSid"] == participant.conference_sid
+    assert "CallSid" not in start.params
+
+    room = emu_client.conferences("room-a")
+    by_label = room.participants("alice").fetch()
+    assert (by_label.call_sid, by_label.status) == (participant.call_sid, "connected")
+    assert room.participants(participant.call_sid).fetch().label == "alice"
+    conference = emu_client.conferences(participant.conference_sid).fetch()
+    assert (conference.friendly_name, conference.status, conference.region) == (
+        "room-a",
+        "in-progress",
+        "us1",
+    )
+    call = emu_client.calls(participant.call_sid).fetch()
+    assert (call.status, call.direction, call.to) == ("in-progress", "outbound-api", "+14155550100")
+
+    assert room.participants("alice").delete() is True
+
+    hooks = emu_hooks.wait_count(8)
+    assert emu_hooks.events()[5:] == ["participant-leave", "completed", "conference-end"]
+    leave, completed, end = hooks[5:]
+    assert leave["ParticipantCallStatus"] == "completed"
+    assert leave["ReasonParticipantLeft"] == "participant_updated_via_api"
+    assert leave["SequenceNumber"] == "2"
+    assert completed["SequenceNumber"] == "3"
+    assert completed["CallDuration"].isdigit() and completed["Duration"].isdigit()
+    assert end["ReasonConferenceEnded"] == "last-participant-kicked"
+    assert end["CallSidEndingConference"] == participant.call_sid
+    assert end["SequenceNumber"] == "3"
+
+    assert emu_client.conferences(participant.conference_sid).fetch().status == "completed"
+    assert emu_client.calls(participant.call_sid).fetch().status == "completed"
+    with pytest.raises(TwilioRestException) as gone:
+        emu_client.conferences(participant.conference_sid).participants("alice").fetch()
+    assert (gone.value.status, gone.value.code) == (404, 20404)
+
+    # The emulator records a delivery once the receiver's response is back: poll for the last.
+    inspected = emu_wait(
+        lambda: (
+            (body := emu_get(emu_url, f"calls/{participant.call_sid}").json())
+            and len(body["callbacks"]) == len(hooks)
+            and body
+        ),
+        message="the emulator to record all 8 deliveries",
+    )
+    assert inspected["status"] == "completed"
+    assert inspected["label"] == "alice"
+    assert inspected["conferenceName"] == "room-a"
+    assert inspected["direction"] == "outbound-api"
+    assert [(c["url"], c["params"]) for c in inspected["callbacks"]] == [
+        (h.url, h.params) for h in hooks
+    ]
+    assert inspected["failedCallbacks"] == []
+
+
+def test_second_participant_joins_without_restarting_the_conference(
+    emu_client: Client, emu_hooks: EmuHooks
+) -> None:
+    first = emu_dial(emu_client, emu_hooks, "room-b", "m1", "+14155550101")
+    emu_hooks.wait_event("conference-start")
+    second = emu_dial(emu_client, emu_hooks, "room-b", "m2", "client:agent-7")
+    assert second.conference_sid == first.conference_sid
+    emu_hooks.wait_event("participant-join", second.call_sid)
+
+    listing = [p.label for p in emu_client.conferences(first.conference_sid).participants.list()]
+    assert listing == ["m1", "m2"]
+
+    emu_client.calls(first.call_sid).update(status="completed")
+    leave = emu_hooks.wait_event("participant-leave", first.call_sid)
+    assert leave["ReasonParticipantLeft"] == "participant_updated_via_api"
+    emu_hooks.wait_event("completed", first.call_sid)
+    # m2 is still there: the conference goes on.
+    assert emu_client.conferences(first.conference_sid).fetch().status == "in-progress"
+    assert emu_hooks.events().count("conference-start") == 1
+
+    assert emu_client.conferences(first.conference_sid).update(status="completed").status == (
+        "completed"
+    )
+    end = emu_hooks.wait_event("conference-end")
+    assert end["ReasonConferenceEnded"] == "conference-ended-via-api"
+    events = emu_hooks.events()
+    assert events[-3:] == ["participant-leave", "completed", "conference-end"]
+    assert emu_hooks.all()[-3]["ReasonParticipantLeft"] == "conference_ended_via_api"
+    conference_sequence = [
+        int(h["SequenceNumber"]) for h in emu_hooks.all() if "StatusCallbackEvent" in h.params
+    ]
+    assert sorted(conference_sequence) == list(range(len(conference_sequence)))
+
+
+def test_callee_hangup_from_the_control_endpoint(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    participant = emu_dial(emu_client, emu_hooks, "room-c", "bob", "sip:bob@example.com")
+    emu_hooks.wait_event("participant-join")
+
+    response = httpx.post(f"{emu_url}/_emulator/calls/{participant.call_sid}/hangup")
+    assert response.status_code == 200
+    assert response.json()["status"] == "completed"
+
+    end = emu_hooks.wait_event("conference-end")
+    assert end["ReasonConferenceEnded"] == "last-participant-left"
+    leave = emu_hooks.wait_event("participant-leave")
+    assert leave["ReasonParticipantLeft"] == "participant_hung_up"
+    assert emu_hooks.events()[-3:] == ["participant-leave", "completed", "conference-end"]
+
+
+def test_default_events_are_completed_only(emu_client: Client, emu_hooks: EmuHooks) -> None:
+    participant = emu_dial(
+        emu_client,
+        emu_hooks,
+        "room-d",
+        "quiet",
+        "+14155550104",
+        call_events=None,
+        conference_events=None,
+    )
+    emu_wait(
+        lambda: emu_client.calls(participant.call_sid).fetch().status == "in-progress",
+        message="answer",
+    )
+    emu_client.calls(participant.call_sid).update(status="completed")
+    hooks = emu_hooks.wait_count(1)
+    assert [(h.event, h["SequenceNumber"]) for h in hooks] == [("completed", "0")]
+
+
+def test_get_status_callbacks_are_signed_over_the_query_string(
+    emu_client: Client, emu_hooks: EmuHooks
+) -> None:
+    participant = emu_dial(
+        emu_client,
+        emu_hooks,
+        "room-g",
+        "getter",
+        "+14155550107",
+        call_events=["initiated"],
+        status_callback_method="GET",
+    )
+    hook = emu_hooks.wait_event("initiated")
+    assert hook.method == "GET"
+    assert hook.query["CallSid"] == participant.call_sid
+    assert hook.query["member"] == "getter"
+    assert hook.valid
+
+
+# ---------------------------------------------------------------------------- unanswered
+
+
+@pytest.mark.parametrize(
+    ("to", "expected"),
+    [
+        ("+14155550001", ["initiated", "ringing", "busy"]),
+        ("+14155550002", ["initiated", "ringing", "no-answer"]),
+        ("+14155550003", ["initiated", "failed"]),
+        ("client:offline-agent", ["initiated", "ringing", "no-answer"]),
+    ],
+)
+def test_unanswered_outcomes(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str, to: str, expected: list[str]
+) -> None:
+    participant = emu_dial(emu_client, emu_hooks, f"room-{to[-4:]}", "carol", to)
+    hooks = emu_hooks.wait_count(len(expected))
+    emu_wait(
+        lambda: emu_get(emu_url, f"calls/{participant.call_sid}").json()["status"] == expected[-1],
+        message=f"final status {expected[-1]}",
+    )
+    assert emu_hooks.events() == expected
+    assert [h["SequenceNumber"] for h in hooks] == [str(n) for n in range(len(expected))]
+    assert hooks[-1]["CallDuration"] == "0"
+    assert hooks[-1]["Duration"] == "0"
+    assert emu_client.calls(participant.call_sid).fetch().status == expected[-1]
+    with pytest.raises(TwilioRestException) as gone:
+        emu_client.conferences(participant.conference_sid).participants("carol").fetch()
+    assert gone.value.status == 404
+    # Nobody ever joined: the conference never started and is gone, silently.
+    assert emu_client.conferences(participant.conference_sid).fetch().status == "completed"
+
+
+def test_no_answer_waits_longer_than_ringing(emu_client: Client, emu_hooks: EmuHooks) -> None:
+    participant = emu_dial(emu_client, emu_hooks, "room-slow", "dave", "+14155550002")
+    ringing = emu_hooks.wait_event("ringing")
+    final = emu_hooks.wait_event("no-answer")
+    assert final["CallSid"] == participant.call_sid
+    elapsed = parsedate_to_datetime(final["Timestamp"]) - parsedate_to_datetime(
+        ringing["Timestamp"]
+    )
+    assert elapsed.total_seconds() <= 2
+
+
+def test_cancel_a_ringing_call(emu_client: Client, emu_hooks: EmuHooks) -> None:
+    participant = emu_dial(emu_client, emu_hooks, "room-cancel", "erin", "+14155550002")
+    emu_hooks.wait_event("ringing")
+    call = emu_client.calls(participant.call_sid).update(status="canceled")
+    assert call.status == "canceled"
+    emu_hooks.wait_event("canceled")
+    assert emu_hooks.events() == ["initiated", "ringing", "canceled"]
+
+
+# ---------------------------------------------------------------------------- API errors
+
+
+@pytest.mark.parametrize("to", ["555-0100", "+1415", "client:", "tel:+14155550100", "+14155550004"])
+def test_invalid_to_is_rejected_with_21211(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str, to: str
+) -> None:
+    with pytest.raises(TwilioRestException) as rejected:
+        emu_dial(emu_client, emu_hooks, "room-bad", "x", to)
+    assert (rejected.value.status, rejected.value.code) == (400, 21211)
+    assert f"The 'To' number {to} is not a valid phone number." in rejected.value.msg
+    assert emu_get(emu_url, "creates").json() == {"total": 0, "byLabel": {}}
+
+
+def test_missing_and_invalid_parameters(emu_url: str) -> None:
+    path = "Conferences/room-x/Participants.json"
+    missing_to = emu_api(emu_url, "POST", path, data={"From": CALLER_ID})
+    assert missing_to.status_code == 400
+    assert missing_to.json() == {
+        "code": 21604,
+        "message": "'To' is required",
+        "more_info": "https://www.twilio.com/docs/errors/21604",
+        "status": 400,
+    }
+    missing_from = emu_api(emu_url, "POST", path, data={"To": "+14155550100"})
+    assert (missing_from.status_code, missing_from.json()["code"]) == (400, 21603)
+    bad_from = emu_api(emu_url, "POST", path, data={"To": "+14155550100", "From": "nope"})
+    assert (bad_from.status_code, bad_from.json()["code"]) == (400, 21212)
+
+
+def test_wrong_credentials_get_401(emu_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TWILIO_REGION", raising=False)
+    monkeypatch.delenv("TWILIO_EDGE", raising=False)
+    client = Client(ACCOUNT_SID, "not-the-token")
+    client.api.base_url = emu_url
+    with pytest.raises(TwilioRestException) as denied:
+        client.conferences("room").participants.create(from_=CALLER_ID, to="+14155550100")
+    assert (denied.value.status, denied.value.code) == (401, 20003)
+
+    anonymous = httpx.get(f"{emu_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Conferences/x.json")
+    assert anonymous.status_code == 401
+    assert anonymous.json() == {
+        "code": 20003,
+        "message": "Authenticate",
+        "more_info": "https://www.twilio.com/docs/errors/20003",
+        "status": 401,
+    }
+    assert emu_get(emu_url, "creates").json()["total"] == 0
+
+
+def test_other_account_and_unknown_resources_are_404(emu_url: str) -> None:
+    other = httpx.get(
+        f"{emu_url}/2010-04-01/Accounts/AC{'0' * 32}/Conferences/x.json",
+        auth=(ACCOUNT_SID, AUTH_TOKEN),
+    )
+    assert (other.status_code, other.json()["code"]) == (404, 20404)
+    for path in ("Conferences/nope.json", "Calls/CA0.json", "Conferences/nope/Participants.json"):
+        response = emu_api(emu_url, "GET", path)
+        assert response.status_code == 404, path
+        assert set(response.json()) == {"code", "message", "more_info", "status"}
+        assert response.json()["code"] == 20404
+
+
+# ---------------------------------------------------------------------------- updates
+
+
+def test_hold_and_mute_emit_conference_events(emu_client: Client, emu_hooks: EmuHooks) -> None:
+    participant = emu_dial(emu_client, emu_hooks, "room-h", "frank", "+14155550105")
+    emu_hooks.wait_event("participant-join")
+    room = emu_client.conferences("room-h")
+
+    assert room.participants("frank").update(hold=True).hold is True
+    assert room.participants("frank").update(hold=False).hold is False
+    assert room.participants("frank").update(muted=True).muted is True
+    room.participants("frank").update(muted=True)  # no change, no event
+    assert room.participants(participant.call_sid).update(muted=False).muted is False
+    room.participants("frank").delete()
+
+    emu_hooks.wait_event("conference-end")
+    conference_hooks = [h for h in emu_hooks.all() if h.path.endswith("/conference-status")]
+    assert [(h.event, h["Hold"], h["Muted"]) for h in conference_hooks[2:6]] == [
+        ("participant-hold", "true", "false"),
+        ("participant-unhold", "false", "false"),
+        ("participant-mute", "false", "true"),
+        ("participant-unmute", "false", "false"),
+    ]
+    assert conference_hooks[6].event == "participant-leave"
+
+
+def test_participants_list_has_twilio_page_shape(emu_client: Client, emu_url: str) -> None:
+    hooks_free = emu_client.conferences("room-list").participants
+    hooks_free.create(from_=CALLER_ID, to="+14155550110", label="a")
+    hooks_free.create(from_=CALLER_ID, to="+14155550111", label="b")
+    body = emu_api(emu_url, "GET", "Conferences/room-list/Participants.json").json()
+    assert [p["label"] for p in body["participants"]] == ["a", "b"]
+    assert {k: body[k] for k in ("page", "page_size", "start", "end", "next_page_uri")} == {
+        "page": 0,
+        "page_size": 50,
+        "start": 0,
+        "end": 1,
+        "next_page_uri": None,
+    }
+    assert body["previous_page_uri"] is None
+    assert body["first_page_uri"].startswith(f"/2010-04-01/Accounts/{ACCOUNT_SID}/Conferences/CF")
+    listed = emu_client.conferences.list(friendly_name="room-list")
+    assert [c.friendly_name for c in listed] == ["room-list"]
+    assert listed[0].status in ("init", "in-progress")
+    assert emu_client.conferences.list(friendly_name="room-list", status="completed") == []
+
+
+def test_creates_are_counted_per_label(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    emu_dial(emu_client, emu_hooks, "room-n", "alice", "+14155550120")
+    emu_dial(emu_client, emu_hooks, "room-n", "alice", "+14155550120")
+    emu_dial(emu_client, emu_hooks, "room-n", "bob", "+14155550121")
+    with pytest.raises(TwilioRestException):
+        emu_dial(emu_client, emu_hooks, "room-n", "bob", "bogus")
+    assert emu_get(emu_url, "creates").json() == {"total": 3, "byLabel": {"alice": 2, "bob": 1}}
+
+    assert httpx.post(f"{emu_url}/_emulator/reset").json() == {"ok": True}
+    assert emu_get(emu_url, "creates").json() == {"total": 0, "byLabel": {}}
+    assert emu_get(emu_url, "calls").json() == {"calls": []}
+
+
+# ---------------------------------------------------------------------------- incoming
+
+
+def emu_twiml(name: str, callback: str, **attributes: str) -> str:
+    extra = "".join(f' {key}="{value}"' for key, value in attributes.items())
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        "<Response><Say>Connecting you.</Say><Dial>"
+        f'<Conference statusCallback="{callback}" statusCallbackMethod="POST"'
+        f' statusCallbackEvent="start end join leave mute hold"{extra}>{name}</Conference>'
+        "</Dial></Response>"
+    )
+
+
+def test_incoming_call_joins_the_conference_from_twiml(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    emu_hooks.serve(
+        "/voice",
+        200,
+        emu_twiml("sess-1", emu_hooks.url("/conference-status?src=twiml"), participantLabel="cust"),
+    )
+    response = httpx.post(
+        f"{emu_url}/_emulator/incoming",
+        data={"From": "+14155559000", "To": "+14155559001", "VoiceUrl": emu_hooks.url("/voice")},
+    )
+    assert response.status_code == 200, response.text
+    incoming = response.json()
+    assert incoming["conferenceName"] == "sess-1"
+    assert re.fullmatch(r"CA[0-9a-f]{32}", incoming["callSid"])
+    assert re.fullmatch(r"CF[0-9a-f]{32}", incoming["conferenceSid"])
+
+    voice = emu_hooks.all()[0]
+    assert voice.path.endswith("/voice")
+    assert voice.params == {
+        "AccountSid": ACCOUNT_SID,
+        "ApiVersion": "2010-04-01",
+        "CallSid": incoming["callSid"],
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "From": "+14155559000",
+        "To": "+14155559001",
+        "Called": "+14155559001",
+        "Caller": "+14155559000",
+    }
+    join = emu_hooks.wait_event("participant-join", incoming["callSid"])
+    assert join.query == {"src": "twiml"}
+    assert join["ParticipantLabel"] == "cust"
+    assert join["ConferenceSid"] == incoming["conferenceSid"]
+    emu_hooks.wait_event("conference-start")
+    assert emu_client.calls(incoming["callSid"]).fetch().direction == "inbound"
+
+    member = emu_dial(emu_client, emu_hooks, "sess-1", "m1", "+14155550130")
+    assert member.conference_sid == incoming["conferenceSid"]
+    emu_hooks.wait_event("participant-join", member.call_sid)
+
+    httpx.post(f"{emu_url}/_emulator/calls/{incoming['callSid']}/hangup")
+    leave = emu_hooks.wait_event("participant-leave", incoming["callSid"])
+    assert leave["ReasonParticipantLeft"] == "participant_hung_up"
+    assert emu_client.conferences("sess-1").fetch().status == "in-progress"
+
+    emu_client.conferences(incoming["conferenceSid"]).update(status="completed")
+    emu_hooks.wait_event("conference-end")
+    assert emu_hooks.events()[-3:] == ["participant-leave", "completed", "conference-end"]
+    assert emu_hooks.events().count("conference-start") == 1
+
+
+def test_incoming_with_default_voice_url_as_plain_text(
+    emu_receiver: tuple[EmuReceiver, str], emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    receiver, _ = emu_receiver
+    receiver.responses["/voice"] = (200, emu_twiml("sess-plain", emu_hooks.url("/conf")))
+    response = httpx.post(
+        f"{emu_url}/_emulator/incoming",
+        data={"From": "+14155559100", "To": "+14155559101"},
+        headers={"Accept": "text/plain"},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text == "sess-plain"
+    emu_hooks.wait_event("conference-start")
+
+
+def test_end_conference_on_exit_caller_takes_everyone_out(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    emu_hooks.serve(
+        "/voice", 200, emu_twiml("sess-eoe", emu_hooks.url("/conf"), endConferenceOnExit="true")
+    )
+    incoming = httpx.post(
+        f"{emu_url}/_emulator/incoming",
+        data={"From": "+14155559200", "To": "+14155559201", "VoiceUrl": emu_hooks.url("/voice")},
+    ).json()
+    member = emu_dial(emu_client, emu_hooks, "sess-eoe", "m1", "+14155550140")
+    emu_hooks.wait_event("participant-join", member.call_sid)
+
+    httpx.post(f"{emu_url}/_emulator/calls/{incoming['callSid']}/hangup")
+    end = emu_hooks.wait_event("conference-end")
+    assert end["ReasonConferenceEnded"] == "participant-with-end-conference-on-exit-left"
+    assert end["CallSidEndingConference"] == incoming["callSid"]
+    member_leave = emu_hooks.wait_event("participant-leave", member.call_sid)
+    assert member_leave["ReasonParticipantLeft"] == "moderator_ended_conference"
+    assert emu_hooks.events()[-1] == "conference-end"
+    assert emu_client.calls(member.call_sid).fetch().status == "completed"
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (500, "oops"),
+        (200, "<Response><Reject/></Response>"),
+        (200, "this is not xml"),
+    ],
+)
+def test_incoming_fails_with_502_when_the_app_does_not_conference(
+    emu_hooks: EmuHooks, emu_url: str, status: int, body: str
+) -> None:
+    emu_hooks.serve("/voice", status, body)
+    response = httpx.post(
+        f"{emu_url}/_emulator/incoming",
+        data={"From": "+14155559300", "To": "+14155559301", "VoiceUrl": emu_hooks.url("/voice")},
+    )
+    assert response.status_code == 502
+    assert response.json()["message"]
+
+
+def test_incoming_without_a_voice_url_is_502() -> None:
+    with EmuServer(create_app(ACCOUNT_SID, AUTH_TOKEN)) as server:
+        response = httpx.post(
+            f"{server.url}/_emulator/incoming", data={"From": "+14155559400", "To": "+14155559401"}
+        )
+    assert response.status_code == 502
+    assert "voice URL" in response.json()["message"]
+
+
+# ---------------------------------------------------------------------------- signatures
+
+
+def test_tampered_webhooks_fail_validation(emu_client: Client, emu_hooks: EmuHooks) -> None:
+    emu_dial(emu_client, emu_hooks, "room-sig", "sig", "+14155550150")
+    hook = emu_hooks.wait_event("participant-join")
+    validator = RequestValidator(AUTH_TOKEN)
+    assert validator.validate(hook.url, hook.form, hook.signature)
+
+    tampered = ImmutableMultiDict({**hook.params, "CallSid": "CA" + "f" * 32})
+    assert not validator.validate(hook.url, tampered, hook.signature)
+    assert not validator.validate(hook.url + "&x=1", hook.form, hook.signature)
+    assert not RequestValidator("other-token").validate(hook.url, hook.form, hook.signature)
+
+
+def test_repeated_keys_are_signed_with_every_value() -> None:
+    url = "https://example.com/hook?session=1"
+    params = {"StatusCallbackEvent": ["join", "leave"], "CallSid": "CA1"}
+    signature = sign(AUTH_TOKEN, url, params)
+    multi = ImmutableMultiDict(
+        [("StatusCallbackEvent", "join"), ("StatusCallbackEvent", "leave"), ("CallSid", "CA1")]
+    )
+    assert RequestValidator(AUTH_TOKEN).validate(url, multi, signature)
+    assert signature != sign(AUTH_TOKEN, url, {"StatusCallbackEvent": "join", "CallSid": "CA1"})
+
+
+# ---------------------------------------------------------------------------- resilience
+
+
+def test_unreachable_or_failing_callbacks_do_not_stop_the_call(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    dead = f"http://127.0.0.1:{emu_free_port()}/call-status"
+    emu_hooks.serve("/conference-status", 500, "boom")
+    participant = emu_client.conferences("room-dead").participants.create(
+        from_=CALLER_ID,
+        to="+14155550160",
+        label="ghost",
+        status_callback=dead,
+        status_callback_event=ALL_CALL_EVENTS,
+        conference_status_callback=emu_hooks.url("/conference-status"),
+        conference_status_callback_event=ALL_CONFERENCE_EVENTS,
+    )
+    emu_hooks.wait_event("conference-start")
+    inspected = emu_wait(
+        lambda: (
+            (body := emu_get(emu_url, f"calls/{participant.call_sid}").json())
+            and len(body["failedCallbacks"]) == 3
+            and len(body["callbacks"]) == 2
+            and body
+        ),
+        message="3 failed call-progress and 2 answered conference callbacks",
+    )
+    assert [c["params"]["CallStatus"] for c in inspected["failedCallbacks"]] == [
+        "initiated",
+        "ringing",
+        "in-progress",
+    ]
+    assert all(
+        c["url"] == dead and "ConnectError" in c["error"] for c in inspected["failedCallbacks"]
+    )
+    assert [c["status"] for c in inspected["callbacks"]] == [500, 500]
+    assert emu_get(emu_url, "health").json() == {"ok": True}
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_reads_credentials_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+    monkeypatch.setenv("EMULATOR_VOICE_URL", "http://127.0.0.1:9/voice")
+    args = parse_args(["--port", "8123"])
+    assert (args.account_sid, args.auth_token, args.voice_url) == (
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        "http://127.0.0.1:9/voice",
+    )
+    assert (args.host, args.port, args.ring_seconds, args.no_answer_seconds) == (
+        "127.0.0.1",
+        8123,
+        0.2,
+        1.0,
+    )
+    assert parse_args(["--auth-token", "flag"]).auth_token == "flag"
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN")
+    with pytest.raises(SystemExit):
+        parse_args([])
+
+
+def test_python_dash_m_emulator_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = emu_free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("TWILIO_REGION", "TWILIO_EDGE")}
+    env.update(TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            try:
+                return httpx.get(f"{url}/_emulator/health", timeout=1).json() == {"ok": True}
+            except httpx.TransportError:
+                return False
+
+        emu_wait(healthy, timeout=15, message="python -m emulator to start")
+        monkeypatch.delenv("TWILIO_REGION", raising=False)
+        monkeypatch.delenv("TWILIO_EDGE", raising=False)
+        client = Client(ACCOUNT_SID, AUTH_TOKEN)
+        client.api.base_url = url
+        participant = client.conferences("cli").participants.create(
+            from_=CALLER_ID, to="+14155550170", label="cli"
+        )
+        assert participant.status == "queued"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

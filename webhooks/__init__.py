@@ -1,0 +1,1 @@
+"""Twilio's webhooks: incoming calls and the status callbacks of every call leg."""

@@ -1,0 +1,107 @@
+"""The webhook endpoints. Each answers fast, is idempotent, and makes at most
+one Redis round trip; unknown sessions and calls are acknowledged and logged,
+because an error would only make Twilio retry something we cannot use.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from twilio.twiml.voice_response import Dial, VoiceResponse
+
+from orchestrator import callback_urls, store
+from webhooks.signature import signed_form
+
+log = logging.getLogger("orchestrator.webhooks")
+
+
+def _ack() -> Response:
+    return Response(status_code=204)
+
+
+def _twiml(response: VoiceResponse) -> Response:
+    return Response(str(response), media_type="application/xml")
+
+
+async def voice(request: Request) -> Response:
+    """An incoming call: a new session, and the caller put into its conference."""
+    form = await signed_form(request)
+    call_sid, from_, to = form.get("CallSid", ""), form.get("From", ""), form.get("To", "")
+    if not call_sid or not to:
+        log.warning("voice webhook without CallSid/To; rejecting the call")
+        response = VoiceResponse()
+        response.reject()
+        return _twiml(response)
+    outcome, sid = await store.create_session(
+        request.app.state.redis, request.app.state.scripts, call_sid=call_sid, from_=from_, to=to
+    )
+    response = VoiceResponse()
+    if sid is None:
+        log.warning("incoming call %s to %s: not one of our numbers; rejected", call_sid, to)
+        response.reject()
+        return _twiml(response)
+    log.info("incoming call %s from %s to %s: session %s (%s)", call_sid, from_, to, sid, outcome)
+    dial = Dial()
+    dial.conference(
+        sid,
+        status_callback=callback_urls.conference_status(request.app.state.settings.public_base_url),
+        status_callback_event=" ".join(callback_urls.CONFERENCE_EVENTS),
+        status_callback_method="POST",
+        start_conference_on_enter=True,
+        end_conference_on_exit=False,
+    )
+    response.append(dial)
+    return _twiml(response)
+
+
+async def conference_status(request: Request) -> Response:
+    form = await signed_form(request)
+    sid, event = form.get("FriendlyName", ""), form.get("StatusCallbackEvent", "")
+    if not sid or not event:
+        log.info("conference callback without FriendlyName/StatusCallbackEvent ignored")
+        return _ack()
+    outcome = await store.conference_event(
+        request.app.state.redis,
+        request.app.state.scripts,
+        sid=sid,
+        event=event,
+        conference_sid=form.get("ConferenceSid", ""),
+        call_sid=form.get("CallSid", ""),
+        label=form.get("ParticipantLabel", ""),
+        seq=form.get("SequenceNumber", ""),
+    )
+    if outcome.startswith("unknown"):
+        log.info("conference callback %s for %s: %s; acknowledged", event, sid, outcome)
+    return _ack()
+
+
+async def call_status(request: Request) -> Response:
+    form = await signed_form(request)
+    sid = request.query_params.get("session", "")
+    mid = request.query_params.get("member", "")
+    status = form.get("CallStatus", "")
+    if not sid or not mid or not status:
+        log.info("call-status callback without session/member/CallStatus ignored")
+        return _ack()
+    outcome = await store.call_event(
+        request.app.state.redis,
+        request.app.state.scripts,
+        sid=sid,
+        mid=mid,
+        status=status,
+        call_sid=form.get("CallSid", ""),
+        seq=form.get("SequenceNumber", ""),
+    )
+    if outcome == "unknown":
+        log.info("call-status %s for unknown member %s/%s; acknowledged", status, sid, mid)
+    return _ack()
+
+
+routes = [
+    Route("/twilio/voice", voice, methods=["POST"]),
+    Route("/twilio/conference-status", conference_status, methods=["POST"]),
+    Route("/twilio/call-status", call_status, methods=["POST"]),
+]

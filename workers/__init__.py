@@ -1,0 +1,1 @@
+"""The dial worker: RQ jobs that add invited members to Twilio conferences."""

@@ -1,0 +1,167 @@
+"""The dial job: add one invited member to its session's Twilio conference.
+
+Runs in a long-lived RQ worker. It may run more than once for a member (RQ
+retries, a worker killed mid-dial), so it is safe to repeat: the member is
+claimed in Redis first, a member with a call leg is never dialled again, and a
+repeated attempt asks Twilio for a participant labelled with the member id
+before it dials.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cache
+
+import redis
+import requests
+from rq import get_current_job
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from orchestrator import callback_urls, store
+from orchestrator.phone import display
+from orchestrator.scripts import Scripts
+from orchestrator.settings import Settings
+from workers.ratelimit import DialRateLimiter
+from workers.twilio_client import make_client
+
+log = logging.getLogger("orchestrator.dial")
+
+RING_TIMEOUT_SECONDS = 30
+
+
+class TransientDialError(Exception):
+    """Twilio could not take the request now (429, 5xx, network); RQ retries with backoff."""
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    redis: redis.Redis
+    scripts: Scripts
+    twilio: Client
+    limiter: DialRateLimiter
+
+
+@cache
+def context() -> Context:
+    """One set of clients per worker process, reused by every job it runs."""
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    return Context(
+        settings=settings,
+        redis=client,
+        scripts=Scripts(client),
+        twilio=make_client(settings),
+        limiter=DialRateLimiter(client, settings.twilio_cps),
+    )
+
+
+def _name(to: str) -> str:
+    return to if to.startswith("client:") else display(to)
+
+
+def _existing_participant(twilio: Client, session_id: str, member_id: str):
+    """The participant an earlier attempt created, found by its Label, or None."""
+    conference = twilio.api.v2010.account.conferences(session_id)
+    try:
+        return conference.participants(member_id).fetch()
+    except TwilioRestException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _last_attempt() -> bool:
+    job = get_current_job()
+    return job is None or not job.retries_left
+
+
+def dial_member(session_id: str, member_id: str) -> str:
+    """RQ entry point. Returns what happened, for the job's result and the logs."""
+    ctx = context()
+    claim = store.begin_dial(
+        ctx.redis, ctx.scripts, session_id, member_id, ctx.settings.default_caller_id
+    )
+    if isinstance(claim, str):
+        log.info("member %s of %s not dialled: %s", member_id, session_id, claim)
+        return claim
+    try:
+        if claim.attempt > 1:
+            found = _existing_participant(ctx.twilio, session_id, member_id)
+            if found is not None:
+                store.record_dial(
+                    ctx.redis,
+                    ctx.scripts,
+                    session_id,
+                    member_id,
+                    found.call_sid,
+                    found.conference_sid,
+                )
+                log.info("member %s already dialled as %s; recorded", member_id, found.call_sid)
+                return "reconciled"
+        ctx.limiter.acquire()
+        public = ctx.settings.public_base_url
+        participant = ctx.twilio.api.v2010.account.conferences(session_id).participants.create(
+            from_=claim.from_,
+            to=claim.to,
+            label=member_id,
+            timeout=RING_TIMEOUT_SECONDS,
+            early_media=True,
+            end_conference_on_exit=False,
+            status_callback=callback_urls.call_status(public, session_id, member_id),
+            status_callback_method="POST",
+            status_callback_event=list(callback_urls.CALL_EVENTS),
+            conference_status_callback=callback_urls.conference_status(public),
+            conference_status_callback_method="POST",
+            conference_status_callback_event=list(callback_urls.CONFERENCE_EVENTS),
+        )
+    except TwilioRestException as exc:
+        if exc.status == 429 or exc.status >= 500:
+            return _transient(
+                ctx, session_id, member_id, claim.to, f"Twilio {exc.status}: {exc.msg}"
+            )
+        message = f"Could not dial {_name(claim.to)}: {exc.msg} (Twilio error {exc.code})"
+        store.fail_dial(ctx.redis, ctx.scripts, session_id, member_id, message)
+        log.warning("member %s of %s: %s", member_id, session_id, message)
+        return "rejected"
+    except requests.RequestException as exc:
+        return _transient(ctx, session_id, member_id, claim.to, f"{type(exc).__name__}: {exc}")
+    store.record_dial(
+        ctx.redis,
+        ctx.scripts,
+        session_id,
+        member_id,
+        participant.call_sid,
+        participant.conference_sid or "",
+    )
+    log.info("dialled member %s of %s: %s", member_id, session_id, participant.call_sid)
+    return "dialled"
+
+
+def _transient(ctx: Context, session_id: str, member_id: str, to: str, reason: str) -> str:
+    """Retry later through RQ, or end the member with a clear log once retries run out."""
+    if _last_attempt():
+        message = f"Could not dial {_name(to)}: Twilio unavailable after retries ({reason})"
+        store.fail_dial(ctx.redis, ctx.scripts, session_id, member_id, message)
+        log.error("member %s of %s: %s", member_id, session_id, message)
+        return "gave-up"
+    log.warning("member %s of %s: %s; will retry", member_id, session_id, reason)
+    raise TransientDialError(reason)
+
+
+def dial_failed(job, connection, exc_type, exc_value, traceback) -> None:
+    """RQ failure callback: once no retry follows, the member ends with a log entry.
+
+    Covers what dial_member cannot: an unexpected exception, or a worker killed
+    mid-job whose abandoned job has no retries left.
+    """
+    if job.retries_left:
+        return
+    session_id, member_id = job.args
+    ctx = context()
+    reason = exc_type.__name__ if exc_type else "worker failure"
+    message = f"Could not dial member {member_id}: the dial job failed ({reason})"
+    if store.fail_dial(ctx.redis, ctx.scripts, session_id, member_id, message) == "ended":
+        log.error("member %s of %s: %s", member_id, session_id, message)
