@@ -43,6 +43,8 @@ def _wait_http(url: str, processes: list[subprocess.Popen], timeout: float = 20)
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
+    """Children run in their own sessions (a terminal's Ctrl-C reaches only us), so
+    we stop them here, before Redis, which they need to shut down cleanly."""
     for p in processes:
         if p.poll() is None:
             p.terminate()
@@ -91,13 +93,19 @@ def run(port: int = 8000) -> int:
                  "--account-sid", env["TWILIO_ACCOUNT_SID"],
                  "--auth-token", env["TWILIO_AUTH_TOKEN"],
                  "--voice-url", f"{base}/twilio/voice", "--ring-seconds", "2"],
-                env=env,
+                env=env, start_new_session=True,
             )
         )  # fmt: skip
         processes.append(
-            subprocess.Popen([py, "-m", "orchestrator", "web", "--host", "127.0.0.1"], env=env)
+            subprocess.Popen(
+                [py, "-m", "orchestrator", "web", "--host", "127.0.0.1"],
+                env=env,
+                start_new_session=True,
+            )
         )
-        processes.append(subprocess.Popen([py, "-m", "orchestrator", "worker"], env=env))
+        processes.append(
+            subprocess.Popen([py, "-m", "orchestrator", "worker"], env=env, start_new_session=True)
+        )
         _wait_http(f"{emulator_url}/_emulator/health", processes)
         _wait_http(f"{base}/health", processes)
 
@@ -134,7 +142,7 @@ Conference orchestrator (dev) is running.
 Try it: a customer calls the demo number, then we invite a phone number into the call.
 
   SESSION=$(curl -s -H 'Accept: text/plain' -X POST {emulator}/_emulator/incoming \\
-      -d From={DEMO_CALLER} -d To={DEMO_NUMBER})
+      --data-urlencode From={DEMO_CALLER} --data-urlencode To={DEMO_NUMBER})
   curl -s -X POST {base}/sessions/$SESSION/members {auth} \\
       -H 'Content-Type: application/json' -d '{{"memberToAdd": "{DEMO_MEMBER}"}}'
   curl -s {base}/sessions/$SESSION {auth}

@@ -69,7 +69,10 @@ def start(
         "--daemonize", "no",
         "--logfile", str(directory / "redis.log"),
     ]  # fmt: skip
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own session: a Ctrl-C meant for our process must not stop Redis before its clients.
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     server = RedisServer(process, port, directory)
     deadline = time.monotonic() + timeout
     while True:
