@@ -91,6 +91,14 @@ def _twilio(handler: Handler) -> Callable[[TwilioApi, Request], Awaitable[Respon
     return endpoint
 
 
+# Twilio's bodies for the failures a client must retry.
+FAULT_BODIES = {
+    429: (20429, "Too Many Requests"),
+    500: (20500, "Internal Server Error"),
+    503: (20503, "Service Unavailable"),
+}
+
+
 class TwilioApi:
     """Route handlers bound to one account and one ``Switchboard``."""
 
@@ -98,6 +106,9 @@ class TwilioApi:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.switchboard = switchboard
+        # Injected failures for participant creates: (HTTP status, Twilio code, message).
+        self.faults: list[tuple[int, int, str]] = []
+        self.faults_served = 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -150,6 +161,9 @@ class TwilioApi:
 
     @_twilio
     async def create_participant(self, request: Request) -> Response:
+        if self.faults:
+            self.faults_served += 1
+            raise TwilioError(*self.faults.pop(0))
         form = await request.form()
         to = _text(form, "To")
         from_ = _text(form, "From")
@@ -351,7 +365,28 @@ class TwilioApi:
             }
         )
 
+    async def set_faults(self, request: Request) -> Response:
+        """The next `count` participant creates fail with `status` (429, 500 or 503)."""
+        form = await request.form()
+        try:
+            status = int(str(form.get("status", "503")))
+            count = int(str(form.get("count", "1")))
+        except ValueError:
+            return JSONResponse({"message": "status and count must be integers"}, 400)
+        if status not in FAULT_BODIES or count < 0:
+            return JSONResponse({"message": f"status must be one of {sorted(FAULT_BODIES)}"}, 400)
+        code, message = FAULT_BODIES[status]
+        self.faults = [(status, code, message)] * count
+        return self.faults_state(request)
+
+    def faults_state(self, request: Request) -> Response:
+        return JSONResponse({"remaining": len(self.faults), "served": self.faults_served})
+
+    async def get_faults(self, request: Request) -> Response:
+        return self.faults_state(request)
+
     async def reset(self, request: Request) -> Response:
+        self.faults, self.faults_served = [], 0
         self.switchboard.reset()
         return JSONResponse({"ok": True})
 
@@ -380,6 +415,8 @@ class TwilioApi:
             Route("/_emulator/calls/{call_sid}/hangup", self.hangup, methods=["POST"]),
             Route("/_emulator/incoming", self.incoming, methods=["POST"]),
             Route("/_emulator/reset", self.reset, methods=["POST"]),
+            Route("/_emulator/faults", self.set_faults, methods=["POST"]),
+            Route("/_emulator/faults", self.get_faults, methods=["GET"]),
         ]
 
 

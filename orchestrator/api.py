@@ -98,7 +98,7 @@ async def invite_member(request: Request) -> Response:
         ref=ref,
         member_id=member_id,
         caller_id=caller_id,
-        job=dial_job(sid, member_id),
+        job=dial_job(sid, member_id, settings.dial_retry_backoff),
     )
     if result.outcome == "notfound":
         raise not_found(f"Session '{sid}' does not exist")

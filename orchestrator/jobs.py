@@ -19,15 +19,14 @@ QUEUE = "dial"
 DIAL_FUNCTION = "workers.dial.dial_member"
 FAILED_CALLBACK = "workers.dial.dial_failed"
 JOB_TIMEOUT = 60
-# Backoff for Twilio 429/5xx: exponential, each job drawing its own jitter so
-# that a burst of failures does not come back as a burst of retries.
-BACKOFF = (1, 2, 4, 8, 16, 30)
 
 _offline = redis.Redis()  # never connected: Job.create only needs a Redis type
 
 
-def retry_policy() -> Retry:
-    return Retry(max=len(BACKOFF), interval=[random.randint(b, 2 * b) for b in BACKOFF])
+def retry_policy(backoff: tuple[int, ...]) -> Retry:
+    """Backoff for Twilio 429/5xx and lost workers: each job draws its own jitter
+    (base to twice base), so a burst of failures does not return as a burst of retries."""
+    return Retry(max=len(backoff), interval=[random.randint(b, 2 * b) for b in backoff])
 
 
 def job_id(member_id: str) -> str:
@@ -35,7 +34,9 @@ def job_id(member_id: str) -> str:
     return f"dial-{member_id}"
 
 
-def dial_job(session_id: str, member_id: str) -> tuple[str, str, str, str, list]:
+def dial_job(
+    session_id: str, member_id: str, backoff: tuple[int, ...]
+) -> tuple[str, str, str, str, list]:
     """(queue key, queues-set key, job key, job id, flat job hash) for invite.lua."""
     job = Job.create(
         DIAL_FUNCTION,
@@ -43,7 +44,7 @@ def dial_job(session_id: str, member_id: str) -> tuple[str, str, str, str, list]
         connection=_offline,
         id=job_id(member_id),
         timeout=JOB_TIMEOUT,
-        retry=retry_policy(),
+        retry=retry_policy(backoff),
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
         description=f"dial {member_id} into {session_id}",

@@ -33,6 +33,7 @@ class Settings:
     default_caller_id: str | None
     twilio_cps: float
     phone_region: str = "US"
+    dial_retry_backoff: tuple[int, ...] = (1, 2, 4, 8, 16, 30)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -69,6 +70,14 @@ class Settings:
         if not cps > 0:
             raise ConfigError("TWILIO_CPS must be a number greater than 0")
 
+        raw_backoff = env.get("DIAL_RETRY_BACKOFF", "").strip() or "1,2,4,8,16,30"
+        try:
+            backoff = tuple(int(part) for part in raw_backoff.split(","))
+        except ValueError:
+            backoff = ()
+        if not backoff or min(backoff) < 1:
+            raise ConfigError("DIAL_RETRY_BACKOFF must be whole seconds >= 1, comma separated")
+
         return cls(
             redis_url=redis_url,
             twilio_account_sid=sid,
@@ -78,6 +87,7 @@ class Settings:
             default_caller_id=caller,
             twilio_cps=cps,
             phone_region=region,
+            dial_retry_backoff=backoff,
         )
 
 

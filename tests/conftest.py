@@ -164,6 +164,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "TWILIO_API_BASE_URL": emulator_url,
         "PUBLIC_BASE_URL": base,
         "TWILIO_CPS": "100",
+        "DIAL_RETRY_BACKOFF": "1,1,1",
         "PORT": str(web_port),
     }
     stack = Stack(redis_url, base, emulator_url, token, env, tmp_path_factory.mktemp("stack"))

@@ -932,3 +932,24 @@ def test_python_dash_m_emulator_serves(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, 20429), (500, 20500), (503, 20503)])
+def test_injected_faults_fail_the_next_creates(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str, status: int, code: int
+) -> None:
+    armed = httpx.post(f"{emu_url}/_emulator/faults", data={"status": status, "count": 2})
+    assert armed.json() == {"remaining": 2, "served": 0}
+    for _ in range(2):
+        with pytest.raises(TwilioRestException) as failed:
+            emu_dial(emu_client, emu_hooks, "room-fault", "fault", "+14155550100")
+        assert (failed.value.status, failed.value.code) == (status, code)
+    emu_dial(emu_client, emu_hooks, "room-fault", "fault", "+14155550100")
+    assert emu_get(emu_url, "faults").json() == {"remaining": 0, "served": 2}
+    assert emu_get(emu_url, "creates").json()["byLabel"] == {"fault": 1}
+
+
+def test_only_retryable_statuses_can_be_injected(emu_url: str) -> None:
+    response = httpx.post(f"{emu_url}/_emulator/faults", data={"status": 404, "count": 1})
+    assert response.status_code == 400
+    assert emu_get(emu_url, "faults").json()["remaining"] == 0

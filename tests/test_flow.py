@@ -22,12 +22,12 @@ def _member(session: dict[str, Any], identity: str) -> dict[str, Any] | None:
     return next((m for m in session["members"] if m["identity"] == identity), None)
 
 
-def _wait_member(stack, account, sid, identity, check, what) -> dict[str, Any]:
+def _wait_member(stack, account, sid, identity, check, what, timeout=10) -> dict[str, Any]:
     def ready():
         member = _member(_get(stack, account, sid), identity)
         return member if member and check(member) else None
 
-    return wait_for(ready, what=f"{identity} {what}")
+    return wait_for(ready, timeout, what=f"{identity} {what}")
 
 
 def _invite(stack: Stack, account: Account, sid: str, member: str, **extra: str) -> httpx.Response:
@@ -221,3 +221,44 @@ def test_ended_session_refuses_invites_with_409(stack: Stack, account: Account) 
     response = _invite(stack, account, sid, random_number())
     assert response.status_code == 409
     assert response.json()["responseStatus"]["errorCode"] == "Conflict"
+
+
+def test_twilio_overload_is_retried_until_dialled_once(stack: Stack, account: Account) -> None:
+    sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
+    served = stack.emulator("faults").json()["served"]
+    assert stack.emulator("faults", "POST", data={"status": "503", "count": "2"}).json() == {
+        "remaining": 2,
+        "served": served,
+    }
+    target = random_number()
+    assert _invite(stack, account, sid, target).status_code == 200
+    connected = _wait_member(
+        stack, account, sid, target, lambda m: m["callState"] == "Connected", "connected", 30
+    )
+    assert stack.emulator("faults").json() == {"remaining": 0, "served": served + 2}
+    member_id = stack.redis.hget(f"orch:session:{sid}:active", target)
+    assert stack.creates(member_id) == 1
+    assert connected["callSid"]
+
+
+def test_retries_run_out_with_a_clear_log_entry(stack: Stack, account: Account) -> None:
+    sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
+    stack.emulator("faults", "POST", data={"status": "429", "count": "50"})
+    target = random_number()
+    try:
+        assert _invite(stack, account, sid, target).status_code == 200
+
+        def gave_up():
+            return any(
+                "unavailable after retries" in m for m in _messages(_get(stack, account, sid))
+            )
+
+        wait_for(gave_up, 30, "the dial to give up")
+        # The test stack allows 3 retries: four attempts in all, then no more.
+        assert 50 - stack.emulator("faults").json()["remaining"] == 4
+    finally:
+        stack.emulator("faults", "POST", data={"status": "429", "count": "0"})
+    member = _member(_get(stack, account, sid), target)
+    assert member["callState"] == "None" and member["callSid"] is None
+    (entry,) = [m for m in _messages(_get(stack, account, sid)) if "after retries" in m]
+    assert "Twilio 429" in entry
