@@ -1,6 +1,16 @@
-"""The HTTP API of SPEC 4: invite a member, read a session."""
+"""The HTTP API of SPEC 4: invite a member, read a session.
+
+Each operation is declared once (request DTO, response DTO, verb, route) and
+served on its own route and on ServiceStack's predefined routes
+(`/api/{Name}`, `/json/reply/{Name}`, `/jsv/reply/{Name}`); metadata reads the
+same declarations.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -8,8 +18,16 @@ from starlette.routing import Route
 
 from orchestrator import auth, store
 from orchestrator.binding import field_error, read_dto
-from orchestrator.dto import INVITE_CHAT_MEMBER
-from orchestrator.errors import FieldError, conflict, forbidden, not_found, unauthorized, validation
+from orchestrator.dto import GET_SESSION_DTO, INVITE_CHAT_MEMBER_DTO, SESSION_INFO_DTO, Dto
+from orchestrator.errors import (
+    ApiError,
+    FieldError,
+    conflict,
+    forbidden,
+    not_found,
+    unauthorized,
+    validation,
+)
 from orchestrator.jobs import dial_job
 from orchestrator.phone import InvalidPhoneNumber, normalise
 from orchestrator.responses import dto_response
@@ -60,9 +78,9 @@ def _member_target(text: str, region: str) -> tuple[str, str]:
         ) from None
 
 
-async def invite_member(request: Request) -> Response:
-    principal = await authenticate(request)
-    dto = await read_dto(request, INVITE_CHAT_MEMBER)
+async def invite_member(
+    request: Request, principal: auth.Principal, dto: dict[str, str | None]
+) -> dict[str, Any]:
     settings = request.app.state.settings
     errors: list[FieldError] = []
     sid = (dto["sessionId"] or "").strip()
@@ -114,20 +132,88 @@ async def invite_member(request: Request) -> Response:
                 )
             ]
         )
-    return dto_response(request, result.session)
+    assert result.session is not None
+    return result.session
 
 
-async def get_session(request: Request) -> Response:
-    principal = await authenticate(request)
-    dto = await read_dto(request, (INVITE_CHAT_MEMBER[0],))
+async def get_session(
+    request: Request, principal: auth.Principal, dto: dict[str, str | None]
+) -> dict[str, Any]:
     sid = _session_id(dto["sessionId"])
     session = await store.get_session(request.app.state.redis, request.app.state.scripts, sid)
     if session is None or session["accountId"] != principal.account_id:
         raise not_found(f"Session '{sid}' does not exist")
-    return dto_response(request, session)
+    return session
+
+
+Handler = Callable[[Request, auth.Principal, dict[str, str | None]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    request: Dto
+    response: Dto
+    verb: str
+    path: str
+    handler: Handler
+    role: str = USER_ROLE
+    summary: str = ""
+
+
+OPERATIONS = (
+    Operation(
+        INVITE_CHAT_MEMBER_DTO,
+        SESSION_INFO_DTO,
+        "POST",
+        "/sessions/{sessionId}/members",
+        invite_member,
+        summary="Add a member to the chat session",
+    ),
+    Operation(
+        GET_SESSION_DTO,
+        SESSION_INFO_DTO,
+        "GET",
+        "/sessions/{sessionId}",
+        get_session,
+        summary="Get a session by its ID",
+    ),
+)
+_BY_NAME = {op.request.name.lower(): op for op in OPERATIONS}
+PREDEFINED_PREFIXES = ("/api", "/json/reply", "/jsv/reply")
+API_PREFIXES = ("/sessions/", *(p + "/" for p in PREDEFINED_PREFIXES))
+
+
+def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        principal = await authenticate(request, op.role)
+        dto = await read_dto(request, op.request.fields)
+        return dto_response(request, await op.handler(request, principal, dto))
+
+    return handle
+
+
+_ENDPOINTS = {name: endpoint(op) for name, op in _BY_NAME.items()}
+
+
+async def predefined(request: Request) -> Response:
+    """ServiceStack's predefined routes: the operation named by its request DTO."""
+    name = request.path_params["operation"]
+    op = _BY_NAME.get(name.lower())
+    if op is None:
+        raise not_found(f"Unknown operation '{name}'")
+    if request.method != op.verb:
+        raise ApiError(
+            405,
+            "NotImplementedException",
+            f"Could not find method named {request.method.title()}({op.request.name})",
+        )
+    return await _ENDPOINTS[name.lower()](request)
 
 
 routes = [
-    Route("/sessions/{sessionId}/members", invite_member, methods=["POST"]),
-    Route("/sessions/{sessionId}", get_session, methods=["GET"]),
+    Route(op.path, _ENDPOINTS[op.request.name.lower()], methods=[op.verb]) for op in OPERATIONS
+]
+routes += [
+    Route(prefix + "/{operation}", predefined, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    for prefix in PREDEFINED_PREFIXES
 ]

@@ -10,13 +10,15 @@ import redis.asyncio
 import redis.exceptions
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from orchestrator import api
+from orchestrator import api, metadata
 from orchestrator.errors import ApiError, unavailable
+from orchestrator.formats import FormatSuffixMiddleware
 from orchestrator.responses import error_response
 from orchestrator.scripts import Scripts
 from orchestrator.settings import Settings
@@ -53,6 +55,15 @@ async def health(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+async def openapi(request: Request) -> Response:
+    return JSONResponse(metadata.openapi(request.app.state.settings.public_base_url))
+
+
+async def python_types(request: Request) -> Response:
+    """Python DTOs for ServiceStack's Python client, as "Add ServiceStack Reference" makes them."""
+    return PlainTextResponse(metadata.python_types(request.app.state.settings.public_base_url))
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI app; `uvicorn --factory orchestrator.app:create_app` reads the environment."""
     settings = settings or Settings.from_env()
@@ -70,7 +81,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await client.aclose()
 
     app = Starlette(
-        routes=[Route("/health", health), *api.routes, *webhook_routes.routes],
+        routes=[
+            Route("/health", health),
+            Route("/openapi.json", openapi),
+            Route("/types/python", python_types),
+            *api.routes,
+            *webhook_routes.routes,
+        ],
+        middleware=[Middleware(FormatSuffixMiddleware, prefixes=api.API_PREFIXES)],
         lifespan=lifespan,
         exception_handlers={
             ApiError: _api_error,

@@ -1,6 +1,6 @@
 """Reading a request DTO from wherever the client put its values.
 
-Bodies may be JSON or form-encoded; query-string values fill the DTO too;
+Bodies may be JSON, JSV or form-encoded; query-string values fill the DTO too;
 path values win. Property names match case-insensitively, as in ServiceStack.
 """
 
@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from orchestrator import jsv
 from orchestrator.dto import Field
 from orchestrator.errors import ApiError, FieldError, validation
+from orchestrator.formats import JSON, JSV, request_format
 
 MAX_BODY = 64 * 1024
 
@@ -42,19 +45,17 @@ def _media_type(request: Request) -> str:
 def parse_body(media_type: str, body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
-    if media_type in ("application/json", "text/json", ""):
+    fmt = JSON if media_type == "" else request_format(media_type)
+    if fmt is not None:
         try:
-            data = json.loads(body)
+            data = jsv.loads(body.decode("utf-8-sig")) if fmt == JSV else json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise ApiError(
-                400, "SerializationException", "The request body is not valid JSON"
-            ) from None
+            message = f"The request body is not valid {fmt.upper()}"
+            raise ApiError(400, "SerializationException", message) from None
         if not isinstance(data, dict):
-            raise ApiError(400, "SerializationException", "The request body must be a JSON object")
+            raise ApiError(400, "SerializationException", "The request body must be an object")
         return data
     if media_type == "application/x-www-form-urlencoded":
-        from urllib.parse import parse_qsl
-
         try:
             return dict(parse_qsl(body.decode(), keep_blank_values=True))
         except UnicodeDecodeError:
@@ -62,8 +63,8 @@ def parse_body(media_type: str, body: bytes) -> dict[str, Any]:
     raise ApiError(
         415,
         "UnsupportedMediaType",
-        f"Content-Type {media_type!r} is not supported; send application/json or "
-        "application/x-www-form-urlencoded",
+        f"Content-Type {media_type!r} is not supported; send application/json, text/jsv "
+        "or application/x-www-form-urlencoded",
     )
 
 

@@ -111,8 +111,7 @@ SESSION_MEMBER_INFO = (
     Field("muted", "bool"),
 )
 
-# In the order of the seed's sample: SessionInfo's own fields, then EntityInfo's.
-SESSION_INFO = (
+SESSION_INFO_OWN = (
     Field("dialState", SessionDialState, "The state of the session"),
     Field("callState", SessionCallState, "The call state of the session"),
     Field("queueState", SessionQueueStates, "The queue state of the session"),
@@ -169,7 +168,6 @@ SESSION_INFO = (
     ),
     Field("wasMissed", "bool", "Was this session missed?"),
     Field("ringQueueId", "string", "The ring queue that the call is currently in"),
-    *ENTITY_INFO,
 )
 
 INVITE_CHAT_MEMBER = (
@@ -181,6 +179,59 @@ INVITE_CHAT_MEMBER = (
     ),
     Field("callerId", "string", "Outbound caller ID to use"),
 )
+
+
+GET_SESSION = (Field("sessionId", "string", "The ID of the session"),)
+
+
+@dataclass(frozen=True)
+class Dto:
+    """A named DTO type: what metadata (OpenAPI, /types/python) describes."""
+
+    name: str
+    own_fields: tuple[Field, ...]
+    base: Dto | None = None
+    description: str | None = None
+
+    @property
+    def fields(self) -> tuple[Field, ...]:
+        """Own fields first, then the base's: the order ServiceStack writes them."""
+        return self.own_fields + (self.base.fields if self.base else ())
+
+
+ENTITY_INFO_DTO = Dto("EntityInfo", ENTITY_INFO)
+CUSTOMER_BREADCRUMB_DTO = Dto("CustomerBreadcrumb", CUSTOMER_BREADCRUMB)
+SESSION_LOG_INFO_DTO = Dto("SessionLogInfo", SESSION_LOG_INFO)
+SESSION_MEMBER_INFO_DTO = Dto("SessionMemberInfo", SESSION_MEMBER_INFO)
+SESSION_INFO_DTO = Dto("SessionInfo", SESSION_INFO_OWN, base=ENTITY_INFO_DTO)
+INVITE_CHAT_MEMBER_DTO = Dto(
+    "InviteChatMember", INVITE_CHAT_MEMBER, description="Add a member to the chat session"
+)
+GET_SESSION_DTO = Dto("GetSession", GET_SESSION, description="Get a session by its ID")
+
+# Every DTO type, dependencies first (generated code defines them in this order).
+DTOS = (
+    CUSTOMER_BREADCRUMB_DTO,
+    SESSION_LOG_INFO_DTO,
+    SESSION_MEMBER_INFO_DTO,
+    ENTITY_INFO_DTO,
+    SESSION_INFO_DTO,
+    INVITE_CHAT_MEMBER_DTO,
+    GET_SESSION_DTO,
+)
+ENUMS = (
+    SessionDialState,
+    SessionCallState,
+    SessionQueueStates,
+    FlowChannels,
+    SessionHoldReasons,
+    SessionMemberCallState,
+    SessionMemberRoles,
+    SessionDirections,
+)
+
+# In the order of the seed's sample: SessionInfo's own fields, then EntityInfo's.
+SESSION_INFO = SESSION_INFO_DTO.fields
 
 
 def _coerce(field: Field, raw: str | None) -> Any:

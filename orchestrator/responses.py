@@ -1,7 +1,4 @@
-"""Serialising DTOs and errors for the client.
-
-One place decides the wire format, so the JSV work (issue 3) plugs in here.
-"""
+"""Serialising DTOs and errors in the format the client negotiated."""
 
 from __future__ import annotations
 
@@ -11,20 +8,27 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from orchestrator import jsv
 from orchestrator.errors import ApiError
+from orchestrator.formats import JSV, response_format
 
-JSON = "application/json; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 
-def _dumps(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+def render(fmt: str, body: Any) -> tuple[bytes, str]:
+    if fmt == JSV:
+        return jsv.dumps(body).encode(), jsv.CONTENT_TYPE
+    return (
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+        JSON_CONTENT_TYPE,
+    )
 
 
 def dto_response(request: Request, body: Any, status: int = 200) -> Response:
-    return Response(_dumps(body), status_code=status, media_type=JSON)
+    content, media_type = render(response_format(request), body)
+    return Response(content, status_code=status, media_type=media_type)
 
 
 def error_response(request: Request, error: ApiError) -> Response:
-    return Response(
-        _dumps(error.to_wire()), status_code=error.status, media_type=JSON, headers=error.headers
-    )
+    content, media_type = render(response_format(request), error.to_wire())
+    return Response(content, status_code=error.status, media_type=media_type, headers=error.headers)

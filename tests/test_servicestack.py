@@ -1,0 +1,214 @@
+"""ServiceStack wire compatibility: the official Python client with the DTOs
+from /types/python, JSV through every negotiation path, predefined routes."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+from servicestack import JsonServiceClient, WebServiceException
+
+from orchestrator import jsv
+from tests.conftest import Account, Stack, random_number
+
+
+@pytest.fixture(scope="module")
+def dtos(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    """The Python DTOs exactly as a client would save them from /types/python."""
+    response = httpx.get(f"{stack.base_url}/types/python")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    path = Path(tmp_path_factory.mktemp("dtos")) / "orchestrator_dtos.py"
+    path.write_text(response.text)
+    spec = importlib.util.spec_from_file_location("orchestrator_dtos", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["orchestrator_dtos"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _client(stack: Stack, key: str | None) -> JsonServiceClient:
+    client = JsonServiceClient(stack.base_url)
+    if key:
+        client.set_bearer_token(key)
+    return client
+
+
+def test_official_client_invites_and_reads_a_session(
+    stack: Stack, account: Account, dtos: ModuleType
+) -> None:
+    sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
+    client = _client(stack, account.key)
+    target = random_number()
+    session = client.post(dtos.InviteChatMember(session_id=sid, member_to_add=target))
+    assert isinstance(session, dtos.SessionInfo)
+    assert session.id == sid and session.account_id == account.id
+    assert session.direction == dtos.SessionDirections.INCOMING
+    member = next(m for m in session.members if m.identity == target)
+    assert member.role == dtos.SessionMemberRoles.TRANSFER
+    assert member.is_original_member is False
+    assert session.log and session.log[0].message.startswith("Incoming call")
+
+    fetched = client.get(dtos.GetSession(session_id=sid))
+    assert isinstance(fetched, dtos.SessionInfo)
+    assert [m.identity for m in fetched.members] == [m.identity for m in session.members]
+    assert fetched.members[0].role == dtos.SessionMemberRoles.CALLER
+
+
+def test_official_client_sees_field_errors(
+    stack: Stack, account: Account, dtos: ModuleType
+) -> None:
+    sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
+    client = _client(stack, account.key)
+    with pytest.raises(WebServiceException) as bad:
+        client.post(dtos.InviteChatMember(session_id=sid, member_to_add="hello"))
+    assert bad.value.status_code == 400
+    status = bad.value.response_status
+    assert status.error_code == "InvalidPhoneNumber"
+    assert [(e.field_name, e.error_code) for e in status.errors] == [
+        ("MemberToAdd", "InvalidPhoneNumber")
+    ]
+    with pytest.raises(WebServiceException) as missing:
+        client.get(dtos.GetSession(session_id="ses_missing"))
+    assert missing.value.status_code == 404
+    assert missing.value.response_status.error_code == "NotFound"
+    with pytest.raises(WebServiceException) as anonymous:
+        _client(stack, None).get(dtos.GetSession(session_id=sid))
+    assert anonymous.value.status_code == 401
+
+
+def test_python_types_are_servicestack_style(stack: Stack) -> None:
+    text = httpx.get(f"{stack.base_url}/types/python").text
+    assert "@dataclass_json(letter_case=LetterCase.CAMEL, undefined=Undefined.EXCLUDE)" in text
+    assert "class InviteChatMember(IReturn[SessionInfo], IPost):" in text
+    assert "class GetSession(IReturn[SessionInfo], IGet):" in text
+    assert "class SessionInfo(EntityInfo):" in text
+    assert "    NONE = 'None'" in text
+    assert f"BaseUrl: {stack.base_url}" in text
+
+
+# --- JSV --------------------------------------------------------------------------
+
+
+def _jsv_body(response: httpx.Response) -> dict:
+    assert response.headers["content-type"].startswith("text/jsv"), response.headers
+    return jsv.loads(response.text)
+
+
+@pytest.mark.parametrize(
+    ("path_suffix", "query", "headers"),
+    [
+        ("", "", {"Accept": "text/jsv"}),
+        ("", "", {"Accept": "application/jsv"}),
+        (".jsv", "", {}),
+        ("", "?format=jsv", {}),
+    ],
+    ids=["accept-text", "accept-application", "suffix", "format"],
+)
+def test_jsv_request_and_response(
+    stack: Stack, account: Account, path_suffix: str, query: str, headers: dict
+) -> None:
+    sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
+    target = random_number()
+    body = jsv.dumps({"memberToAdd": target})
+    with stack.client(account.key) as c:
+        response = c.post(
+            f"/sessions/{sid}/members{path_suffix}{query}",
+            content=body,
+            headers={**headers, "Content-Type": "text/jsv"},
+        )
+        assert response.status_code == 200, response.text
+        session = _jsv_body(response)
+        assert session["id"] == sid
+        assert session["ended"] == "False"
+        assert session["direction"] == "Incoming"
+        assert any(m["identity"] == target for m in session["members"])
+        assert "customerId" not in session  # null values are omitted in JSV
+        fetched = c.get(f"/sessions/{sid}{path_suffix}{query}", headers=headers)
+        assert _jsv_body(fetched)["members"] == session["members"]
+
+
+def test_seed_sample_request_in_pretty_jsv(stack: Stack, account: Account) -> None:
+    sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
+    target = random_number()
+    pretty = f"{{\n  sessionId: {sid},\n  memberToAdd: {target},\n  callerId: {account.number}\n}}"
+    with stack.client(account.key) as c:
+        response = c.post(
+            f"/sessions/{sid}/members",
+            content=pretty,
+            headers={"Content-Type": "text/jsv", "Accept": "text/jsv"},
+        )
+    assert response.status_code == 200, response.text
+    member = next(m for m in _jsv_body(response)["members"] if m["identity"] == target)
+    assert member["callState"] in ("None", "Ringing", "Connected")
+
+
+def test_errors_come_in_the_negotiated_format(stack: Stack, account: Account) -> None:
+    sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
+    with stack.client(account.key) as c:
+        bad = c.post(f"/sessions/{sid}/members.jsv", content="{memberToAdd:hello}",
+                     headers={"Content-Type": "text/jsv"})  # fmt: skip
+        assert bad.status_code == 400
+        status = _jsv_body(bad)["responseStatus"]
+        assert status["errorCode"] == "InvalidPhoneNumber"
+        assert status["errors"][0]["fieldName"] == "MemberToAdd"
+        unsupported = c.post(
+            f"/sessions/{sid}/members?format=jsv",
+            content=b"<x/>",
+            headers={"Content-Type": "application/xml"},
+        )
+        assert unsupported.status_code == 415
+        assert _jsv_body(unsupported)["responseStatus"]["errorCode"] == "UnsupportedMediaType"
+        broken = c.post(f"/sessions/{sid}/members", content="{memberToAdd:\"oops",
+                        headers={"Content-Type": "text/jsv"})  # fmt: skip
+        assert broken.status_code == 400
+        assert broken.headers["content-type"].startswith("application/json")
+    with stack.client() as anonymous:
+        denied = anonymous.get(f"/sessions/{sid}", headers={"Accept": "text/jsv"})
+    assert denied.status_code == 401
+    assert _jsv_body(denied)["responseStatus"]["errorCode"] == "Unauthorized"
+
+
+def test_format_priority(stack: Stack, account: Account) -> None:
+    sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
+    jsv_accept = {"Accept": "text/jsv"}
+    cases = [
+        (f"/sessions/{sid}?format=json", jsv_accept, "application/json"),
+        (f"/sessions/{sid}.json", jsv_accept, "application/json"),
+        (f"/jsv/reply/GetSession?sessionId={sid}", {"Accept": "application/json"}, "text/jsv"),
+        (f"/json/reply/GetSession?sessionId={sid}&format=jsv", {}, "text/jsv"),
+        (f"/sessions/{sid}", {"Accept": "text/jsv;q=0.5, application/json"}, "application/json"),
+        (f"/sessions/{sid}", {"Accept": "text/html, */*"}, "application/json"),
+        (f"/sessions/{sid}", {}, "application/json"),
+    ]
+    with stack.client(account.key) as c:
+        for path, headers, expected in cases:
+            response = c.get(path, headers=headers)
+            assert response.status_code == 200, (path, response.text)
+            assert response.headers["content-type"].startswith(expected), path
+
+
+# --- predefined routes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["/api", "/json/reply", "/jsv/reply"])
+def test_predefined_routes(stack: Stack, account: Account, prefix: str) -> None:
+    sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
+    target = random_number()
+    with stack.client(account.key) as c:
+        invited = c.post(f"{prefix}/InviteChatMember",
+                         json={"sessionId": sid, "memberToAdd": target})  # fmt: skip
+        assert invited.status_code == 200, invited.text
+        fetched = c.get(f"{prefix}/GetSession", params={"sessionId": sid})
+        assert fetched.status_code == 200
+        wrong_verb = c.get(f"{prefix}/InviteChatMember", params={"sessionId": sid})
+        unknown = c.post(f"{prefix}/DeleteEverything", json={})
+    for response in (invited, fetched):
+        body = _jsv_body(response) if prefix == "/jsv/reply" else response.json()
+        assert any(m["identity"] == target for m in body["members"])
+    assert wrong_verb.status_code == 405
+    assert unknown.status_code == 404
