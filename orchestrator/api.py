@@ -116,7 +116,7 @@ async def invite_member(
         ref=ref,
         member_id=member_id,
         caller_id=caller_id,
-        job=dial_job(sid, member_id, settings.dial_retry_backoff),
+        job=dial_job(sid, member_id, settings.dial_retry_backoff, settings.dial_job_timeout),
     )
     if result.outcome == "notfound":
         raise not_found(f"Session '{sid}' does not exist")

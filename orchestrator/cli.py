@@ -59,16 +59,11 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from rq import Queue, SimpleWorker
-
-    from orchestrator.jobs import QUEUE
+    from workers.worker import run
 
     settings = Settings.from_env()
     _logging()
-    connection = redis.Redis.from_url(settings.redis_url)
-    # SimpleWorker runs jobs in this process: no fork per job, clients reused.
-    worker = SimpleWorker([Queue(QUEUE, connection=connection)], connection=connection)
-    worker.work(with_scheduler=True, logging_level=os.environ.get("LOG_LEVEL", "INFO").upper())
+    run(redis.Redis.from_url(settings.redis_url), os.environ.get("LOG_LEVEL", "INFO").upper())
     return 0
 
 

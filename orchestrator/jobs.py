@@ -18,7 +18,6 @@ from rq.utils import now
 QUEUE = "dial"
 DIAL_FUNCTION = "workers.dial.dial_member"
 FAILED_CALLBACK = "workers.dial.dial_failed"
-JOB_TIMEOUT = 60
 
 _offline = redis.Redis()  # never connected: Job.create only needs a Redis type
 
@@ -35,7 +34,7 @@ def job_id(member_id: str) -> str:
 
 
 def dial_job(
-    session_id: str, member_id: str, backoff: tuple[int, ...]
+    session_id: str, member_id: str, backoff: tuple[int, ...], timeout: int
 ) -> tuple[str, str, str, str, list]:
     """(queue key, queues-set key, job key, job id, flat job hash) for invite.lua."""
     job = Job.create(
@@ -43,7 +42,7 @@ def dial_job(
         args=(session_id, member_id),
         connection=_offline,
         id=job_id(member_id),
-        timeout=JOB_TIMEOUT,
+        timeout=timeout,
         retry=retry_policy(backoff),
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,

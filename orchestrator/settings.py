@@ -34,6 +34,7 @@ class Settings:
     twilio_cps: float
     phone_region: str = "US"
     dial_retry_backoff: tuple[int, ...] = (1, 2, 4, 8, 16, 30)
+    dial_job_timeout: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +79,10 @@ class Settings:
         if not backoff or min(backoff) < 1:
             raise ConfigError("DIAL_RETRY_BACKOFF must be whole seconds >= 1, comma separated")
 
+        raw_timeout = env.get("DIAL_JOB_TIMEOUT", "").strip() or "30"
+        if not raw_timeout.isdigit() or not 3 <= int(raw_timeout) <= 300:
+            raise ConfigError("DIAL_JOB_TIMEOUT must be whole seconds from 3 to 300")
+
         return cls(
             redis_url=redis_url,
             twilio_account_sid=sid,
@@ -88,6 +93,7 @@ class Settings:
             twilio_cps=cps,
             phone_region=region,
             dial_retry_backoff=backoff,
+            dial_job_timeout=int(raw_timeout),
         )
 
 

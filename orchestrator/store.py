@@ -122,8 +122,9 @@ async def call_event(
     status: str,
     call_sid: str,
     seq: str,
+    token: str = "",
 ) -> str:
-    args = [PREFIX, sid, mid, status, call_sid, seq, now()]
+    args = [PREFIX, sid, mid, status, call_sid, seq, now(), token]
     return _text(await scripts["call_event"](args=args, client=r))
 
 
@@ -137,8 +138,9 @@ async def conference_event(
     call_sid: str,
     label: str,
     seq: str,
+    token: str = "",
 ) -> str:
-    args = [PREFIX, sid, event, conference_sid, call_sid, label, seq, now()]
+    args = [PREFIX, sid, event, conference_sid, call_sid, label, seq, now(), token]
     return _text(await scripts["conference_event"](args=args, client=r))
 
 
@@ -158,15 +160,24 @@ class DialClaim:
 
 
 def begin_dial(
-    r: redis.Redis, scripts: Scripts, sid: str, mid: str, default_caller: str | None
+    r: redis.Redis,
+    scripts: Scripts,
+    sid: str,
+    mid: str,
+    default_caller: str | None,
+    lease_seconds: int,
 ) -> DialClaim | str:
-    """Claim a member for dialling, or say why not ('missing', 'final', 'dialled', ...)."""
-    reply = _text(
-        scripts["begin_dial"](args=[PREFIX, sid, mid, now(), default_caller or ""], client=r)
-    )
+    """Claim a member for dialling, or say why not ('missing', 'final', 'dialled', 'busy'...)."""
+    args = [PREFIX, sid, mid, now(), default_caller or "", lease_seconds]
+    reply = _text(scripts["begin_dial"](args=args, client=r))
     if reply[0] != "dial":
         return reply[1]
     return DialClaim(to=reply[1], from_=reply[2], attempt=int(reply[3]))
+
+
+def release_dial(r: redis.Redis, sid: str, mid: str) -> None:
+    """Give up the claim of begin_dial, so a retry need not wait for the lease to lapse."""
+    r.hdel(f"{PREFIX}session:{sid}:member:{mid}", "_lease")
 
 
 def record_dial(

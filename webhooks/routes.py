@@ -17,6 +17,9 @@ from webhooks.signature import signed_form
 
 log = logging.getLogger("orchestrator.webhooks")
 
+# Twilio sends the same token again when it retries a callback.
+IDEMPOTENCY_HEADER = "i-twilio-idempotency-token"
+
 
 def _ack() -> Response:
     return Response(status_code=204)
@@ -72,6 +75,7 @@ async def conference_status(request: Request) -> Response:
         call_sid=form.get("CallSid", ""),
         label=form.get("ParticipantLabel", ""),
         seq=form.get("SequenceNumber", ""),
+        token=request.headers.get(IDEMPOTENCY_HEADER, ""),
     )
     if outcome.startswith("unknown"):
         log.info("conference callback %s for %s: %s; acknowledged", event, sid, outcome)
@@ -94,6 +98,7 @@ async def call_status(request: Request) -> Response:
         status=status,
         call_sid=form.get("CallSid", ""),
         seq=form.get("SequenceNumber", ""),
+        token=request.headers.get(IDEMPOTENCY_HEADER, ""),
     )
     if outcome == "unknown":
         log.info("call-status %s for unknown member %s/%s; acknowledged", status, sid, mid)

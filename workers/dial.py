@@ -10,6 +10,7 @@ before it dials.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from functools import cache
 
@@ -29,6 +30,10 @@ from workers.twilio_client import make_client
 log = logging.getLogger("orchestrator.dial")
 
 RING_TIMEOUT_SECONDS = 30
+# Shares of the job's timeout (DIAL_JOB_TIMEOUT): the rate-limit wait and two Twilio
+# requests (reconcile, create) must end before RQ's timeout kills the job mid-request.
+LIMITER_SHARE = 0.2
+HTTP_SHARE = 0.35
 
 
 class TransientDialError(Exception):
@@ -53,7 +58,7 @@ def context() -> Context:
         settings=settings,
         redis=client,
         scripts=Scripts(client),
-        twilio=make_client(settings),
+        twilio=make_client(settings, timeout=min(15.0, settings.dial_job_timeout * HTTP_SHARE)),
         limiter=DialRateLimiter(client, settings.twilio_cps),
     )
 
@@ -81,9 +86,17 @@ def _last_attempt() -> bool:
 def dial_member(session_id: str, member_id: str) -> str:
     """RQ entry point. Returns what happened, for the job's result and the logs."""
     ctx = context()
+    started = time.monotonic()
+    timeout = ctx.settings.dial_job_timeout
     claim = store.begin_dial(
-        ctx.redis, ctx.scripts, session_id, member_id, ctx.settings.default_caller_id
+        ctx.redis, ctx.scripts, session_id, member_id, ctx.settings.default_caller_id, timeout + 2
     )
+    if claim == "busy":
+        # Another run holds the member (its lease outlives its timeout): let it finish.
+        if _last_attempt():
+            log.warning("member %s of %s: left to the attempt in progress", member_id, session_id)
+            return claim
+        raise TransientDialError("another attempt is dialling this member")
     if isinstance(claim, str):
         log.info("member %s of %s not dialled: %s", member_id, session_id, claim)
         return claim
@@ -101,7 +114,8 @@ def dial_member(session_id: str, member_id: str) -> str:
                 )
                 log.info("member %s already dialled as %s; recorded", member_id, found.call_sid)
                 return "reconciled"
-        ctx.limiter.acquire()
+        if not ctx.limiter.acquire(deadline=started + timeout * LIMITER_SHARE):
+            return _transient(ctx, session_id, member_id, claim.to, "dial rate limit (TWILIO_CPS)")
         public = ctx.settings.public_base_url
         participant = ctx.twilio.api.v2010.account.conferences(session_id).participants.create(
             from_=claim.from_,
@@ -142,6 +156,7 @@ def dial_member(session_id: str, member_id: str) -> str:
 
 def _transient(ctx: Context, session_id: str, member_id: str, to: str, reason: str) -> str:
     """Retry later through RQ, or end the member with a clear log once retries run out."""
+    store.release_dial(ctx.redis, session_id, member_id)
     if _last_attempt():
         message = f"Could not dial {_name(to)}: Twilio unavailable after retries ({reason})"
         store.fail_dial(ctx.redis, ctx.scripts, session_id, member_id, message)

@@ -11,11 +11,11 @@ from orchestrator.settings import TWILIO_API, Settings
 TIMEOUT_SECONDS = 15
 
 
-def make_client(settings: Settings) -> Client:
+def make_client(settings: Settings, timeout: float = TIMEOUT_SECONDS) -> Client:
     client = Client(
         settings.twilio_account_sid,
         settings.twilio_auth_token,
-        http_client=TwilioHttpClient(timeout=TIMEOUT_SECONDS),
+        http_client=TwilioHttpClient(timeout=timeout),
     )
     if settings.twilio_api_base_url != TWILIO_API:
         # TWILIO_REGION / TWILIO_EDGE would rewrite the emulator's host name.

@@ -69,6 +69,14 @@ local function retain(sid)
   end
 end
 
+-- Twilio's retry of a callback carries the first attempt's I-Twilio-Idempotency-Token:
+-- the first delivery of a token wins, later ones change nothing.
+local IDEMPOTENCY_SECONDS = 3600
+local function replayed(token)
+  if token == nil or token == '' then return false end
+  return not redis.call('SET', P .. 'idem:' .. token, '1', 'NX', 'EX', IDEMPOTENCY_SECONDS)
+end
+
 local function render(sid)
   local ids = redis.call('LRANGE', idskey(sid), 0, -1)
   local members = {}

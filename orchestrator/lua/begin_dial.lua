@@ -1,7 +1,9 @@
 -- The worker's claim before it calls Twilio. Counting attempts lets a retried
 -- or restarted job know it must look for an earlier dial before dialling again.
--- ARGV: prefix, session id, member id, now, default caller id ('' if none)
-local sid, mid, now, default = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+-- The lease keeps two runs of the job (which RQ should never allow) from dialling
+-- the same member at once; it outlives the job's own timeout.
+-- ARGV: prefix, session id, member id, now, default caller id ('' if none), lease seconds
+local sid, mid, now, default, lease = ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local m = mkey(sid, mid)
 if redis.call('EXISTS', m) == 0 then return {'skip', 'missing'} end
 local f = redis.call('HMGET', m, '_rank', 'callSid', '_to', '_from')
@@ -17,5 +19,10 @@ if not from or from == '' then
   finalize(sid, mid, now, 'Not dialled ' .. member_name(m) .. ': no caller ID')
   return {'skip', 'nocaller'}
 end
+local t = redis.call('TIME')
+local clock = tonumber(t[1])
+local held = tonumber(redis.call('HGET', m, '_lease') or '0')
+if held > clock then return {'skip', 'busy'} end
+redis.call('HSET', m, '_lease', tostring(clock + lease))
 local attempt = redis.call('HINCRBY', m, '_attempts', 1)
 return {'dial', f[3], from, tostring(attempt)}

@@ -1,8 +1,10 @@
 -- One call-progress callback for a dialled member. Callbacks come late, twice
 -- and out of order: the member's rank only moves forward, a final state stays
 -- final, and a callback that changes nothing writes nothing (so no duplicate log).
--- ARGV: prefix, session id, member id, CallStatus, CallSid, SequenceNumber ('' if none), now
+-- ARGV: prefix, session id, member id, CallStatus, CallSid, SequenceNumber ('' if none), now,
+--       idempotency token ('' if none)
 local sid, mid, status, callsid, seq, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if replayed(ARGV[8]) then return 'replayed' end
 local m = mkey(sid, mid)
 if redis.call('EXISTS', m) == 0 then return 'unknown' end
 local f = redis.call('HMGET', m, '_rank', '_hold', '_callseq')

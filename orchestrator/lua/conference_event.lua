@@ -3,8 +3,9 @@
 -- Hold and mute are ordered by the conference's SequenceNumber, so a late
 -- 'hold' cannot undo a newer 'unhold'.
 -- ARGV: prefix, FriendlyName, StatusCallbackEvent, ConferenceSid, CallSid,
---       ParticipantLabel, SequenceNumber ('' if none), now
+--       ParticipantLabel, SequenceNumber ('' if none), now, idempotency token ('' if none)
 local sid, event, conf, callsid, label, seq, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+if replayed(ARGV[9]) then return 'replayed' end
 local sk = skey(sid)
 if redis.call('EXISTS', sk) == 0 then return 'unknown' end
 local ended = redis.call('HGET', sk, 'ended') == 'true'
