@@ -27,16 +27,24 @@ anything else                       initiated -> ringing -> answered (after ring
 Control endpoints (no auth):
 
 * ``GET  /_emulator/health`` -> ``{"ok": true}``
-* ``GET  /_emulator/creates`` -> ``{"total": N, "byLabel": {label: count}}``
+* ``GET  /_emulator/creates`` -> ``{"total": N, "byLabel": {label: count}, "times": [unix
+  time of each create], "attempts": M}`` (``attempts``: every create past auth, faulted or not)
 * ``GET  /_emulator/calls`` and ``GET /_emulator/calls/{CallSid}`` -> call state and the
   callbacks delivered for it, in order
 * ``POST /_emulator/calls/{CallSid}/hangup`` -> the callee hangs up
 * ``POST /_emulator/incoming`` (``From``, ``To``, optional ``VoiceUrl``) -> a customer calls in;
   the voice app's ``<Dial><Conference>`` decides the room
-* ``POST /_emulator/reset`` -> forget everything
+* ``POST /_emulator/reset`` -> forget everything, including the fault
+* ``POST /_emulator/faults`` -> arm a fault for participant creates: ``mode`` ``status``
+  (``status`` 429/500/503), ``delay`` (``seconds``: answered late, the participant still
+  created) or ``reset`` (TCP RST, nothing created); for the next ``count`` creates (default
+  1; ``count=0`` clears) or for ``for_seconds``. ``GET`` -> ``{"remaining", "served"}``, plus
+  ``mode``, ``seconds`` and ``secondsLeft`` when they apply
 
 Run it with ``python -m emulator --port 8100 --account-sid AC... --auth-token TOKEN``, or
-build the app in-process with ``emulator.app.create_app``. See ``emulator/README.md``.
+build the app in-process with ``emulator.app.create_app``. The CLI serves the port through
+``emulator.front``, a TCP front that can reset connections; in-process (or with
+``--no-front``) ``mode=reset`` answers 502 instead. See ``emulator/README.md``.
 """
 
 from emulator.app import create_app

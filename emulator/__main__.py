@@ -2,19 +2,28 @@
 
 Flags win over the environment; ``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN`` and
 ``EMULATOR_VOICE_URL`` fill in what is not given, so the emulator can share the app's env file.
+
+The public port is served by ``emulator.front.ResetFront``, a byte-forwarding TCP front to
+uvicorn on an internal loopback port, so that fault ``mode=reset`` can reset connections.
+``--no-front`` serves uvicorn directly on the port instead (``mode=reset`` then answers 502).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 
 from emulator.app import create_app
+from emulator.front import serve_behind_front
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -52,6 +61,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="how long an unanswered callee rings before no-answer (default 1.0)",
     )
+    parser.add_argument(
+        "--no-front",
+        action="store_true",
+        help="serve uvicorn directly on --port, without the TCP front that fault mode=reset"
+        " needs (mode=reset then answers 502)",
+    )
     args = parser.parse_args(argv)
     if not args.account_sid:
         parser.error("--account-sid (or TWILIO_ACCOUNT_SID) is required")
@@ -67,20 +82,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    app = create_app(
-        args.account_sid,
-        args.auth_token,
-        voice_url=args.voice_url,
-        ring_seconds=args.ring_seconds,
-        no_answer_seconds=args.no_answer_seconds,
-    )
+
+    def make_app(reset_connection: Callable[[Any], bool] | None = None) -> Starlette:
+        return create_app(
+            args.account_sid,
+            args.auth_token,
+            voice_url=args.voice_url,
+            ring_seconds=args.ring_seconds,
+            no_answer_seconds=args.no_answer_seconds,
+            reset_connection=reset_connection,
+        )
+
     print(
         f"twilio emulator: http://{args.host}:{args.port}/2010-04-01/Accounts/{args.account_sid}"
         f" (voice URL: {args.voice_url or 'none'})",
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    if args.no_front:
+        uvicorn.run(make_app(), host=args.host, port=args.port, log_level="warning")
+        return
+    try:
+        # uvicorn re-raises the Ctrl-C it handled once it has shut down; exit quietly.
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_behind_front(make_app, args.host, args.port))
+    except OSError as exc:  # the port is taken or the host is not ours, as uvicorn reports it
+        sys.exit(f"ERROR: {exc}")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,11 @@ import base64
 import binascii
 import functools
 import hmac
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -97,18 +100,115 @@ FAULT_BODIES = {
     500: (20500, "Internal Server Error"),
     503: (20503, "Service Unavailable"),
 }
+FAULT_MODES = ("status", "delay", "reset")
+
+#: The 502 body ``mode=reset`` falls back to when no TCP front can reset the connection.
+NO_FRONT_MESSAGE = (
+    "emulator fault mode=reset: this server has no TCP front to reset the connection "
+    "(run `python -m emulator` without --no-front), so it answers 502 instead"
+)
+
+
+@dataclass
+class Fault:
+    """What happens to participant creates, for the next ``count`` or until ``until``.
+
+    ``until`` is a ``time.monotonic()`` deadline; when set, ``count`` is unused.
+    """
+
+    mode: str = "status"
+    status: int = 503  # mode=status: the HTTP status to answer
+    seconds: float = 0.0  # mode=delay: how long to hold the response
+    count: int = 0
+    until: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Whether this create gets the fault (and use up one of ``count``)."""
+        if self.until is not None:
+            return now < self.until
+        if self.count > 0:
+            self.count -= 1
+            return True
+        return False
+
+    def state(self, served: int, now: float) -> dict[str, Any]:
+        """``{remaining, served}``, plus ``mode`` unless it is ``status`` (the original shape).
+
+        Delay faults add ``seconds``; time windows add ``secondsLeft`` and report
+        ``remaining`` as null while the window is open (0 once it has closed).
+        """
+        body: dict[str, Any] = {"remaining": self.count, "served": served}
+        if self.mode != "status":
+            body["mode"] = self.mode
+        if self.mode == "delay":
+            body["seconds"] = self.seconds
+        if self.until is not None:
+            left = max(0.0, self.until - now)
+            body["remaining"] = None if left > 0 else 0
+            body["secondsLeft"] = round(left, 3)
+        return body
+
+
+def _number(form: FormData, key: str, kind: type[int] | type[float]) -> Any:
+    value = form.get(key)
+    try:
+        number = kind(str(value))
+    except ValueError:
+        raise ValueError(f"{key} must be a number, not {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{key} must be a finite number >= 0, not {value!r}")
+    return number
+
+
+def parse_fault(form: FormData, now: float) -> Fault:
+    """Read a ``POST /_emulator/faults`` form; ``ValueError`` explains what is wrong."""
+    mode = str(form.get("mode", "status"))
+    if mode not in FAULT_MODES:
+        raise ValueError(f"mode must be one of {list(FAULT_MODES)}, not {mode!r}")
+    if "count" in form and "for_seconds" in form:
+        raise ValueError("give count or for_seconds, not both")
+    if "for_seconds" in form:
+        window = _number(form, "for_seconds", float)
+        fault = Fault(mode, until=now + window if window > 0 else None)
+    else:
+        fault = Fault(mode, count=_number(form, "count", int) if "count" in form else 1)
+    if not fault.count and fault.until is None:
+        return Fault()  # count=0 / for_seconds=0: nothing armed
+    if mode == "status":
+        fault.status = _number(form, "status", int) if "status" in form else 503
+        if fault.status not in FAULT_BODIES:
+            raise ValueError(f"status must be one of {sorted(FAULT_BODIES)}")
+    elif "status" in form:
+        raise ValueError("status only applies to mode=status")
+    if mode == "delay":
+        if "seconds" not in form:
+            raise ValueError("mode=delay needs seconds")
+        fault.seconds = _number(form, "seconds", float)
+    elif "seconds" in form:
+        raise ValueError("seconds only applies to mode=delay")
+    return fault
 
 
 class TwilioApi:
     """Route handlers bound to one account and one ``Switchboard``."""
 
-    def __init__(self, account_sid: str, auth_token: str, switchboard: Switchboard) -> None:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        switchboard: Switchboard,
+        reset_connection: Callable[[Any], bool] | None = None,
+    ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.switchboard = switchboard
-        # Injected failures for participant creates: (HTTP status, Twilio code, message).
-        self.faults: list[tuple[int, int, str]] = []
+        # Resets the client connection behind an ASGI scope's "client" (see emulator.front).
+        self.reset_connection = reset_connection
+        # Injected fault for participant creates, and how many creates got one.
+        self.fault = Fault()
         self.faults_served = 0
+        # Participant creates that passed auth, faulted or not.
+        self.create_attempts = 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -161,9 +261,32 @@ class TwilioApi:
 
     @_twilio
     async def create_participant(self, request: Request) -> Response:
-        if self.faults:
-            self.faults_served += 1
-            raise TwilioError(*self.faults.pop(0))
+        self.create_attempts += 1
+        fault = self.fault
+        if not fault.take(time.monotonic()):
+            return await self._create_participant(request)
+        self.faults_served += 1
+        if fault.mode == "status":
+            raise TwilioError(fault.status, *FAULT_BODIES[fault.status])
+        if fault.mode == "reset":
+            # Take the whole request first, so the client is waiting for its response when
+            # the RST comes (and its read, not a send of the body, fails with ECONNRESET).
+            await request.body()
+            if self.reset_connection is not None and self.reset_connection(
+                request.scope.get("client")
+            ):
+                return Response(status_code=502)  # the connection is gone: nobody reads this
+            return JSONResponse({"message": NO_FRONT_MESSAGE, "status": 502}, status_code=502)
+        # mode=delay: do the work now (the participant exists at once), answer late.
+        seconds = fault.seconds
+        try:
+            response = await self._create_participant(request, playback_after=seconds)
+        except TwilioError as exc:
+            response = exc.response()
+        await asyncio.sleep(seconds)
+        return response
+
+    async def _create_participant(self, request: Request, playback_after: float = 0.0) -> Response:
         form = await request.form()
         to = _text(form, "To")
         from_ = _text(form, "From")
@@ -202,7 +325,7 @@ class TwilioApi:
         # Normally the call starts right after the 201 is sent; the timer is a fallback for a
         # client that vanished mid-response (Twilio would still place the call).
         asyncio.get_running_loop().call_later(
-            PLAYBACK_FALLBACK_SECONDS, self.switchboard.start_playback, call
+            playback_after + PLAYBACK_FALLBACK_SECONDS, self.switchboard.start_playback, call
         )
         return JSONResponse(
             participant_json(self.account_sid, call),
@@ -302,6 +425,8 @@ class TwilioApi:
             {
                 "total": self.switchboard.creates_total,
                 "byLabel": dict(self.switchboard.creates_by_label),
+                "times": list(self.switchboard.create_times),
+                "attempts": self.create_attempts,
             }
         )
 
@@ -366,27 +491,22 @@ class TwilioApi:
         )
 
     async def set_faults(self, request: Request) -> Response:
-        """The next `count` participant creates fail with `status` (429, 500 or 503)."""
+        """Arm a fault for the next ``count`` creates or for ``for_seconds`` (README)."""
         form = await request.form()
         try:
-            status = int(str(form.get("status", "503")))
-            count = int(str(form.get("count", "1")))
-        except ValueError:
-            return JSONResponse({"message": "status and count must be integers"}, 400)
-        if status not in FAULT_BODIES or count < 0:
-            return JSONResponse({"message": f"status must be one of {sorted(FAULT_BODIES)}"}, 400)
-        code, message = FAULT_BODIES[status]
-        self.faults = [(status, code, message)] * count
+            self.fault = parse_fault(form, time.monotonic())
+        except ValueError as exc:
+            return JSONResponse({"message": str(exc)}, 400)
         return self.faults_state(request)
 
     def faults_state(self, request: Request) -> Response:
-        return JSONResponse({"remaining": len(self.faults), "served": self.faults_served})
+        return JSONResponse(self.fault.state(self.faults_served, time.monotonic()))
 
     async def get_faults(self, request: Request) -> Response:
         return self.faults_state(request)
 
     async def reset(self, request: Request) -> Response:
-        self.faults, self.faults_served = [], 0
+        self.fault, self.faults_served, self.create_attempts = Fault(), 0, 0
         self.switchboard.reset()
         return JSONResponse({"ok": True})
 
@@ -444,12 +564,15 @@ def create_app(
     voice_url: str | None = None,
     ring_seconds: float = 0.2,
     no_answer_seconds: float = 1.0,
+    reset_connection: Callable[[Any], bool] | None = None,
 ) -> Starlette:
     """Build the emulator for one account.
 
     ``voice_url`` answers ``/_emulator/incoming`` calls (overridable per request);
     ``ring_seconds`` is how long a callee rings before answering or being busy, and
     ``no_answer_seconds`` how long an unanswered callee rings before ``no-answer``.
+    ``reset_connection(scope["client"])`` resets a request's TCP connection and returns
+    True (``emulator.front.ResetFront.reset``); without it, fault ``mode=reset`` answers 502.
     The ``Switchboard`` holding all state is exposed as ``app.state.switchboard``.
     """
     switchboard = Switchboard(
@@ -459,7 +582,7 @@ def create_app(
         ring_seconds=ring_seconds,
         no_answer_seconds=no_answer_seconds,
     )
-    api = TwilioApi(account_sid, auth_token, switchboard)
+    api = TwilioApi(account_sid, auth_token, switchboard, reset_connection)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -224,6 +225,7 @@ class Switchboard:
         self.conferences: dict[str, Conference] = {}
         self.creates_total = 0
         self.creates_by_label: dict[str, int] = {}
+        self.create_times: list[float] = []  # time.time() of each create, in order
 
     # ------------------------------------------------------------------ lookups
 
@@ -304,6 +306,7 @@ class Switchboard:
         conference.calls.append(call)
         self.calls[call.sid] = call
         self.creates_total += 1
+        self.create_times.append(time.time())
         if label is not None:
             self.creates_by_label[label] = self.creates_by_label.get(label, 0) + 1
         return call
@@ -462,6 +465,7 @@ class Switchboard:
         self.conferences.clear()
         self.creates_total = 0
         self.creates_by_label.clear()
+        self.create_times.clear()
 
     async def aclose(self) -> None:
         """Stop playback and webhook delivery (server shutdown)."""

@@ -55,6 +55,7 @@ class ResetFront:
         # The front's local address on each upstream connection -> (client, upstream) writers.
         self._links: dict[Address, tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = {}
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         """Listen on ``host:port``; raises ``OSError`` at once if that address is taken."""
@@ -62,12 +63,14 @@ class ResetFront:
         return self._server
 
     async def aclose(self) -> None:
-        """Stop listening and drop every proxied connection."""
+        """Stop listening, drop every proxied connection and wait for their handlers."""
         if self._server is not None:
             self._server.close()
         for client, upstream in list(self._links.values()):
             client.transport.abort()
             upstream.transport.abort()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=5)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -92,17 +95,22 @@ class ResetFront:
         return True
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
         try:
             upstream_r, upstream_w = await asyncio.open_connection(*self.upstream)
         except OSError:
             client_w.transport.abort()
             return
         key: Address = upstream_w.get_extra_info("sockname")[:2]
-        self._links[key] = (client_w, upstream_w)
+        link = self._links[key] = (client_w, upstream_w)
         try:
             await asyncio.gather(_pipe(client_r, upstream_w), _pipe(upstream_r, client_w))
         finally:
-            self._links.pop(key, None)
+            if self._links.get(key) == link:  # not reset, nor the address reused since
+                del self._links[key]
             client_w.close()
             upstream_w.close()
 

@@ -33,7 +33,9 @@ class Settings:
     default_caller_id: str | None
     twilio_cps: float
     phone_region: str = "US"
-    dial_retry_backoff: tuple[int, ...] = (1, 2, 4, 8, 16, 30)
+    # The first retry is immediate: it is what recovers a job whose worker died,
+    # and it needs no RQ scheduler (whose lock a dead worker holds for a minute).
+    dial_retry_backoff: tuple[int, ...] = (0, 2, 4, 8, 16, 30)
     dial_job_timeout: int = 30
 
     @classmethod
@@ -71,13 +73,13 @@ class Settings:
         if not cps > 0:
             raise ConfigError("TWILIO_CPS must be a number greater than 0")
 
-        raw_backoff = env.get("DIAL_RETRY_BACKOFF", "").strip() or "1,2,4,8,16,30"
+        raw_backoff = env.get("DIAL_RETRY_BACKOFF", "").strip() or "0,2,4,8,16,30"
         try:
             backoff = tuple(int(part) for part in raw_backoff.split(","))
         except ValueError:
             backoff = ()
-        if not backoff or min(backoff) < 1:
-            raise ConfigError("DIAL_RETRY_BACKOFF must be whole seconds >= 1, comma separated")
+        if not backoff or min(backoff) < 0:
+            raise ConfigError("DIAL_RETRY_BACKOFF must be whole seconds >= 0, comma separated")
 
         raw_timeout = env.get("DIAL_JOB_TIMEOUT", "").strip() or "30"
         if not raw_timeout.isdigit() or not 3 <= int(raw_timeout) <= 300:

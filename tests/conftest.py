@@ -9,6 +9,7 @@ import asyncio
 import os
 import random
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -60,20 +61,34 @@ class Process:
 
     def start(self) -> Process:
         log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        # Its own process group: stop() and kill() reach the children too (RQ's scheduler).
+        self.popen = subprocess.Popen(
+            self.args,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
-    def stop(self, sig_kill: bool = False) -> None:
+    def kill(self) -> None:
+        """SIGKILL the process and its children, as a crash or an OOM kill would."""
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+    def terminate(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
         if self.popen is None or self.popen.poll() is not None:
             return
-        if sig_kill:
-            self.popen.kill()
-        else:
-            self.popen.terminate()
+        self.terminate()
         try:
             self.popen.wait(10)
         except subprocess.TimeoutExpired:
-            self.popen.kill()
+            os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait()
 
     def log(self) -> str:
@@ -104,6 +119,8 @@ class Stack:
         return process
 
     def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
         for process in self.processes.values():
             process.stop()
 
@@ -150,13 +167,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def start_stack(
+    workdir: Path,
+    redis_url: str,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    emulator_args: tuple[str, ...] = ("--ring-seconds", "0.1", "--no-answer-seconds", "0.3"),
+) -> Stack:
+    """Emulator, web and `workers` dial workers, started as the Procfile starts them."""
     web_port, emulator_port = redis_server.free_port(), redis_server.free_port()
     base = f"http://127.0.0.1:{web_port}"
     emulator_url = f"http://127.0.0.1:{emulator_port}"
     token = secrets.token_hex(16)
-    env = {
+    full_env = {
         **{k: v for k, v in os.environ.items() if k not in ("TWILIO_REGION", "TWILIO_EDGE")},
         "REDIS_URL": redis_url,
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
@@ -166,19 +189,31 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "TWILIO_CPS": "100",
         "DIAL_RETRY_BACKOFF": "1,1,1",
         "PORT": str(web_port),
+        **(env or {}),
     }
-    stack = Stack(redis_url, base, emulator_url, token, env, tmp_path_factory.mktemp("stack"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(redis_url, base, emulator_url, token, full_env, workdir)
     stack.start(
         "emulator", "-m", "emulator", "--port", str(emulator_port),
         "--account-sid", ACCOUNT_SID, "--auth-token", token,
-        "--voice-url", f"{base}/twilio/voice",
-        "--ring-seconds", "0.1", "--no-answer-seconds", "0.3",
+        "--voice-url", f"{base}/twilio/voice", *emulator_args,
     )  # fmt: skip
     stack.start("web", "-m", "orchestrator", "web", "--host", "127.0.0.1")
-    stack.start("worker", "-m", "orchestrator", "worker")
+    for n in range(workers):
+        stack.start("worker" if n == 0 else f"worker{n}", "-m", "orchestrator", "worker")
     try:
         _wait_http(f"{emulator_url}/_emulator/health", list(stack.processes.values()))
         _wait_http(f"{base}/health", list(stack.processes.values()))
+    except BaseException:
+        stack.stop_all()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_stack(tmp_path_factory.mktemp("stack"), redis_url)
+    try:
         yield stack
     finally:
         stack.stop_all()
@@ -188,8 +223,10 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def _show_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed and "stack" in request.fixturenames:
-        print(request.getfixturevalue("stack").logs())
+    if report is not None and report.failed:
+        for value in getattr(request.node, "funcargs", {}).values():
+            if isinstance(value, Stack):
+                print(value.logs())
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

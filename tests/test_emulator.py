@@ -8,6 +8,9 @@ namespace on the receiver, so its webhooks never mix with another test's straggl
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import os
 import re
 import socket
@@ -21,9 +24,11 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+import requests
 import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import ImmutableMultiDict
@@ -31,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
@@ -560,7 +566,12 @@ def test_invalid_to_is_rejected_with_21211(
         emu_dial(emu_client, emu_hooks, "room-bad", "x", to)
     assert (rejected.value.status, rejected.value.code) == (400, 21211)
     assert f"The 'To' number {to} is not a valid phone number." in rejected.value.msg
-    assert emu_get(emu_url, "creates").json() == {"total": 0, "byLabel": {}}
+    assert emu_get(emu_url, "creates").json() == {
+        "total": 0,
+        "byLabel": {},
+        "times": [],
+        "attempts": 1,
+    }
 
 
 def test_missing_and_invalid_parameters(emu_url: str) -> None:
@@ -659,18 +670,36 @@ def test_participants_list_has_twilio_page_shape(emu_client: Client, emu_url: st
     assert emu_client.conferences.list(friendly_name="room-list", status="completed") == []
 
 
-def test_creates_are_counted_per_label(
+def test_creates_are_counted_per_label_with_times_and_attempts(
     emu_client: Client, emu_hooks: EmuHooks, emu_url: str
 ) -> None:
+    before = time.time()
     emu_dial(emu_client, emu_hooks, "room-n", "alice", "+14155550120")
     emu_dial(emu_client, emu_hooks, "room-n", "alice", "+14155550120")
     emu_dial(emu_client, emu_hooks, "room-n", "bob", "+14155550121")
     with pytest.raises(TwilioRestException):
         emu_dial(emu_client, emu_hooks, "room-n", "bob", "bogus")
-    assert emu_get(emu_url, "creates").json() == {"total": 3, "byLabel": {"alice": 2, "bob": 1}}
+    # Wrong credentials never reach the handler, so they are not attempts.
+    bad_auth = httpx.post(
+        f"{emu_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Conferences/room-n/Participants.json",
+        data={"From": CALLER_ID, "To": "+14155550122"},
+        auth=(ACCOUNT_SID, "wrong"),
+    )
+    assert bad_auth.status_code == 401
+    after = time.time()
+    creates = emu_get(emu_url, "creates").json()
+    times = creates.pop("times")
+    assert creates == {"total": 3, "byLabel": {"alice": 2, "bob": 1}, "attempts": 4}
+    assert len(times) == 3 and times == sorted(times)
+    assert before <= times[0] and times[-1] <= after
 
     assert httpx.post(f"{emu_url}/_emulator/reset").json() == {"ok": True}
-    assert emu_get(emu_url, "creates").json() == {"total": 0, "byLabel": {}}
+    assert emu_get(emu_url, "creates").json() == {
+        "total": 0,
+        "byLabel": {},
+        "times": [],
+        "attempts": 0,
+    }
     assert emu_get(emu_url, "calls").json() == {"calls": []}
 
 
@@ -894,17 +923,21 @@ def test_cli_reads_credentials_from_the_environment(monkeypatch: pytest.MonkeyPa
         1.0,
     )
     assert parse_args(["--auth-token", "flag"]).auth_token == "flag"
+    assert args.no_front is False
+    assert parse_args(["--no-front"]).no_front is True
     monkeypatch.delenv("TWILIO_AUTH_TOKEN")
     with pytest.raises(SystemExit):
         parse_args([])
 
 
-def test_python_dash_m_emulator_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def emu_cli() -> Iterator[str]:
+    """``python -m emulator`` in a subprocess (credentials from the environment), via its front."""
     port = emu_free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("TWILIO_REGION", "TWILIO_EDGE")}
     env.update(TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN)
     process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--port", str(port)],
+        [sys.executable, "-m", "emulator", "--port", str(port), "--ring-seconds", "0.05"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -921,17 +954,29 @@ def test_python_dash_m_emulator_serves(monkeypatch: pytest.MonkeyPatch) -> None:
                 return False
 
         emu_wait(healthy, timeout=15, message="python -m emulator to start")
-        monkeypatch.delenv("TWILIO_REGION", raising=False)
-        monkeypatch.delenv("TWILIO_EDGE", raising=False)
-        client = Client(ACCOUNT_SID, AUTH_TOKEN)
-        client.api.base_url = url
-        participant = client.conferences("cli").participants.create(
-            from_=CALLER_ID, to="+14155550170", label="cli"
-        )
-        assert participant.status == "queued"
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def emu_cli_url(emu_cli: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The subprocess emulator, reset; TWILIO_REGION/EDGE unset for clients built in the test."""
+    monkeypatch.delenv("TWILIO_REGION", raising=False)
+    monkeypatch.delenv("TWILIO_EDGE", raising=False)
+    assert httpx.post(f"{emu_cli}/_emulator/reset").status_code == 200
+    return emu_cli
+
+
+def test_python_dash_m_emulator_serves(emu_cli_url: str) -> None:
+    client = Client(ACCOUNT_SID, AUTH_TOKEN)
+    client.api.base_url = emu_cli_url
+    participant = client.conferences("cli").participants.create(
+        from_=CALLER_ID, to="+14155550170", label="cli"
+    )
+    assert participant.status == "queued"
+    assert emu_get(emu_cli_url, "creates").json()["byLabel"] == {"cli": 1}
 
 
 @pytest.mark.parametrize(("status", "code"), [(429, 20429), (500, 20500), (503, 20503)])
@@ -953,3 +998,201 @@ def test_only_retryable_statuses_can_be_injected(emu_url: str) -> None:
     response = httpx.post(f"{emu_url}/_emulator/faults", data={"status": 404, "count": 1})
     assert response.status_code == 400
     assert emu_get(emu_url, "faults").json()["remaining"] == 0
+
+
+def emu_faults(url: str, **form: Any) -> httpx.Response:
+    return httpx.post(f"{url}/_emulator/faults", data=form, timeout=5)
+
+
+def test_delayed_create_is_made_even_when_the_client_times_out(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    assert emu_faults(emu_url, mode="delay", seconds="0.9").json() == {
+        "mode": "delay",
+        "seconds": 0.9,
+        "remaining": 1,
+        "served": 0,
+    }
+    impatient = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=TwilioHttpClient(timeout=0.5))
+    impatient.api.base_url = emu_url
+    with pytest.raises(requests.exceptions.Timeout):
+        emu_dial(impatient, emu_hooks, "room-slow", "slow", "+14155550180")
+    # Twilio did the work before the client gave up: the participant exists, exactly once.
+    creates = emu_get(emu_url, "creates").json()
+    assert (creates["total"], creates["byLabel"], creates["attempts"]) == (1, {"slow": 1}, 1)
+    (listed,) = emu_client.conferences("room-slow").participants.list()
+    assert listed.label == "slow"
+    # ... and its call plays once the (lost) response has gone out.
+    join = emu_hooks.wait_event("participant-join")
+    assert (join["ParticipantLabel"], join["CallSid"]) == ("slow", listed.call_sid)
+    assert emu_get(emu_url, "faults").json() == {
+        "mode": "delay",
+        "seconds": 0.9,
+        "remaining": 0,
+        "served": 1,
+    }
+
+
+def test_delayed_create_answers_normally_after_the_delay(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    emu_faults(emu_url, mode="delay", seconds="0.2", count="1")
+    started = time.monotonic()
+    participant = emu_dial(emu_client, emu_hooks, "room-late", "late", "+14155550181")
+    assert time.monotonic() - started >= 0.2
+    assert participant.status == "queued"
+    # The call only starts once the 201 is out, so the app knows the sid before any webhook.
+    assert emu_hooks.wait_event("participant-join")["CallSid"] == participant.call_sid
+    assert emu_get(emu_url, "faults").json()["remaining"] == 0  # count=1: the next is on time
+    emu_dial(emu_client, emu_hooks, "room-late", "on-time", "+14155550182")
+    creates = emu_get(emu_url, "creates").json()
+    assert (creates["byLabel"], creates["attempts"]) == ({"late": 1, "on-time": 1}, 2)
+
+
+def test_faults_for_a_time_window(emu_client: Client, emu_hooks: EmuHooks, emu_url: str) -> None:
+    armed = emu_faults(emu_url, status="503", for_seconds="0.5").json()
+    assert armed["remaining"] is None and armed["served"] == 0 and "mode" not in armed
+    assert 0 < armed["secondsLeft"] <= 0.5
+    for _ in range(2):
+        with pytest.raises(TwilioRestException) as failed:
+            emu_dial(emu_client, emu_hooks, "room-window", "w", "+14155550183")
+        assert (failed.value.status, failed.value.code) == (503, 20503)
+    state = emu_wait(
+        lambda: (body := emu_get(emu_url, "faults").json())["remaining"] == 0 and body,
+        message="the fault window to close",
+    )
+    assert state == {"remaining": 0, "served": 2, "secondsLeft": 0.0}
+    emu_dial(emu_client, emu_hooks, "room-window", "w", "+14155550183")
+    creates = emu_get(emu_url, "creates").json()
+    assert (creates["total"], creates["attempts"], len(creates["times"])) == (1, 3, 1)
+
+
+def test_count_zero_clears_any_fault(emu_client: Client, emu_url: str) -> None:
+    assert emu_faults(emu_url, mode="delay", seconds="5", count="3").json()["remaining"] == 3
+    assert emu_faults(emu_url, mode="delay", count="0").json() == {"remaining": 0, "served": 0}
+    assert emu_faults(emu_url, mode="reset", for_seconds="30").json()["remaining"] is None
+    assert emu_faults(emu_url, count="0").json() == {"remaining": 0, "served": 0}
+    started = time.monotonic()
+    emu_client.conferences("room-clear").participants.create(from_=CALLER_ID, to="+14155550184")
+    assert time.monotonic() - started < 1
+    assert emu_get(emu_url, "creates").json()["total"] == 1
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"status": "404"},
+        {"mode": "explode"},
+        {"mode": "delay"},
+        {"mode": "delay", "seconds": "-1"},
+        {"mode": "delay", "seconds": "nan"},
+        {"mode": "reset", "status": "503"},
+        {"seconds": "1"},
+        {"count": "1", "for_seconds": "1"},
+        {"count": "x"},
+        {"for_seconds": "inf"},
+    ],
+)
+def test_invalid_faults_are_rejected_and_change_nothing(emu_url: str, form: dict) -> None:
+    emu_faults(emu_url, mode="delay", seconds="1", count="2")
+    response = emu_faults(emu_url, **form)
+    assert response.status_code == 400
+    assert response.json()["message"]
+    assert emu_get(emu_url, "faults").json() == {
+        "mode": "delay",
+        "seconds": 1.0,
+        "remaining": 2,
+        "served": 0,
+    }
+    emu_faults(emu_url, count="0")
+
+
+def test_reset_without_the_front_answers_502(emu_client: Client, emu_url: str) -> None:
+    emu_faults(emu_url, mode="reset")
+    with pytest.raises(TwilioRestException) as failed:
+        emu_client.conferences("room-rst").participants.create(from_=CALLER_ID, to="+14155550185")
+    assert failed.value.status == 502
+    assert "no TCP front" in failed.value.msg
+    assert emu_get(emu_url, "faults").json() == {"mode": "reset", "remaining": 0, "served": 1}
+    creates = emu_get(emu_url, "creates").json()
+    assert (creates["total"], creates["attempts"]) == (0, 1)
+
+
+def emu_raw_create(url: str, label: str) -> socket.socket:
+    """Send a participant create on a raw socket; returns the socket for reading the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    body = urlencode({"From": CALLER_ID, "To": "+14155550186", "Label": label}).encode()
+    auth = base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+    head = (
+        f"POST /2010-04-01/Accounts/{ACCOUNT_SID}/Conferences/room-raw/Participants.json"
+        f" HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Basic {auth}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+def test_reset_mode_resets_the_connection_and_creates_nothing(emu_cli_url: str) -> None:
+    host, port = emu_cli_url.removeprefix("http://").split(":")
+    # A keep-alive connection through the front, opened before the reset.
+    bystander = http.client.HTTPConnection(host, int(port), timeout=5)
+    bystander.request("GET", "/_emulator/health")
+    assert bystander.getresponse().read() == b'{"ok":true}'
+    bystander_sock = bystander.sock
+
+    client = Client(ACCOUNT_SID, AUTH_TOKEN)
+    client.api.base_url = emu_cli_url
+    room = client.conferences("room-rst").participants
+    room.create(from_=CALLER_ID, to="+14155550187", label="first")  # leaves a pooled connection
+    assert emu_faults(emu_cli_url, mode="reset", count="2").json() == {
+        "mode": "reset",
+        "remaining": 2,
+        "served": 0,
+    }
+    with pytest.raises(requests.exceptions.ConnectionError) as failed:
+        room.create(from_=CALLER_ID, to="+14155550187", label="reset")
+    assert "ConnectionResetError" in repr(failed.value.args)
+
+    # A reset, not a clean close: the kernel reports ECONNRESET, and not one byte came back.
+    with emu_raw_create(emu_cli_url, "raw") as sock, pytest.raises(ConnectionResetError):
+        sock.recv(65536)
+
+    # The next create gets a fresh connection and works.
+    after = room.create(from_=CALLER_ID, to="+14155550187", label="after")
+    assert after.status == "queued"
+    creates = emu_get(emu_cli_url, "creates").json()
+    assert (creates["byLabel"], creates["attempts"]) == ({"first": 1, "after": 1}, 4)
+    assert emu_get(emu_cli_url, "faults").json() == {"mode": "reset", "remaining": 0, "served": 2}
+
+    # The bystander's keep-alive connection is untouched, for GETs and POSTs with a body.
+    bystander.request("GET", "/_emulator/faults")
+    assert json.loads(bystander.getresponse().read())["served"] == 2
+    bystander.request(
+        "POST",
+        "/_emulator/faults",
+        body="count=0",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert json.loads(bystander.getresponse().read()) == {"remaining": 0, "served": 2}
+    assert bystander.sock is bystander_sock
+    bystander.close()
+
+
+def test_front_forwards_delays_and_client_timeouts(emu_cli_url: str) -> None:
+    emu_faults(emu_cli_url, mode="delay", seconds="0.8")
+    impatient = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=TwilioHttpClient(timeout=0.3))
+    impatient.api.base_url = emu_cli_url
+    with pytest.raises(requests.exceptions.Timeout):
+        impatient.conferences("room-front").participants.create(
+            from_=CALLER_ID, to="+14155550188", label="slow"
+        )
+    assert emu_get(emu_cli_url, "creates").json()["byLabel"] == {"slow": 1}
+    # The call plays although its client is gone.
+    emu_wait(
+        lambda: (
+            [c["status"] for c in emu_get(emu_cli_url, "calls").json()["calls"]] == ["in-progress"]
+        ),
+        message="the timed-out participant's call to be answered",
+    )

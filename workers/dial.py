@@ -89,7 +89,7 @@ def dial_member(session_id: str, member_id: str) -> str:
     started = time.monotonic()
     timeout = ctx.settings.dial_job_timeout
     claim = store.begin_dial(
-        ctx.redis, ctx.scripts, session_id, member_id, ctx.settings.default_caller_id, timeout + 2
+        ctx.redis, ctx.scripts, session_id, member_id, ctx.settings.default_caller_id, timeout + 1
     )
     if claim == "busy":
         # Another run holds the member (its lease outlives its timeout): let it finish.

@@ -1,8 +1,9 @@
 """Outbound dials per second, shared by every worker process through Redis.
 
-A sliding one-second window (a sorted set of dial times, Redis' own clock), so
-no second anywhere holds more than TWILIO_CPS dials, whatever the number of
-workers.
+A sliding window (a sorted set of dial times, Redis' own clock), so no second
+anywhere holds more than TWILIO_CPS dials, whatever the number of workers. The
+window is 12% longer than a second: a dial reaches Twilio a little after its
+slot is granted, and that jitter must not push two seconds' dials into one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import uuid
 import redis
 
 KEY = "orch:cps"
+JITTER_MARGIN = 1.12
 
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -33,9 +35,9 @@ class DialRateLimiter:
     def __init__(self, client: redis.Redis, per_second: float) -> None:
         # A fractional rate (0.5/s) is one dial per 2 s window.
         if per_second >= 1:
-            self.limit, self.window_us = int(per_second), 1_000_000
+            self.limit, self.window_us = int(per_second), int(1_000_000 * JITTER_MARGIN)
         else:
-            self.limit, self.window_us = 1, int(1_000_000 / per_second)
+            self.limit, self.window_us = 1, int(1_000_000 * JITTER_MARGIN / per_second)
         self._script = client.register_script(_ACQUIRE)
 
     def acquire(self, deadline: float | None = None) -> bool:

@@ -1,27 +1,38 @@
 """The long-lived RQ worker that runs dial jobs.
 
-RQ's SimpleWorker runs each job in its own process (no fork per job, clients
-reused). Two RQ defaults are tuned for a live call, where a lost dial is felt
-within seconds:
+RQ's SimpleWorker runs every job in the worker's own process (no fork per
+job, clients reused). Two RQ defaults are tuned for a live call, where a lost
+dial is felt within seconds:
 
 - A job's entry in the started registry lasts its timeout plus 2 s (RQ adds
   60 s). The death penalty stops a job at its timeout, so past that a job
   still "started" belonged to a worker that died, and RQ retries it.
 - Registry maintenance (which finds those abandoned jobs) runs every 5 s, not
   every 10 minutes, on whichever worker holds RQ's maintenance lock.
+
+And the process outlives a Redis outage: RQ's worker gives up when Redis
+vanishes mid-job, so `run` waits for Redis to come back and starts a fresh
+worker; the interrupted job is found abandoned and retried.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
 import redis
+import redis.exceptions
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from orchestrator.jobs import QUEUE
 
+log = logging.getLogger("orchestrator.worker")
+
 MAINTENANCE_SECONDS = 5
 # Also bounds how long an idle worker blocks on the queue between maintenance runs.
 WORKER_TTL = MAINTENANCE_SECONDS + 15
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class DialWorker(SimpleWorker):
@@ -32,10 +43,31 @@ class DialWorker(SimpleWorker):
 
 
 def run(connection: redis.Redis, logging_level: str = "INFO") -> None:
-    worker = DialWorker(
-        [Queue(QUEUE, connection=connection)],
-        connection=connection,
-        maintenance_interval=MAINTENANCE_SECONDS,
-        worker_ttl=WORKER_TTL,
-    )
-    worker.work(with_scheduler=True, logging_level=logging_level)
+    """Work until stopped (SIGTERM/SIGINT), across Redis outages."""
+    while True:
+        worker = DialWorker(
+            [Queue(QUEUE, connection=connection)],
+            connection=connection,
+            maintenance_interval=MAINTENANCE_SECONDS,
+            worker_ttl=WORKER_TTL,
+        )
+        try:
+            worker.work(with_scheduler=True, logging_level=logging_level)
+        except REDIS_ERRORS as exc:
+            log.warning("Redis unavailable (%s)", exc)
+        # RQ's work() also returns, after logging, when an error ends its loop.
+        if worker._shutdown_requested_date is not None:
+            return
+        log.warning("the worker stopped without being asked to; restarting when Redis answers")
+        _wait_for_redis(connection)
+
+
+def _wait_for_redis(connection: redis.Redis) -> None:
+    delay = 0.2
+    while True:
+        time.sleep(delay)
+        try:
+            connection.ping()
+            return
+        except REDIS_ERRORS:
+            delay = min(delay * 2, 5.0)

@@ -54,6 +54,18 @@ local function record_call_sid(sid, mid, callsid)
   return true
 end
 
+-- The dial of a member is logged once, whoever learns its CallSid first.
+local function mark_dialled(sid, mid, callsid, now, conf)
+  local m = mkey(sid, mid)
+  if redis.call('HSETNX', m, '_dialled', '1') == 0 then return false end
+  redis.call('HSET', skey(sid), 'mostRecentParticipantCallSid', callsid)
+  if conf ~= '' and not redis.call('HGET', skey(sid), 'conferenceSid') then
+    redis.call('HSET', skey(sid), 'conferenceSid', conf)
+  end
+  append_log(sid, now, 'Dialled ' .. member_name(m) .. ' (' .. callsid .. ')')
+  return true
+end
+
 -- An ended session is kept for a week, then Redis forgets it by itself.
 local RETAIN_SECONDS = 7 * 24 * 3600
 local function retain(sid)

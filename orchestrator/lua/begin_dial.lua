@@ -8,7 +8,11 @@ local m = mkey(sid, mid)
 if redis.call('EXISTS', m) == 0 then return {'skip', 'missing'} end
 local f = redis.call('HMGET', m, '_rank', 'callSid', '_to', '_from')
 if tonumber(f[1] or '0') >= 3 then return {'skip', 'final'} end
-if f[2] then return {'skip', 'dialled'} end
+if f[2] then
+  -- A worker died after Twilio took the dial; its callbacks told us the CallSid.
+  mark_dialled(sid, mid, f[2], now, '')
+  return {'skip', 'dialled'}
+end
 local s = redis.call('HMGET', skey(sid), 'ended', '_number')
 if s[1] == 'true' then
   finalize(sid, mid, now, 'Not dialled ' .. member_name(m) .. ': the session has ended')

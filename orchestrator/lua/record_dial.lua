@@ -2,13 +2,9 @@
 -- may have recorded the CallSid first; the dial is still logged once.
 -- ARGV: prefix, session id, member id, call sid, now, conference sid ('' if unknown)
 local sid, mid, callsid, now, conf = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local m = mkey(sid, mid)
-if redis.call('EXISTS', m) == 0 then return 'missing' end
+if redis.call('EXISTS', mkey(sid, mid)) == 0 then return 'missing' end
 record_call_sid(sid, mid, callsid)
-if redis.call('HSETNX', m, '_dialled', '1') == 0 then return 'known' end
-redis.call('HSET', skey(sid), 'mostRecentParticipantCallSid', callsid)
-if conf ~= '' and not redis.call('HGET', skey(sid), 'conferenceSid') then
-  redis.call('HSET', skey(sid), 'conferenceSid', conf)
+if mark_dialled(sid, mid, redis.call('HGET', mkey(sid, mid), 'callSid'), now, conf) then
+  return 'recorded'
 end
-append_log(sid, now, 'Dialled ' .. member_name(m) .. ' (' .. callsid .. ')')
-return 'recorded'
+return 'known'

@@ -1,0 +1,260 @@
+"""Faults injected for real: workers SIGKILLed mid-dial, Redis restarted under
+load, Twilio failing, many workers sharing one dial rate. Each test runs its
+own Redis and processes, so it can break them."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from orchestrator import provision, redis_server
+from tests.conftest import Account, Stack, random_number, start_stack, wait_for
+
+
+def _account(redis_url: str) -> Account:
+    r = redis.Redis.from_url(redis_url)
+    aid = provision.create_account(r, "Faulty Co")
+    number = provision.add_number(r, random_number(), aid)
+    uid = provision.add_user(r, "x@example.com", aid)
+    return Account(aid, number, provision.create_key(r, aid, ["User"]), uid, "x@example.com")
+
+
+def _sessions(stack: Stack, account: Account, count: int) -> list[str]:
+    return [
+        stack.incoming_call(random_number(), account.number)["conferenceName"] for _ in range(count)
+    ]
+
+
+def _member_ids(stack: Stack) -> dict[str, dict[str, str]]:
+    """Every invited (non-caller) member: id -> its stored hash."""
+    r = stack.redis
+    members = {}
+    for key in r.scan_iter("orch:session:*:member:*"):
+        fields = r.hgetall(key)
+        if fields.get("role") != "Caller":
+            members[fields["id"]] = {**fields, "_session": key.split(":")[2]}
+    return members
+
+
+def _dialling(stack: Stack) -> bool:
+    for key in stack.redis.scan_iter("orch:session:*:member:*", count=1000):
+        lease, call_sid, rank = stack.redis.hmget(key, "_lease", "callSid", "_rank")
+        if lease and not call_sid and rank != "3" and float(lease) > time.time():
+            return True
+    return False
+
+
+def _settled(stack: Stack, member: dict[str, str]) -> bool:
+    """Dialled (has a call leg) or ended with a log entry saying why."""
+    fresh = stack.redis.hgetall(f"orch:session:{member['_session']}:member:{member['id']}")
+    return bool(fresh.get("callSid")) or fresh.get("_rank") == "3"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[redis_server.RedisServer]:
+    server = redis_server.start(tmp_path / "redis", appendonly=True)
+    yield server
+    server.stop()
+
+
+def test_worker_killed_mid_dial_dials_each_member_exactly_once(
+    own_redis: redis_server.RedisServer, tmp_path: Path
+) -> None:
+    stack = start_stack(
+        tmp_path / "stack",
+        own_redis.url,
+        env={"DIAL_JOB_TIMEOUT": "4", "DIAL_RETRY_BACKOFF": "0,1,1,1,1,1", "TWILIO_CPS": "20"},
+    )
+    try:
+        account = _account(own_redis.url)
+        sessions = _sessions(stack, account, 3)
+        # Slow creates (Twilio taking 0.3 s) so that kills land mid-dial.
+        stack.emulator(
+            "faults", "POST", data={"mode": "delay", "seconds": "0.3", "for_seconds": "30"}
+        )
+        invited: list[str] = []
+
+        def invite() -> None:
+            with stack.client(account.key) as c:
+                while len(invited) < 40:
+                    sid = random.choice(sessions)
+                    response = c.post(
+                        f"/sessions/{sid}/members", json={"memberToAdd": random_number()}
+                    )
+                    assert response.status_code == 200, response.text
+                    invited.append(sid)
+                    time.sleep(0.05)
+
+        inviter = threading.Thread(target=invite)
+        inviter.start()
+        rng = random.Random(7)
+        for _ in range(6):
+            # Kill while a dial is in flight (claimed, not yet recorded), at a random point.
+            wait_for(lambda: _dialling(stack), 30, "a dial in flight")
+            time.sleep(rng.uniform(0, 0.3))
+            stack.processes["worker"].kill()
+            stack.start("worker", "-m", "orchestrator", "worker")
+        inviter.join()
+
+        members = _member_ids(stack)
+        assert len(members) == len(invited) == 40
+        wait_for(
+            lambda: all(_settled(stack, m) for m in members.values()),
+            120,
+            "every invite to be dialled or ended",
+        )
+        creates = stack.emulator("creates").json()["byLabel"]
+        retried = [
+            mid
+            for mid in members
+            if int(stack.redis.hget(f"rq:job:dial-{mid}", "retries_left") or 6) < 6
+        ]
+        assert retried, "no kill landed mid-dial; the test proved nothing"
+        for mid, member in members.items():
+            fresh = stack.redis.hgetall(f"orch:session:{member['_session']}:member:{mid}")
+            if fresh.get("callSid"):
+                assert creates.get(mid) == 1, f"{mid} dialled {creates.get(mid)} times"
+            else:
+                log = stack.redis.lrange(f"orch:session:{member['_session']}:log", 0, -1)
+                assert any(mid in entry or fresh["identity"] in entry for entry in log)
+        assert sum(creates.values()) == sum(
+            1 for m in members.values() if _settled(stack, m) and m["id"] in creates
+        )
+    finally:
+        stack.stop_all()
+
+
+def test_redis_restart_loses_no_accepted_invite(
+    own_redis: redis_server.RedisServer, tmp_path: Path
+) -> None:
+    stack = start_stack(tmp_path / "stack", own_redis.url)
+    try:
+        account = _account(own_redis.url)
+        (sid,) = _sessions(stack, account, 1)
+        accepted: list[str] = []
+        outcomes: list[int] = []
+        stop = threading.Event()
+
+        def invite() -> None:
+            with stack.client(account.key) as c:
+                while not stop.is_set():
+                    number = random_number()
+                    try:
+                        response = c.post(
+                            f"/sessions/{sid}/members", json={"memberToAdd": number}, timeout=5
+                        )
+                    except httpx.TimeoutException:
+                        outcomes.append(-1)
+                        continue
+                    outcomes.append(response.status_code)
+                    if response.status_code == 200:
+                        accepted.append(number)
+                    else:
+                        assert response.status_code == 503, response.text
+                        assert response.json()["responseStatus"]["errorCode"]
+                    time.sleep(0.02)
+
+        inviter = threading.Thread(target=invite)
+        inviter.start()
+        wait_for(lambda: len(accepted) >= 10, 20, "invites before the restart")
+        own_redis.stop()
+        wait_for(lambda: 503 in outcomes, 20, "503 while Redis is away")
+        before = len(accepted)
+        restarted = redis_server.start(own_redis.directory, port=own_redis.port, appendonly=True)
+        own_redis.process = restarted.process
+        wait_for(lambda: len(accepted) >= before + 10, 30, "the web to recover by itself")
+        stop.set()
+        inviter.join()
+        assert -1 not in outcomes, "a request hung while Redis was away"
+
+        active = stack.redis.hgetall(f"orch:session:{sid}:active")
+        assert set(accepted) <= set(active), "an invite answered 200 was lost"
+        wait_for(
+            lambda: all(
+                stack.redis.hget(f"orch:session:{sid}:member:{active[n]}", "callSid")
+                for n in accepted
+            ),
+            60,
+            "the worker to reconnect and dial every accepted invite",
+        )
+        creates = stack.emulator("creates").json()["byLabel"]
+        assert all(creates.get(active[n]) == 1 for n in accepted)
+    finally:
+        stack.stop_all()
+
+
+def test_dial_rate_is_shared_by_all_workers(
+    own_redis: redis_server.RedisServer, tmp_path: Path
+) -> None:
+    stack = start_stack(tmp_path / "stack", own_redis.url, env={"TWILIO_CPS": "5"}, workers=4)
+    try:
+        account = _account(own_redis.url)
+        sessions = _sessions(stack, account, 5)
+        with stack.client(account.key) as c:
+            for i in range(25):
+                response = c.post(
+                    f"/sessions/{sessions[i % 5]}/members", json={"memberToAdd": random_number()}
+                )
+                assert response.status_code == 200
+        times = wait_for(
+            lambda: len(t := stack.emulator("creates").json()["times"]) == 25 and t,
+            60,
+            "25 dials",
+        )
+        times.sort()
+        # No one-second window holds more than 5 dials (small slack for clock reads).
+        assert all(b - a >= 0.98 for a, b in zip(times, times[5:], strict=False))
+        # And the cap is used: 25 dials at 5/s take about 4 s (4.5 with the jitter margin).
+        assert times[-1] - times[0] < 4 * 1.12 * 1.3
+    finally:
+        stack.stop_all()
+
+
+@pytest.mark.parametrize(
+    ("fault", "needed_retries"),
+    [
+        ({"mode": "status", "status": "503", "count": "2"}, 2),
+        ({"mode": "status", "status": "429", "count": "2"}, 2),
+        ({"mode": "reset", "count": "2"}, 2),
+        # A create that times out was still made by Twilio: found by label, not redialled.
+        ({"mode": "delay", "seconds": "3", "count": "1"}, 0),
+    ],
+    ids=["503", "429", "reset", "timeout"],
+)
+def test_twilio_faults_are_retried_without_a_storm(
+    own_redis: redis_server.RedisServer, tmp_path: Path, fault: dict, needed_retries: int
+) -> None:
+    stack = start_stack(
+        tmp_path / "stack",
+        own_redis.url,
+        env={"DIAL_JOB_TIMEOUT": "4", "DIAL_RETRY_BACKOFF": "0,1,1,1"},
+    )
+    try:
+        account = _account(own_redis.url)
+        (sid,) = _sessions(stack, account, 1)
+        stack.emulator("faults", "POST", data=fault)
+        target = random_number()
+        with stack.client(account.key) as c:
+            assert (
+                c.post(f"/sessions/{sid}/members", json={"memberToAdd": target}).status_code == 200
+            )
+        mid = wait_for(lambda: stack.redis.hget(f"orch:session:{sid}:active", target), 10, "member")
+        wait_for(
+            lambda: stack.redis.hget(f"orch:session:{sid}:member:{mid}", "callSid"),
+            30,
+            "the dial to get through",
+        )
+        creates = stack.emulator("creates").json()
+        assert creates["byLabel"][mid] == 1
+        # Calls made vs needed: one create per fault it had to outlast, plus the one that
+        # worked (a timed-out create counts as the one that worked).
+        assert creates["attempts"] == 1 + needed_retries
+    finally:
+        stack.stop_all()
