@@ -1,0 +1,76 @@
+"""`python -m bench`: run the whole benchmark and write bench/RESULTS.md.
+
+Starts its own Redis (free loopback port, private directory), the Twilio emulator, the web
+process (one, then two uvicorn workers), B0, the naive app and the worker as needed, runs
+every measurement `--runs` times, stops everything it started, and writes the table. Every
+load is bounded by a request count and a time; nothing here touches a server it did not
+start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.report import environment, render
+from bench.suite import Options, Suite, find_py_spy
+
+
+def parse(argv: list[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per measurement (5)")
+    p.add_argument("--quick", action="store_true", help="tiny numbers: a smoke run in ~1 min")
+    p.add_argument("--output", type=Path, default=Path("bench/RESULTS.md"))
+    p.add_argument(
+        "--rss-requests", type=int, default=None, help="requests for the RSS check (100000)"
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="measure again while other processes use >25%% of a core (default 2)",
+    )
+    p.add_argument("--no-profile", action="store_true", help="skip py-spy even if installed")
+    a = p.parse_args(argv)
+    o = Options(output=a.output)
+    if a.quick:
+        o.runs, o.duration, o.rss_requests, o.memory_sessions, o.retries = 1, 1.0, 3000, 100, 0
+    o.runs = a.runs if a.runs is not None else o.runs
+    o.duration = a.duration if a.duration is not None else o.duration
+    o.rss_requests = a.rss_requests if a.rss_requests is not None else o.rss_requests
+    o.retries = a.retries if a.retries is not None else o.retries
+    if o.runs < 1 or o.duration <= 0 or o.rss_requests < 100 or o.retries < 0:
+        p.error("--runs >= 1, --duration > 0, --rss-requests >= 100, --retries >= 0")
+    o.py_spy = None if a.no_profile else find_py_spy()
+    return o
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(argv)
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="orchestrator-bench-"))
+    results = Suite(options, workdir, log).run()
+    raw = {"samples": {k: [dataclasses.asdict(x) for x in v] for k, v in results.samples.items()}}
+    (workdir / "results.json").write_text(json.dumps({**raw, "facts": results.facts}, indent=1))
+    text = render(results, environment(), command.strip())
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(text)
+    print(text)
+    log(f"wrote {options.output}; logs in {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

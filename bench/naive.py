@@ -1,0 +1,129 @@
+"""The naive design, for comparison: dial Twilio inside the invite request.
+
+The service answers an invite after one Redis script and leaves the dial to a worker. The
+obvious alternative calls Twilio's participants create before answering, so the caller waits
+for Twilio every time. This app does that with the same pieces as the service (API-key
+check, the real `twilio` client pointed at TWILIO_API_BASE_URL, run in Starlette's thread
+pool so the event loop stays free, the member written to Redis afterwards) and answers the
+SessionInfo as the service does, so the two invite latencies compare the designs.
+
+Twilio's own latency is simulated by the emulator's `mode=delay` fault when it has one; else
+`create_fake_twilio` below stands in for it (a participants endpoint answering after
+BENCH_TWILIO_DELAY seconds, 0.2 by default).
+
+Run: `uvicorn --factory bench.naive:create_app` (env as for `orchestrator web`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator
+
+import redis.asyncio
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from orchestrator import api, callback_urls, store
+from orchestrator.phone import normalise
+from orchestrator.scripts import Scripts
+from orchestrator.settings import Settings
+from workers.twilio_client import make_client
+
+
+async def invite(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    r: redis.asyncio.Redis = request.app.state.redis
+    principal = await api.authenticate(request)
+    sid = request.path_params["sessionId"]
+    to = normalise(json.loads(await request.body())["memberToAdd"], settings.phone_region)
+    owner, number = await r.hmget(f"{store.PREFIX}session:{sid}", "accountId", "_number")
+    if owner is None or owner.decode() != principal.account_id:
+        return JSONResponse({"message": "no such session"}, status_code=404)
+    mid = store.new_id("mem")
+    twilio = request.app.state.twilio
+    participant = await run_in_threadpool(
+        twilio.api.v2010.account.conferences(sid).participants.create,
+        from_=(number or b"").decode() or settings.default_caller_id,
+        to=to,
+        label=mid,
+        timeout=30,
+        early_media=True,
+        end_conference_on_exit=False,
+        status_callback=callback_urls.call_status(settings.public_base_url, sid, mid),
+        status_callback_method="POST",
+    )
+    member = f"{store.PREFIX}session:{sid}:member:{mid}"
+    fields = {
+        "id": mid,
+        "identity": to,
+        "displayName": to,
+        "role": "Transfer",
+        "isOriginalMember": "false",
+        "callState": "None",
+        "muted": "false",
+        "_rank": "0",
+        "_hold": "0",
+        "_to": to,
+        "callSid": participant.call_sid or "",
+    }
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(member, mapping=fields)
+    pipe.rpush(f"{store.PREFIX}session:{sid}:members", mid)
+    pipe.hset(f"{store.PREFIX}session:{sid}:active", to, mid)
+    await pipe.execute()
+    return JSONResponse(await store.get_session(r, request.app.state.scripts, sid))
+
+
+def create_app() -> Starlette:
+    settings = Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = redis.asyncio.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2, max_connections=256
+        )
+        app.state.redis = client
+        app.state.scripts = Scripts(client)
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    app = Starlette(
+        routes=[Route("/sessions/{sessionId}/members", invite, methods=["POST"])],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.twilio = make_client(settings)
+    return app
+
+
+# --- stand-in for Twilio when the emulator cannot delay its answers --------------------------
+
+
+async def _slow_participant(request: Request) -> Response:
+    form = await request.form()
+    await asyncio.sleep(float(os.environ.get("BENCH_TWILIO_DELAY", "0.2")))
+    account = request.path_params["account"]
+    return JSONResponse(
+        {
+            "account_sid": account,
+            "call_sid": "CA" + secrets.token_hex(16),
+            "conference_sid": "CF" + secrets.token_hex(16),
+            "label": form.get("Label"),
+            "status": "queued",
+        },
+        status_code=201,
+    )
+
+
+def create_fake_twilio() -> Starlette:
+    path = "/2010-04-01/Accounts/{account}/Conferences/{conference}/Participants.json"
+    return Starlette(routes=[Route(path, _slow_participant, methods=["POST"])])

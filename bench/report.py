@@ -1,0 +1,474 @@
+"""RESULTS.md: the machine, the figures (min/median/max, ratio to B0), the targets, the notes.
+
+Everything here is computed from one `Results`, so the file is always the latest run as a
+whole; nothing is edited by hand. A ratio to B0 is taken within each run (same run, same
+number of web processes, as the issue's targets are stated), then the median over runs.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.suite import Results, Sample
+
+B0 = "b0"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float  # NaN when not measured
+    limit: float
+    below: bool  # pass when value < limit (else value >= limit)
+    shown: str
+
+    @property
+    def verdict(self) -> str:
+        if math.isnan(self.value):
+            return "n/a"
+        ok = self.value < self.limit if self.below else self.value >= self.limit
+        return "PASS" if ok else "**FAIL**"
+
+
+def median(samples: list[Sample], attr: str) -> float:
+    values = [getattr(s, attr) for s in samples if not math.isnan(getattr(s, attr))]
+    return statistics.median(values) if values else math.nan
+
+
+def _num(value: float, digits: int = 1) -> str:
+    if math.isnan(value):
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _spread(samples: list[Sample], attr: str) -> str:
+    values = [getattr(s, attr) for s in samples if not math.isnan(getattr(s, attr))]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _num(values[0])
+    return f"{_num(min(values))} / **{_num(statistics.median(values))}** / {_num(max(values))}"
+
+
+def paired(samples: list[Sample], base: list[Sample], attr: str) -> float:
+    """The median over runs of sample/base, each run with its own base (same run, so slow
+    drift of the machine cancels); the ratio of medians if the runs do not pair up."""
+    if samples and len(samples) == len(base):
+        ratios = [
+            getattr(a, attr) / getattr(b, attr)
+            for a, b in zip(samples, base, strict=True)
+            if getattr(b, attr) and not math.isnan(getattr(a, attr) / getattr(b, attr))
+        ]
+        if ratios:
+            return statistics.median(ratios)
+    a, b = median(samples, attr), median(base, attr)
+    return a / b if b and not math.isnan(b) else math.nan
+
+
+def _ratio(samples: list[Sample], base: list[Sample], attr: str) -> str:
+    value = paired(samples, base, attr)
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+# --- the environment --------------------------------------------------------------------------
+
+
+def environment() -> dict[str, str]:
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            mem_kib = int(f.readline().split()[1])
+    except OSError:
+        mem_kib = 0
+    from orchestrator.redis_server import find_binary
+
+    redis_server = subprocess.run(
+        [find_binary(), "--version"], capture_output=True, text=True, timeout=10
+    ).stdout.split()
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+    ).stdout.strip()
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    parser = "hiredis" if importlib.util.find_spec("hiredis") else "pure Python (no hiredis)"
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "cpu": f"{cpu}, {os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))})",
+        "memory": f"{mem_kib / 1024 / 1024:.1f} GiB",
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "packages": ", ".join(
+            f"{n} {version(n)}" for n in ("uvicorn", "starlette", "redis", "rq", "twilio", "h11")
+        ),
+        "redis-server": next((w for w in redis_server if w.startswith("v=")), "?")[2:],
+        "uvicorn http/loop": f"{http} / {loop}",
+        "redis-py reply parser": parser,
+        "commit": commit or "?",
+    }
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def targets(results: Results) -> list[Target]:
+    s = results.samples
+    out: list[Target] = []
+
+    def m(key: str, attr: str) -> float:
+        return median(s.get(key, []), attr)
+
+    def r(key: str, base: str, attr: str) -> float:
+        return paired(s.get(key, []), s.get(base, []), attr)
+
+    for procs in results.options.web_processes:
+        p = f"{procs}p"
+        hook, inv = r(f"{p}:webhook@1", f"{p}:{B0}", "rps"), r(f"{p}:invite@1", f"{p}:{B0}", "rps")
+        out.append(Target(f"webhook req/s ≥ 0.7 x B0 (web x{procs})", hook, 0.7, False, "x"))
+        out.append(Target(f"invite req/s ≥ 0.4 x B0 (web x{procs})", inv, 0.4, False, "x"))
+        p99 = m(f"{p}:invite@1", "p99")
+        out.append(
+            Target(f"invite p99 < 25 ms at 32 connections (web x{procs})", p99, 25, True, "ms")
+        )
+    out.append(
+        Target("dispatch p50 < 5 ms at 20 invites/s", m("1p:dispatch", "p50"), 5, True, "ms")
+    )
+    out.append(
+        Target("dispatch p99 < 30 ms at 20 invites/s", m("1p:dispatch", "p99"), 30, True, "ms")
+    )
+    big = max(results.options.sizes)
+    for kind in ("invite", "webhook"):
+        for q in ("p50", "p99"):
+            ratio = r(f"1p:{kind}@{big}", f"1p:{kind}@1", q)
+            name = f"{kind} {q} at {big} members ≤ 1.2 x at 1 member"
+            out.append(Target(name, ratio, 1.2 + 1e-9, True, "x"))
+    rss = results.facts.get("rss")
+    growth = (rss["after_kib"] - rss["before_kib"]) / rss["before_kib"] * 100 if rss else math.nan
+    requests = rss["requests"] if rss else 0
+    out.append(Target(f"web RSS growth < 10% over {requests:,} requests", growth, 10, True, "%"))
+    return out
+
+
+LABELS = {
+    "b0": "B0 floor (bare route, parse form, 1 HSET)",
+    "webhook": "webhook: signed call-status",
+    "invite": "invite: POST /sessions/{id}/members",
+    "naive": "naive invite (Twilio create inside the request)",
+    "invite@20/s": "invite at a steady 20/s (worker running)",
+    "naive@20/s": "naive invite at a steady 20/s",
+    "dispatch": "dispatch: invite 200 → emulator accepts the create",
+}
+
+
+def _label(key: str) -> str:
+    kind = key.split(":", 1)[1]
+    if kind in LABELS:
+        return LABELS[kind]
+    base, _, n = kind.partition("@")
+    return f"{LABELS[base]}, {n}-member sessions"
+
+
+def figures(results: Results) -> list[str]:
+    rows = [
+        "| measurement | web procs | req/s (min / **median** / max) | x B0 | p50 ms | x B0 "
+        "| p99 ms | x B0 | web CPU ms/req | Redis cmds/req (of them EVALSHA) "
+        "| CPU: web / Redis / generator / not ours |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = ["b0"] + [f"webhook@{n}" for n in results.options.sizes]
+    order += [f"invite@{n}" for n in results.options.sizes]
+    order += ["naive", "invite@20/s", "naive@20/s", "dispatch"]
+    for procs in results.options.web_processes:
+        p = f"{procs}p"
+        base = results.samples.get(f"{p}:{B0}", [])
+        for kind in order:
+            samples = results.samples.get(f"{p}:{kind}")
+            if not samples:
+                continue
+            cpu = " / ".join(
+                f"{median(samples, a):.0%}"
+                for a in ("web_cpu", "redis_cpu", "gen_cpu", "other_cpu")
+            )
+            steady = kind.endswith("/s") or kind == "dispatch"  # open loop: no B0 to compare
+            rps = "20 (fixed)" if steady else _spread(samples, "rps")
+            if any(x.exhausted for x in samples):
+                rps += " *"
+            cells = [_label(f"{p}:{kind}"), str(procs), rps]
+            cells.append("-" if steady else _ratio(samples, base, "rps"))
+            for q in ("p50", "p99"):
+                ratio = "-" if steady else _ratio(samples, base, q)
+                cells += [_spread(samples, q), ratio]
+            cells.append("-" if steady else f"{median(samples, 'web_ms_per_request'):.2f}")
+            cells.append(
+                f"{median(samples, 'redis_calls'):.1f} ({median(samples, 'redis_scripts'):.1f})"
+            )
+            rows.append("| " + " | ".join([*cells, cpu]) + " |")
+    return rows
+
+
+def render(results: Results, env: dict[str, str], command: str) -> str:
+    o = results.options
+    f = results.facts
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `{command}` on {env['date']}; do not edit by hand. Each figure is the "
+        f"median of {o.runs} run(s) of {o.duration:g} s (min / **median** / max); a ratio is "
+        "the median over runs of the figure over B0's in the same run, with the same number "
+        "of web processes.",
+        "",
+        "## Machine",
+        "",
+        *(f"- **{k}**: {v}" for k, v in env.items()),
+        "- **load generator**: bench/loadgen.py (raw asyncio, pre-serialised keep-alive "
+        "HTTP/1.1, 32 connections, one forked process; wrk is not installed)"
+        + _ceiling_text(f.get("ceiling")),
+        "",
+        "## Targets",
+        "",
+        "| target | measured (median) | limit | verdict |",
+        "|---|---|---|---|",
+    ]
+    for t in targets(results):
+        lines.append(
+            f"| {t.name} | {_num(t.value, 2)} {t.shown} | {t.limit:g} {t.shown} | {t.verdict} |"
+        )
+    lines += ["", "## Figures", "", *figures(results), ""]
+    if any(x.exhausted for v in results.samples.values() for x in v):
+        lines += ["\\* some runs used up their pre-built requests before the time was up.", ""]
+    lines += _method(results)
+    phases = results.samples.get("1p:dispatch", [])
+    if phases and not math.isnan(median(phases, "to_start")):
+        lines += [
+            "Dispatch, split at the RQ job's own timestamps (`started_at`, `ended_at`; medians "
+            f"over runs of per-run medians): invite 200 → job started "
+            f"**{median(phases, 'to_start'):.2f} ms**, job started → emulator accepts the "
+            f"create **{median(phases, 'to_accept'):.2f} ms**, accepted → job ended "
+            f"{median(phases, 'to_end'):.2f} ms.",
+            "",
+        ]
+    commands = f.get("1p:dispatch_commands")
+    if commands:
+        lines += [
+            "Redis commands per dial while dispatch is measured (INFO commandstats; this counts "
+            "the invite, the worker's job and the emulator's callbacks to the web, and commands "
+            "run inside scripts): " + ", ".join(f"{name} {n:.1f}" for name, n in commands) + ".",
+            "",
+        ]
+    lines += _memory(f.get("memory"))
+    lines += _rss(f.get("rss"))
+    lines += _profile(f.get("profile"))
+    lines += ["## Where the time goes", "", *notes(results), ""]
+    return "\n".join(lines)
+
+
+def _ceiling_text(c: dict[str, Any] | None) -> str:
+    if not c:
+        return ""
+    return (
+        f". Its ceiling against a trivial asyncio server (fixed 204): **{c['rps']:,.0f} req/s** "
+        f"at 32 connections, p50 {c['p50']:.2f} ms, generator CPU {c['gen_cpu']:.0%} of a core"
+    )
+
+
+def _method(results: Results) -> list[str]:
+    f = results.facts
+    return [
+        "How each figure is taken:",
+        "",
+        "- Closed loop, 32 keep-alive connections, each sending its next request when the "
+        "previous answer is complete; every request is distinct and pre-built.",
+        "- Webhooks: Twilio's call-progress parameters, signed as Twilio signs them, one "
+        "idempotency token each; every member gets initiated, ringing, in-progress, completed "
+        "in order. B0 gets the same bodies and headers on its own route.",
+        "- Invites: JSON bodies with distinct numbers; with 1 and 10 members each invite goes "
+        "to its own session, with 100 members each session takes ~10 (100 → ~110). The worker "
+        "is stopped while invites are measured (their jobs wait in the queue; each run starts "
+        "from an empty Redis), so the figure is the web process alone.",
+        f"- Dispatch: worker running, open loop of 20 invites/s; the emulator's accept time "
+        f"comes from {f.get('dispatch_method', '?')}, minus the client's time of the 200.",
+        f"- Naive: bench/naive.py with Twilio simulated by {f.get('naive_twilio', '?')}.",
+        "- CPU: user+system time of the web process(es), Redis and the generator over the "
+        "measurement, as a share of one core (the machine has two); *not ours* is the "
+        "machine's busy time (/proc/stat) less every bench process: other work sharing the "
+        "machine, which lowers throughput and raises latency of that run.",
+        "",
+    ]
+
+
+def _memory(mem: dict[str, Any] | None) -> list[str]:
+    if not mem:
+        return []
+    return [
+        "## Redis memory",
+        "",
+        "From `INFO used_memory` before and after writing many of each with the service's "
+        "own scripts:",
+        "",
+        "| what | bytes each | measured over |",
+        "|---|---|---|",
+        f"| session (incoming call: session hash, caller member, lists, call index) "
+        f"| {mem['per_session']:,.0f} | {mem['sessions']:,} sessions |",
+        f"| invited member (member hash, list and active entries, log line) "
+        f"| {mem['per_member']:,.0f} | {mem['members']:,} members |",
+        f"| a member's call life (4 callbacks: callSid, call index, 3 log lines, idempotency "
+        f"keys kept 1 h) | {mem['per_call']:,.0f} | {mem['called_members']:,} members |",
+        f"| its RQ dial job hash (`MEMORY USAGE`; kept for result_ttl after it ran) "
+        f"| {mem['dial_job']:,} | 1 job |",
+        "",
+    ]
+
+
+def _rss(rss: dict[str, Any] | None) -> list[str]:
+    if not rss:
+        return []
+    growth = (rss["after_kib"] - rss["before_kib"]) / rss["before_kib"] * 100
+    series = rss["series"]
+    step = max(1, len(series) // 8)
+    points = ", ".join(f"{t:.0f} s: {kib / 1024:.1f}" for t, kib in series[::step])
+    return [
+        "## Web process RSS",
+        "",
+        f"One `orchestrator web` process, started fresh: {rss['fresh_kib'] / 1024:.1f} MiB; "
+        f"after {rss['warmup_requests']:,} warm-up requests "
+        f"**{rss['before_kib'] / 1024:.1f} MiB**; "
+        f"after {rss['requests']:,} more (half invites, half webhooks, 32 connections, "
+        f"{rss['seconds']:.0f} s, {rss['errors']} errors) **{rss['after_kib'] / 1024:.1f} MiB** "
+        f"({growth:+.1f}%), peak {rss['peak_kib'] / 1024:.1f} MiB.",
+        "",
+        f"RSS during the run (MiB): {points or '-'}.",
+        "",
+    ]
+
+
+def _profile(profile: dict[str, Any] | None) -> list[str]:
+    if not profile:
+        return [
+            "## Profile",
+            "",
+            "py-spy was not found (PATH or $BENCH_PY_SPY), so no profile was taken.",
+            "",
+        ]
+    lines = [
+        "## Profiles (py-spy, 200 Hz, from inside each load)",
+        "",
+    ]
+    for name, p in profile.items():
+        if not p["samples"]:
+            continue
+        comps = ", ".join(f"{k} {v:.0%}" for k, v in p["components"] if v >= 0.01)
+        lines += [
+            f"**{name}** ({p['samples']:,} samples) by component (innermost known frame): {comps}.",
+            "",
+            "Hottest leaf functions: "
+            + "; ".join(f"{k} {v:.1%}" for k, v in p["leaves"][:8])
+            + ".",
+            "",
+            "Project functions, time inside (inclusive): "
+            + "; ".join(f"{k} {v:.0%}" for k, v in p["project"][:8])
+            + ".",
+            "",
+        ]
+    return lines
+
+
+def notes(results: Results) -> list[str]:
+    """The short note: what the figures and the CPU columns say about the limits."""
+    s = results.samples
+    out = [
+        "- The generator, Redis and the web process(es) share two cores; the CPU columns "
+        "show who used them. A web process near 100% of a core is the limit of that "
+        "measurement; the generator stays far below its ceiling above.",
+    ]
+    foreign = [x.other_cpu for k, v in s.items() if not k.startswith("profile") for x in v]
+    retried = results.facts.get("retries", 0)
+    if foreign and max(foreign) > 0.1:
+        out.append(
+            f"- The machine was shared: other processes used up to {max(foreign):.0%} of a core "
+            f"during the recorded measurements (median {statistics.median(foreign):.0%}); "
+            f"{retried} measurement(s) were redone because of it (the least disturbed attempt is "
+            "kept). Throughput and latency move with that load; web CPU per request much less, "
+            "so compare ratios and CPU per request more than absolute rates."
+        )
+    for procs in results.options.web_processes:
+        p = f"{procs}p"
+        b0 = s.get(f"{p}:{B0}", [])
+        for kind in ("webhook@1", "invite@1"):
+            k = s.get(f"{p}:{kind}", [])
+            if not k or not b0:
+                continue
+            per_b0 = median(b0, "web_ms_per_request")
+            per_req = median(k, "web_ms_per_request")
+            out.append(
+                f"- web x{procs}, {kind.split('@')[0]}: {per_req:.2f} ms of web CPU per request "
+                f"against {per_b0:.2f} ms for B0 (web at {median(k, 'web_cpu'):.0%} of a core, "
+                f"Redis {median(k, 'redis_cpu'):.0%})."
+            )
+    big = max(results.options.sizes)
+    inv1, invn = s.get("1p:invite@1", []), s.get(f"1p:invite@{big}", [])
+    if inv1 and invn:
+        out.append(
+            f"- An invite answers the whole SessionInfo: at {big} members the reply renders every "
+            f"member and log line, so its cost grows with the session "
+            f"({median(invn, 'rps'):,.0f} vs {median(inv1, 'rps'):,.0f} req/s)."
+        )
+    b0 = s.get("1p:b0", [])
+    steady = s.get("1p:invite@20/s", [])
+    if inv1 and b0:
+        need = 32 / 0.025
+        out.append(
+            "- Closed loop at 32 connections, mean latency = 32 / throughput (Little's law): an "
+            f"invite p99 under 25 ms there needs more than {need:,.0f} invites/s, "
+            f"{need / median(b0, 'rps'):.2f} x B0 on this machine, more than the 0.4 x B0 "
+            "throughput target asks; "
+            "at a steady 20 invites/s the same endpoint answers with p99 "
+            f"{median(steady, 'p99'):.1f} ms."
+        )
+    naive, naive_steady = s.get("1p:naive", []), s.get("1p:naive@20/s", [])
+    if naive and naive_steady and steady:
+        per_request = median(naive, "web_ms_per_request")
+        out.append(
+            f"- Naive design: p50 {median(naive_steady, 'p50'):.0f} ms at 20/s (Twilio's 200 ms "
+            f"plus the call) against {median(steady, 'p50'):.1f} ms for the queued invite; at "
+            f"32 connections it manages {median(naive, 'rps'):.0f} req/s, the twilio client "
+            f"costing {per_request:.1f} ms of CPU per invite in the thread pool."
+        )
+    profile = results.facts.get("profile") or {}
+    for name, p in profile.items():
+        top = [f"{k} {v:.0%}" for k, v in p.get("components", [])[:4]]
+        if top:
+            out.append(f"- Profile of {name}: " + ", ".join(top) + ".")
+    if environment_http() != "httptools and uvloop":
+        out.append(
+            f"- uvicorn runs with {environment_http()}: httptools/uvloop (`uvicorn[standard]`) "
+            "are not installed, so HTTP parsing is pure Python (h11) for the service and B0 alike."
+        )
+    return out
+
+
+def environment_http() -> str:
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "the asyncio loop"
+    return f"{http} and {loop}"

@@ -1,0 +1,190 @@
+"""What the bench sends: a tenant, seeded sessions, and pre-serialised HTTP requests.
+
+Sessions and members are written with the service's own Lua scripts (`create_session.lua`,
+`invite.lua`), pipelined, so the state under load is exactly what the service would have
+written, thousands of sessions take seconds instead of minutes of HTTP, and the seed cannot
+drift from the key layout. While seeding, invite.lua's dial job goes to throw-away `bench:`
+keys (no worker dials seeded members) and its SessionInfo reply is not rendered.
+
+Webhooks are Twilio's call-progress callbacks (its parameter set, signed with the auth token
+over PUBLIC_BASE_URL + path + query, an idempotency token each, as Twilio sends them). Each
+seeded member gets its call's life in order (initiated, ringing, in-progress, completed, with
+increasing SequenceNumber), members interleaved in blocks wider than the 32 connections, so
+no member is hit twice at once and every step of call_event.lua is exercised.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
+
+import redis
+from twilio.request_validator import RequestValidator
+
+from orchestrator import callback_urls, provision
+from orchestrator.scripts import source
+from orchestrator.store import PREFIX, new_id, now
+
+CALL_LIFE = ("initiated", "ringing", "in-progress", "completed")
+BLOCK = 128  # members per interleaving block; more than the connections in flight
+SEED_JOB = ["bench:seed:queue", "bench:seed:queues", "bench:seed:job", "bench:seed:jobid"]
+SEED_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class Member:
+    sid: str
+    mid: str
+    number: str
+
+
+@dataclass(frozen=True)
+class Session:
+    sid: str
+    members: list[Member]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    account: str
+    number: str
+    key: str
+
+
+def numbers() -> Iterator[str]:
+    """Distinct valid US numbers (+1 415 2xx..9xx), none with the emulator's outcome endings."""
+    for n in itertools.count(2_000_000):
+        if n >= 10_000_000:
+            raise RuntimeError("ran out of bench phone numbers")
+        if n % 10_000 not in (1, 2, 3, 4):
+            yield f"+1415{n:07d}"
+
+
+class Seeder:
+    """Writes tenants, sessions and members through the service's scripts."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        self.r = r
+        self.numbers = numbers()
+        self._create = r.register_script(source("create_session"))
+        # Same writes as invite.lua; the reply is left unrendered, nobody reads it.
+        self._invite = r.register_script(source("invite").replace(", render(sid)}", ", {}}"))
+
+    def tenant(self) -> Tenant:
+        account = provision.create_account(self.r, "Bench Co")
+        number = provision.add_number(self.r, next(self.numbers), account)
+        return Tenant(account, number, provision.create_key(self.r, account, ["User"]))
+
+    def sessions(self, tenant: Tenant, count: int, members: int) -> list[Session]:
+        """`count` incoming-call sessions, each with `members` invited phone members."""
+        out: list[Session] = []
+        for start in range(0, count, SEED_CHUNK):
+            chunk = []
+            pipe = self.r.pipeline(transaction=False)
+            for _ in range(min(SEED_CHUNK, count - start)):
+                sid = new_id("ses")
+                args = [PREFIX, "CA" + secrets.token_hex(16), next(self.numbers), tenant.number]
+                self._create(args=[*args, now(), sid, new_id("mem")], client=pipe)
+                chunk.append(Session(sid, []))
+            _check(pipe.execute(), "sessions")
+            for base in range(0, len(chunk) * members, SEED_CHUNK):
+                pipe = self.r.pipeline(transaction=False)
+                for slot in range(base, min(base + SEED_CHUNK, len(chunk) * members)):
+                    session = chunk[slot // members]
+                    member = Member(session.sid, new_id("mem"), next(self.numbers))
+                    args = [PREFIX, session.sid, tenant.account, "phone", member.number]
+                    self._invite(
+                        args=[*args, member.mid, now(), "", *SEED_JOB, "x", "1"], client=pipe
+                    )
+                    session.members.append(member)
+                _check(pipe.execute(), "members")
+            out += chunk
+        self.r.delete(*SEED_JOB)
+        return out
+
+
+def _check(replies: list, what: str) -> None:
+    if any(reply[0] != b"created" for reply in replies):
+        raise RuntimeError(f"seeding {what} failed (has the Lua layout changed?): {replies[:3]}")
+
+
+def flatten(sessions: list[Session]) -> list[Member]:
+    return [m for s in sessions for m in s.members]
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+def _http(method: str, target: str, port: int, headers: dict[str, str], body: bytes) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def invite(port: int, tenant: Tenant, sid: str, number: str) -> bytes:
+    """POST /sessions/{sid}/members as an agent console would send it."""
+    body = json.dumps({"memberToAdd": number}).encode()
+    headers = {
+        "Authorization": f"Bearer {tenant.key}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
+    return _http("POST", f"/sessions/{sid}/members", port, headers, body)
+
+
+def callback_params(account_sid: str, tenant: Tenant, member: Member, step: int) -> dict[str, str]:
+    return {
+        "AccountSid": account_sid,
+        "ApiVersion": "2010-04-01",
+        "CallSid": "CA" + member.mid[-24:].rjust(32, "0"),
+        "CallStatus": CALL_LIFE[step],
+        "Called": member.number,
+        "Caller": tenant.number,
+        "From": tenant.number,
+        "To": member.number,
+        "Direction": "outbound-api",
+        "CallbackSource": "call-progress-events",
+        "SequenceNumber": str(step),
+        "Timestamp": "Mon, 01 Jan 2024 00:00:00 +0000",
+    }
+
+
+def webhooks(
+    port: int,
+    public_base_url: str,
+    token: str,
+    account_sid: str,
+    tenant: Tenant,
+    members: list[Member],
+    path: str | None = None,
+) -> list[bytes]:
+    """Signed call-status callbacks for `members`, each member's in order, blocks interleaved.
+
+    With `path`, the same bodies and headers go to that path instead (B0's route).
+    """
+    validator = RequestValidator(token)
+    out: list[bytes] = []
+    for start in range(0, len(members), BLOCK):
+        block = members[start : start + BLOCK]
+        for step in range(len(CALL_LIFE)):
+            for member in block:
+                url = callback_urls.call_status(public_base_url, member.sid, member.mid)
+                params = callback_params(account_sid, tenant, member, step)
+                parts = urlsplit(url)
+                target = f"{parts.path}?{parts.query}"
+                if path is not None:
+                    target = f"{path}?{parts.query}"
+                headers = {
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": validator.compute_signature(url, params),
+                    "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+                    "User-Agent": "TwilioProxy/1.1",
+                    "Accept": "*/*",
+                }
+                out.append(_http("POST", target, port, headers, urlencode(params).encode()))
+    return out
