@@ -39,14 +39,19 @@ async def authenticate(request: Request, role: str = USER_ROLE) -> auth.Principa
     key = auth.key_from_header(request.headers.get("authorization"))
     if key is None:
         raise unauthorized()
-    found = await store.api_key(request.app.state.redis, auth.digest(key))
-    if found is None:
-        raise unauthorized("Invalid API key")
-    principal = auth.Principal(
-        key_id=found.get("id", ""),
-        account_id=found.get("accountId", ""),
-        roles=frozenset(r for r in found.get("roles", "").split(",") if r),
-    )
+    digest = auth.digest(key)
+    cache: auth.KeyCache = request.app.state.keys
+    principal = cache.get(digest)
+    if principal is None:
+        found = await store.api_key(request.app.state.redis, digest)
+        if found is None:
+            raise unauthorized("Invalid API key")
+        principal = auth.Principal(
+            key_id=found.get("id", ""),
+            account_id=found.get("accountId", ""),
+            roles=frozenset(r for r in found.get("roles", "").split(",") if r),
+        )
+        cache.put(digest, principal)
     if not principal.has_role(role):
         raise forbidden()
     return principal

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from orchestrator import api, metadata
+from orchestrator import api, auth, metadata
 from orchestrator.errors import ApiError, unavailable
 from orchestrator.formats import FormatSuffixMiddleware
 from orchestrator.responses import error_response
@@ -100,4 +100,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.validator = RequestValidator(settings.twilio_auth_token)
+    app.state.keys = auth.KeyCache()
     return app

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 KEY_PREFIX = "ok_"
@@ -48,3 +50,27 @@ def key_from_header(header: str | None) -> str | None:
             return None
         return user or None
     return None
+
+
+class KeyCache:
+    """Recently seen keys, so an agent console's burst of calls costs one lookup.
+
+    A revoked or changed key keeps working for at most `ttl` seconds in each
+    web process; unknown keys are not cached, so a new key works at once.
+    """
+
+    def __init__(self, ttl: float = 10.0, size: int = 10_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        self._entries[digest] = (time.monotonic() + self.ttl, principal)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)

@@ -7,6 +7,7 @@ behind a proxy or tunnel.
 
 from __future__ import annotations
 
+import hmac
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import FormData
@@ -22,10 +23,21 @@ class SignatureError(ApiError):
 
 
 def public_url(request: Request, public_base_url: str) -> str:
-    url = public_base_url + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
+    url = public_base_url + request.scope["path"]
+    query = request.scope.get("query_string", b"")
+    if query:
+        url += "?" + query.decode("latin-1")
     return url
+
+
+def valid(validator: RequestValidator, url: str, form: FormData, signature: str) -> bool:
+    """One HMAC for the URL as configured; the other port form only if that fails.
+
+    RequestValidator.validate always computes both (with and without the port).
+    """
+    if hmac.compare_digest(validator.compute_signature(url, form), signature):
+        return True
+    return validator.validate(url, form, signature)
 
 
 async def signed_form(request: Request) -> FormData:
@@ -39,6 +51,6 @@ async def signed_form(request: Request) -> FormData:
     signature = request.headers.get("x-twilio-signature", "")
     validator: RequestValidator = request.app.state.validator
     url = public_url(request, request.app.state.settings.public_base_url)
-    if pairs is None or not signature or not validator.validate(url, form, signature):
+    if pairs is None or not signature or not valid(validator, url, form, signature):
         raise SignatureError(403, "Forbidden", "Invalid or missing X-Twilio-Signature")
     return form
