@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,7 +17,13 @@ from starlette.routing import Route
 
 from orchestrator import auth, store
 from orchestrator.binding import field_error, read_dto
-from orchestrator.dto import GET_SESSION_DTO, INVITE_CHAT_MEMBER_DTO, SESSION_INFO_DTO, Dto
+from orchestrator.dto import (
+    GET_SESSION_DTO,
+    INVITE_CHAT_MEMBER_DTO,
+    SESSION_INFO_DTO,
+    Dto,
+    SessionView,
+)
 from orchestrator.errors import (
     ApiError,
     FieldError,
@@ -85,7 +90,7 @@ def _member_target(text: str, region: str) -> tuple[str, str]:
 
 async def invite_member(
     request: Request, principal: auth.Principal, dto: dict[str, str | None]
-) -> dict[str, Any]:
+) -> SessionView:
     settings = request.app.state.settings
     errors: list[FieldError] = []
     sid = (dto["sessionId"] or "").strip()
@@ -143,15 +148,17 @@ async def invite_member(
 
 async def get_session(
     request: Request, principal: auth.Principal, dto: dict[str, str | None]
-) -> dict[str, Any]:
+) -> SessionView:
     sid = _session_id(dto["sessionId"])
-    session = await store.get_session(request.app.state.redis, request.app.state.scripts, sid)
-    if session is None or session["accountId"] != principal.account_id:
+    session = await store.get_session(
+        request.app.state.redis, request.app.state.scripts, sid, principal.account_id
+    )
+    if session is None:
         raise not_found(f"Session '{sid}' does not exist")
     return session
 
 
-Handler = Callable[[Request, auth.Principal, dict[str, str | None]], Awaitable[dict[str, Any]]]
+Handler = Callable[[Request, auth.Principal, dict[str, str | None]], Awaitable[SessionView]]
 
 
 @dataclass(frozen=True)

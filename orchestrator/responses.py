@@ -16,8 +16,12 @@ JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 
 def render(fmt: str, body: Any) -> tuple[bytes, str]:
+    """`body` is a plain value, or a view with to_json() and to_dict() (SessionView)."""
     if fmt == JSV:
-        return jsv.dumps(body).encode(), jsv.CONTENT_TYPE
+        data = body.to_dict() if hasattr(body, "to_dict") else body
+        return jsv.dumps(data).encode(), jsv.CONTENT_TYPE
+    if hasattr(body, "to_json"):
+        return body.to_json(), JSON_CONTENT_TYPE
     return (
         json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
         JSON_CONTENT_TYPE,

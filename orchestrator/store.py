@@ -27,7 +27,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from orchestrator.dto import render_session
+from orchestrator.dto import SessionView
 from orchestrator.scripts import Scripts
 
 PREFIX = "orch:"
@@ -55,26 +55,29 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def session_from_reply(reply: list[Any]) -> dict[str, Any] | None:
-    """Turn render.lua's {session, members, log} into a SessionInfo dict."""
+def session_from_reply(reply: list[Any]) -> SessionView | None:
+    """render.lua's {session hash, member JSON, log JSON} as a SessionView."""
     if not reply:
         return None
     raw, members, log = reply
-    return render_session(_pairs(raw), [_pairs(m) for m in members], _text(log))
+    return SessionView(_pairs(raw), members, log)
 
 
 # --- web (asyncio) ----------------------------------------------------------
 
 
-async def get_session(r: redis.asyncio.Redis, scripts: Scripts, sid: str) -> dict | None:
-    return session_from_reply(await scripts["render"](args=[PREFIX, sid], client=r))
+async def get_session(
+    r: redis.asyncio.Redis, scripts: Scripts, sid: str, account_id: str
+) -> SessionView | None:
+    """The session, or None if `account_id` has no session `sid`."""
+    return session_from_reply(await scripts["render"](args=[PREFIX, sid, account_id], client=r))
 
 
 @dataclass(frozen=True)
 class InviteResult:
     outcome: str  # created | exists | notfound | ended | nouser
     member_id: str | None = None
-    session: dict | None = None
+    session: SessionView | None = None
 
 
 async def invite(
@@ -95,12 +98,10 @@ async def invite(
     """
     qkey, queues, jobkey, jobid, mapping = job
     args = [PREFIX, sid, account_id, kind, ref, member_id, now(), caller_id or ""]
-    reply = _text(
-        await scripts["invite"](args=[*args, qkey, queues, jobkey, jobid, *mapping], client=r)
-    )
-    outcome = reply[0]
+    reply = await scripts["invite"](args=[*args, qkey, queues, jobkey, jobid, *mapping], client=r)
+    outcome = _text(reply[0])
     if outcome in ("created", "exists"):
-        return InviteResult(outcome, reply[1], session_from_reply(reply[2]))
+        return InviteResult(outcome, _text(reply[1]), session_from_reply(reply[2]))
     return InviteResult(outcome)
 
 

@@ -9,8 +9,26 @@ local function idskey(sid) return P .. 'session:' .. sid .. ':members' end
 local function activekey(sid) return P .. 'session:' .. sid .. ':active' end
 local function callkey(callsid) return P .. 'call:' .. callsid end
 
+-- Log entries and members leave Redis as JSON in SessionInfo's field order,
+-- so the web process can answer without re-encoding them.
+local function jstr(v)
+  if v then return cjson.encode(v) end
+  return 'null'
+end
+local function jbool(v)
+  if v == 'true' then return 'true' end
+  return 'false'
+end
+
+-- Every change a client can see goes through here: it also drops the member's
+-- cached JSON (see render), which is rebuilt on the next read.
+local function set_member(m, ...)
+  redis.call('HSET', m, ...)
+  redis.call('HDEL', m, '_json')
+end
+
 local function append_log(sid, now, message)
-  redis.call('RPUSH', lkey(sid), cjson.encode({date = now, message = message}))
+  redis.call('RPUSH', lkey(sid), '{"date":' .. jstr(now) .. ',"message":' .. jstr(message) .. '}')
   redis.call('HSET', skey(sid), 'dateLastModified', now)
 end
 
@@ -36,7 +54,7 @@ local function finalize(sid, mid, now, message)
   local f = redis.call('HMGET', m, '_rank', '_to')
   if tonumber(f[1] or '0') >= 3 then return false end
   -- Hold and mute describe a member in the call; one who has left is neither.
-  redis.call('HSET', m, '_rank', '3', 'callState', 'None', '_hold', '0', 'muted', 'false')
+  set_member(m, '_rank', '3', 'callState', 'None', '_hold', '0', 'muted', 'false')
   if f[2] then
     local holder = redis.call('HGET', activekey(sid), f[2])
     if holder == mid then redis.call('HDEL', activekey(sid), f[2]) end
@@ -49,7 +67,7 @@ local function record_call_sid(sid, mid, callsid)
   if not callsid or callsid == '' then return false end
   local m = mkey(sid, mid)
   if redis.call('HGET', m, 'callSid') then return false end
-  redis.call('HSET', m, 'callSid', callsid)
+  set_member(m, 'callSid', callsid)
   redis.call('SET', callkey(callsid), sid .. ' ' .. mid)
   return true
 end
@@ -89,9 +107,29 @@ local function replayed(token)
   return not redis.call('SET', P .. 'idem:' .. token, '1', 'NX', 'EX', IDEMPOTENCY_SECONDS)
 end
 
+local function member_json(m)
+  local f = redis.call('HMGET', m, 'identity', 'endpointId', 'displayName', 'isOriginalMember',
+    'avatarUrl', 'applicationData', 'callState', 'role', 'callSid', 'muted')
+  return '{"identity":' .. jstr(f[1]) .. ',"endpointId":' .. jstr(f[2])
+    .. ',"displayName":' .. jstr(f[3]) .. ',"isOriginalMember":' .. jbool(f[4])
+    .. ',"avatarUrl":' .. jstr(f[5]) .. ',"applicationData":' .. (f[6] or 'null')
+    .. ',"callState":' .. jstr(f[7] or 'None') .. ',"role":' .. jstr(f[8] or 'None')
+    .. ',"callSid":' .. jstr(f[9]) .. ',"muted":' .. jbool(f[10]) .. '}'
+end
+
+-- A member's JSON is cached in its hash (_json) until it changes (set_member),
+-- so answering with a large session does not rebuild every member.
+local function cached_member_json(m)
+  local j = redis.call('HGET', m, '_json')
+  if j then return j end
+  j = member_json(m)
+  redis.call('HSET', m, '_json', j)
+  return j
+end
+
 local function render(sid)
   local ids = redis.call('LRANGE', idskey(sid), 0, -1)
   local members = {}
-  for i, mid in ipairs(ids) do members[i] = redis.call('HGETALL', mkey(sid, mid)) end
+  for i, mid in ipairs(ids) do members[i] = cached_member_json(mkey(sid, mid)) end
   return {redis.call('HGETALL', skey(sid)), members, redis.call('LRANGE', lkey(sid), 0, -1)}
 end
