@@ -430,9 +430,11 @@ def notes(results: Results) -> list[str]:
     inv1, invn = s.get("1p:invite@1", []), s.get(f"1p:invite@{big}", [])
     if inv1 and invn:
         out.append(
-            f"- An invite answers the whole SessionInfo: at {big} members the reply renders every "
-            f"member and log line, so its cost grows with the session "
-            f"({median(invn, 'rps'):,.0f} vs {median(inv1, 'rps'):,.0f} req/s)."
+            f"- An invite answers the whole SessionInfo. Members and log lines leave Redis as "
+            f"ready JSON (a member's JSON is cached in its hash until it changes), so a "
+            f"{big}-member reply is mostly bytes joined: {median(invn, 'rps'):,.0f} vs "
+            f"{median(inv1, 'rps'):,.0f} req/s at 1 member; what remains grows with the reply "
+            f"size and Redis's share of the two cores."
         )
     b0 = s.get("1p:b0", [])
     steady = s.get("1p:invite@20/s", [])
