@@ -16,6 +16,7 @@ import functools
 import math
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -730,8 +731,14 @@ def _rq_time(value: bytes) -> float:
 
 
 def find_py_spy() -> str | None:
-    """py-spy from PATH or $BENCH_PY_SPY; profiling is skipped without it."""
+    """py-spy from $BENCH_PY_SPY, beside this Python (the `bench` extra) or on PATH;
+    profiling is skipped without it."""
     import shutil
 
-    candidate = os.environ.get("BENCH_PY_SPY") or shutil.which("py-spy")
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    candidate = (
+        os.environ.get("BENCH_PY_SPY")
+        or (beside if os.path.exists(beside) else None)
+        or shutil.which("py-spy")
+    )
     return candidate if candidate and os.access(candidate, os.X_OK) else None
