@@ -8,10 +8,14 @@ Keys (prefix `orch:`):
   apikey:{sha256}                    hash  id, accountId, roles (comma separated)
   session:{sid}                      hash  SessionInfo scalars (+ _number, the called number)
   session:{sid}:members              list  member ids in order of joining
-  session:{sid}:member:{mid}         hash  SessionMemberInfo (+ _rank, _hold, _to, ... internals)
+  session:{sid}:member:{mid}         hash  SessionMemberInfo (+ _rank, _hold, _to, ... internals,
+                                           and _json, its rendered JSON until it changes)
   session:{sid}:active               hash  dialled address -> member id, while not final
   session:{sid}:log                  list  JSON {date, message}
   call:{CallSid}                     str   "{sid} {mid}", to find a member from a callback
+  idem:{token}                       str   a callback's I-Twilio-Idempotency-Token, for an hour
+  cps                                zset  recent dial times (workers/ratelimit.py)
+  rq:...                             RQ's own keys; the dial job is rq:job:dial-{mid}
 
 Every state change is one script call; web handlers use the async functions,
 the worker the sync ones. Each returns plain data, never Redis replies.
