@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orchestrator import api, callback_urls, store
+from orchestrator import api, auth, callback_urls, store
 from orchestrator.phone import normalise
 from orchestrator.scripts import Scripts
 from orchestrator.settings import Settings
@@ -78,7 +78,8 @@ async def invite(request: Request) -> Response:
     pipe.rpush(f"{store.PREFIX}session:{sid}:members", mid)
     pipe.hset(f"{store.PREFIX}session:{sid}:active", to, mid)
     await pipe.execute()
-    return JSONResponse(await store.get_session(r, request.app.state.scripts, sid))
+    session = await store.get_session(r, request.app.state.scripts, sid, principal.account_id)
+    return Response(session.to_json(), media_type="application/json")
 
 
 def create_app() -> Starlette:
@@ -102,6 +103,7 @@ def create_app() -> Starlette:
     )
     app.state.settings = settings
     app.state.twilio = make_client(settings)
+    app.state.keys = auth.KeyCache()
     return app
 
 
