@@ -17,11 +17,9 @@ Run: `uvicorn --factory bench.naive:create_app` (env as for `orchestrator web`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator
 
 import redis.asyncio
 from starlette.applications import Starlette
@@ -31,8 +29,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchestrator import api, auth, callback_urls, store
+from orchestrator.app import redis_lifespan
 from orchestrator.phone import normalise
-from orchestrator.scripts import Scripts
 from orchestrator.settings import Settings
 from workers.twilio_client import make_client
 
@@ -84,22 +82,9 @@ async def invite(request: Request) -> Response:
 
 def create_app() -> Starlette:
     settings = Settings.from_env()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = redis.asyncio.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2, max_connections=256
-        )
-        app.state.redis = client
-        app.state.scripts = Scripts(client)
-        try:
-            yield
-        finally:
-            await client.aclose()
-
     app = Starlette(
         routes=[Route("/sessions/{sessionId}/members", invite, methods=["POST"])],
-        lifespan=lifespan,
+        lifespan=redis_lifespan(settings),
     )
     app.state.settings = settings
     app.state.twilio = make_client(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio
 import redis.exceptions
@@ -64,9 +64,10 @@ async def python_types(request: Request) -> Response:
     return PlainTextResponse(metadata.python_types(request.app.state.settings.public_base_url))
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """The ASGI app; `uvicorn --factory orchestrator.app:create_app` reads the environment."""
-    settings = settings or Settings.from_env()
+def redis_lifespan(
+    settings: Settings,
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """One Redis client (and its scripts) per web process, closed at shutdown."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -80,6 +81,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await client.aclose()
 
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The ASGI app; `uvicorn --factory orchestrator.app:create_app` reads the environment."""
+    settings = settings or Settings.from_env()
     app = Starlette(
         routes=[
             Route("/health", health),
@@ -89,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *webhook_routes.routes,
         ],
         middleware=[Middleware(FormatSuffixMiddleware, prefixes=api.API_PREFIXES)],
-        lifespan=lifespan,
+        lifespan=redis_lifespan(settings),
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
