@@ -132,7 +132,9 @@ async def serve_behind_front(
     front = ResetFront(internal.getsockname()[:2])
     # proxy_headers=False: uvicorn must report the real peer (the front) as scope["client"],
     # never an address from a client's X-Forwarded-For header.
-    config = uvicorn.Config(make_app(front.reset), log_level=log_level, proxy_headers=False)
+    config = uvicorn.Config(
+        make_app(front.reset), log_level=log_level, proxy_headers=False, timeout_graceful_shutdown=3
+    )
     server = uvicorn.Server(config)
     try:
         await front.start(host, port)

@@ -48,10 +48,14 @@ def _stop(processes: list[subprocess.Popen]) -> None:
     for p in processes:
         if p.poll() is None:
             p.terminate()
+    # One deadline for all: a child that will not stop in time is killed, so Ctrl-C
+    # always ends the whole set within seconds.
+    deadline = time.monotonic() + 8
     for p in processes:
         try:
-            p.wait(10)
+            p.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
+            print(f"orchestrator dev: {p.args[2:4]} did not stop; killing it", file=sys.stderr)
             p.kill()
             p.wait()
 

@@ -26,13 +26,13 @@ def _listening(url: str) -> bool:
 
 
 @pytest.fixture
-def dev() -> dict[str, str]:
+def dev(tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TWILIO_CPS")}
     process = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "dev", "--port", str(free_port())],
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "dev.err").open("w"),
         text=True,
     )
     lines: list[str] = []
@@ -54,7 +54,10 @@ def dev() -> dict[str, str]:
         info["banner"] = banner
         yield info
         process.send_signal(signal.SIGINT)
-        assert process.wait(30) == 0
+        try:
+            assert process.wait(30) == 0
+        except subprocess.TimeoutExpired:
+            raise AssertionError((tmp_path / "dev.err").read_text()[-3000:]) from None
         for url in (info["api"], info["emulator"], info["redis"]):
             assert not _listening(url), f"{url} still listening after Ctrl-C"
     finally:
