@@ -89,7 +89,10 @@ def run(port: int = 8000) -> int:
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
 
+    # Both, explicitly: a shell that starts us in the background leaves SIGINT ignored,
+    # and Python then never turns Ctrl-C into KeyboardInterrupt.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         processes.append(
             subprocess.Popen(
