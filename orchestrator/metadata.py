@@ -24,7 +24,6 @@ ERROR_STATUSES = {
     "415": "Unsupported Content-Type",
     "503": "State store unavailable; retry",
 }
-MEDIA = ("application/json", "text/jsv")
 
 
 # --- OpenAPI ----------------------------------------------------------------
