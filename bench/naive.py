@@ -76,7 +76,7 @@ async def invite(request: Request) -> Response:
     pipe.rpush(f"{store.PREFIX}session:{sid}:members", mid)
     pipe.hset(f"{store.PREFIX}session:{sid}:active", to, mid)
     await pipe.execute()
-    session = await store.get_session(r, request.app.state.scripts, sid, principal.account_id)
+    session = await store.get_session(request.app.state.scripts, sid, principal.account_id)
     return Response(session.to_json(), media_type="application/json")
 
 

@@ -118,7 +118,6 @@ async def invite_member(
 
     member_id = store.new_id("mem")
     result = await store.invite(
-        request.app.state.redis,
         request.app.state.scripts,
         sid=sid,
         account_id=principal.account_id,
@@ -150,9 +149,7 @@ async def get_session(
     request: Request, principal: auth.Principal, dto: dict[str, str | None]
 ) -> SessionView:
     sid = _session_id(dto["sessionId"])
-    session = await store.get_session(
-        request.app.state.redis, request.app.state.scripts, sid, principal.account_id
-    )
+    session = await store.get_session(request.app.state.scripts, sid, principal.account_id)
     if session is None:
         raise not_found(f"Session '{sid}' does not exist")
     return session

@@ -16,11 +16,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from orchestrator import api, auth, metadata
+from orchestrator import api, auth, metadata, redis_client
 from orchestrator.errors import ApiError, unavailable
 from orchestrator.formats import FormatSuffixMiddleware
 from orchestrator.responses import error_response
-from orchestrator.scripts import Scripts
+from orchestrator.scripts import AsyncScripts
 from orchestrator.settings import Settings
 from webhooks import routes as webhook_routes
 
@@ -71,14 +71,13 @@ def redis_lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = redis.asyncio.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=2, max_connections=256
-        )
-        app.state.redis = client
-        app.state.scripts = Scripts(client)
+        client = redis_client.connect(settings.redis_url)
+        scripts = AsyncScripts(client)
+        app.state.redis, app.state.scripts = client, scripts
         try:
             yield
         finally:
+            await scripts.aclose()
             await client.aclose()
 
     return lifespan
@@ -88,12 +87,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI app; `uvicorn --factory orchestrator.app:create_app` reads the environment."""
     settings = settings or Settings.from_env()
     app = Starlette(
-        routes=[
+        routes=[  # Starlette tries them in order: the busiest first
+            *webhook_routes.routes,
+            *api.routes,
             Route("/health", health),
             Route("/openapi.json", openapi),
             Route("/types/python", python_types),
-            *api.routes,
-            *webhook_routes.routes,
         ],
         middleware=[Middleware(FormatSuffixMiddleware, prefixes=api.API_PREFIXES)],
         lifespan=redis_lifespan(settings),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import Enum
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 
@@ -234,17 +235,30 @@ ENUMS = (
 SESSION_INFO = SESSION_INFO_DTO.fields
 
 
-def _coerce(field: Field, raw: str | None) -> Any:
-    if raw is None:
-        return field.default
-    if field.type == "bool":
-        return raw == "true"
-    if isinstance(field.type, str) and field.type.startswith(("list:", "dict:")):
-        return json.loads(raw)
-    return raw
-
-
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+# How each SessionInfo field is written from its stored text: the JSON of its key, and the
+# JSON of its value when the session hash has none. Worked out once, so answering a session
+# is a join of bytes, not a JSON encoder call per field.
+_STRING, _BOOL, _RAW, _MEMBERS, _LOG = range(5)
+
+
+def _kind(field: Field) -> int:
+    if field.name == "members":
+        return _MEMBERS
+    if field.name == "log":
+        return _LOG
+    if field.type == "bool":
+        return _BOOL
+    if isinstance(field.type, str) and field.type.startswith(("list:", "dict:")):
+        return _RAW  # stored as JSON by our own scripts
+    return _STRING
+
+
+_PLAN = tuple(
+    (f.name, b'"' + f.name.encode() + b'":', _kind(f), _dumps(f.default).encode())
+    for f in SESSION_INFO
+)
 
 
 class SessionView:
@@ -266,15 +280,23 @@ class SessionView:
         return self.raw.get("accountId")
 
     def to_json(self) -> bytes:
+        raw = self.raw
         parts = []
-        for f in SESSION_INFO:
-            if f.name == "members":
-                value = b"[" + b",".join(self.members) + b"]"
-            elif f.name == "log":
-                value = b"[" + b",".join(self.log) + b"]"
+        for name, key, kind, default in _PLAN:
+            if kind == _MEMBERS:
+                parts.append(key + b"[" + b",".join(self.members) + b"]")
+            elif kind == _LOG:
+                parts.append(key + b"[" + b",".join(self.log) + b"]")
             else:
-                value = _dumps(_coerce(f, self.raw.get(f.name))).encode()
-            parts.append(b'"' + f.name.encode() + b'":' + value)
+                value = raw.get(name)
+                if value is None:
+                    parts.append(key + default)
+                elif kind == _STRING:
+                    parts.append(key + encode_basestring(value).encode())
+                elif kind == _BOOL:
+                    parts.append(key + (b"true" if value == "true" else b"false"))
+                else:
+                    parts.append(key + value.encode())
         return b"{" + b",".join(parts) + b"}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def response_format(request: Request) -> str:
     asked = request.query_params.get("format", "").strip().lower()
     if asked in (JSON, JSV):
         return asked
-    path = request.url.path
+    path = request.scope["path"]
     if path.startswith("/jsv/reply/"):
         return JSV
     if path.startswith("/json/reply/"):

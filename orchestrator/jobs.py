@@ -52,9 +52,7 @@ def dial_job(
     )
     job.origin = QUEUE
     job.enqueued_at = now()
-    flat: list = []
-    for field, value in job.to_dict().items():
-        flat += [field, value]
+    flat = [item for pair in job.to_dict().items() for item in pair]
     return (
         Queue.redis_queue_namespace_prefix + QUEUE,
         Queue.redis_queues_keys,

@@ -32,7 +32,7 @@ import redis
 import redis.asyncio
 
 from orchestrator.dto import SessionView
-from orchestrator.scripts import Scripts
+from orchestrator.scripts import AsyncScripts, Scripts
 
 PREFIX = "orch:"
 
@@ -54,9 +54,9 @@ def _text(value: Any) -> Any:
     return value
 
 
-def _pairs(flat: list[Any]) -> dict[str, str]:
-    flat = _text(flat)
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+def _pairs(flat: list[bytes]) -> dict[str, str]:
+    values = iter(flat)
+    return {key.decode(): value.decode() for key, value in zip(values, values, strict=True)}
 
 
 def session_from_reply(reply: list[Any]) -> SessionView | None:
@@ -70,11 +70,9 @@ def session_from_reply(reply: list[Any]) -> SessionView | None:
 # --- web (asyncio) ----------------------------------------------------------
 
 
-async def get_session(
-    r: redis.asyncio.Redis, scripts: Scripts, sid: str, account_id: str
-) -> SessionView | None:
+async def get_session(scripts: AsyncScripts, sid: str, account_id: str) -> SessionView | None:
     """The session, or None if `account_id` has no session `sid`."""
-    return session_from_reply(await scripts["render"](args=[PREFIX, sid, account_id], client=r))
+    return session_from_reply(await scripts.run("render", [PREFIX, sid, account_id]))
 
 
 @dataclass(frozen=True)
@@ -85,8 +83,7 @@ class InviteResult:
 
 
 async def invite(
-    r: redis.asyncio.Redis,
-    scripts: Scripts,
+    scripts: AsyncScripts,
     *,
     sid: str,
     account_id: str,
@@ -102,7 +99,7 @@ async def invite(
     """
     qkey, queues, jobkey, jobid, mapping = job
     args = [PREFIX, sid, account_id, kind, ref, member_id, now(), caller_id or ""]
-    reply = await scripts["invite"](args=[*args, qkey, queues, jobkey, jobid, *mapping], client=r)
+    reply = await scripts.run("invite", [*args, qkey, queues, jobkey, jobid, *mapping])
     outcome = _text(reply[0])
     if outcome in ("created", "exists"):
         return InviteResult(outcome, _text(reply[1]), session_from_reply(reply[2]))
@@ -110,17 +107,16 @@ async def invite(
 
 
 async def create_session(
-    r: redis.asyncio.Redis, scripts: Scripts, *, call_sid: str, from_: str, to: str
+    scripts: AsyncScripts, *, call_sid: str, from_: str, to: str
 ) -> tuple[str, str | None]:
     """Session for an incoming call: ('created'|'exists', sid) or ('nonumber', None)."""
     args = [PREFIX, call_sid, from_, to, now(), new_id("ses"), new_id("mem")]
-    reply = _text(await scripts["create_session"](args=args, client=r))
+    reply = _text(await scripts.run("create_session", args))
     return reply[0], (reply[1] if len(reply) > 1 else None)
 
 
 async def call_event(
-    r: redis.asyncio.Redis,
-    scripts: Scripts,
+    scripts: AsyncScripts,
     *,
     sid: str,
     mid: str,
@@ -130,12 +126,11 @@ async def call_event(
     token: str = "",
 ) -> str:
     args = [PREFIX, sid, mid, status, call_sid, seq, now(), token]
-    return _text(await scripts["call_event"](args=args, client=r))
+    return _text(await scripts.run("call_event", args))
 
 
 async def conference_event(
-    r: redis.asyncio.Redis,
-    scripts: Scripts,
+    scripts: AsyncScripts,
     *,
     sid: str,
     event: str,
@@ -146,7 +141,7 @@ async def conference_event(
     token: str = "",
 ) -> str:
     args = [PREFIX, sid, event, conference_sid, call_sid, label, seq, now(), token]
-    return _text(await scripts["conference_event"](args=args, client=r))
+    return _text(await scripts.run("conference_event", args))
 
 
 async def api_key(r: redis.asyncio.Redis, digest: str) -> dict[str, str] | None:

@@ -14,7 +14,7 @@ import redis.asyncio
 from twilio.request_validator import RequestValidator
 
 from orchestrator import store
-from orchestrator.scripts import Scripts
+from orchestrator.scripts import AsyncScripts
 from tests.conftest import Account, Stack, random_number, run
 
 
@@ -44,13 +44,13 @@ def seed(stack: Stack, account: Account, members: int = 1) -> tuple[str, list[st
 
     async def invite() -> list[str]:
         client = redis.asyncio.Redis.from_url(stack.redis_url)
-        scripts = Scripts(client)
+        scripts = AsyncScripts(client)
         ids = []
         for _ in range(members):
             mid = store.new_id("mem")
             parked = ("rq:queue:parked", "orch:test:queues", f"orch:test:{mid}", mid, ["a", "b"])
             result = await store.invite(
-                client, scripts, sid=sid, account_id=account.id, kind="phone",
+                scripts, sid=sid, account_id=account.id, kind="phone",
                 ref=random_number(), member_id=mid, caller_id=None, job=parked,
             )  # fmt: skip
             assert result.outcome == "created"

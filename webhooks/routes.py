@@ -39,7 +39,7 @@ async def voice(request: Request) -> Response:
         response.reject()
         return _twiml(response)
     outcome, sid = await store.create_session(
-        request.app.state.redis, request.app.state.scripts, call_sid=call_sid, from_=from_, to=to
+        request.app.state.scripts, call_sid=call_sid, from_=from_, to=to
     )
     response = VoiceResponse()
     if sid is None:
@@ -67,7 +67,6 @@ async def conference_status(request: Request) -> Response:
         log.info("conference callback without FriendlyName/StatusCallbackEvent ignored")
         return _ack()
     outcome = await store.conference_event(
-        request.app.state.redis,
         request.app.state.scripts,
         sid=sid,
         event=event,
@@ -91,7 +90,6 @@ async def call_status(request: Request) -> Response:
         log.info("call-status callback without session/member/CallStatus ignored")
         return _ack()
     outcome = await store.call_event(
-        request.app.state.redis,
         request.app.state.scripts,
         sid=sid,
         mid=mid,
@@ -105,8 +103,8 @@ async def call_status(request: Request) -> Response:
     return _ack()
 
 
-routes = [
-    Route("/twilio/voice", voice, methods=["POST"]),
-    Route("/twilio/conference-status", conference_status, methods=["POST"]),
+routes = [  # busiest first: every participant's call reports each step of its life
     Route("/twilio/call-status", call_status, methods=["POST"]),
+    Route("/twilio/conference-status", conference_status, methods=["POST"]),
+    Route("/twilio/voice", voice, methods=["POST"]),
 ]

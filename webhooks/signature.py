@@ -7,6 +7,8 @@ behind a proxy or tunnel.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 from urllib.parse import parse_qsl
 
@@ -30,12 +32,27 @@ def public_url(request: Request, public_base_url: str) -> str:
     return url
 
 
-def valid(validator: RequestValidator, url: str, form: FormData, signature: str) -> bool:
-    """One HMAC for the URL as configured; the other port form only if that fails.
+def sha1_signature(token: bytes, url: str, pairs: list[tuple[str, str]]) -> str:
+    """Twilio's X-Twilio-Signature of a form POST, as RequestValidator.compute_signature
+    computes it (URL, then each name with each of its distinct values, sorted), from the
+    parsed pairs: a fraction of the CPU of going through a FormData per name."""
+    values: dict[str, set[str]] = {}
+    for name, value in pairs:
+        values.setdefault(name, set()).add(value)
+    signed = url + "".join(name + v for name in sorted(values) for v in sorted(values[name]))
+    return base64.b64encode(hmac.new(token, signed.encode(), hashlib.sha1).digest()).decode()
 
-    RequestValidator.validate always computes both (with and without the port).
-    """
-    if hmac.compare_digest(validator.compute_signature(url, form), signature):
+
+def valid(
+    validator: RequestValidator,
+    url: str,
+    pairs: list[tuple[str, str]],
+    form: FormData,
+    signature: str,
+) -> bool:
+    """One HMAC for the URL as configured; RequestValidator, which tries the URL with and
+    without its port (two HMACs, always), only if that fails."""
+    if hmac.compare_digest(sha1_signature(validator.token, url, pairs), signature):
         return True
     return validator.validate(url, form, signature)
 
@@ -51,6 +68,6 @@ async def signed_form(request: Request) -> FormData:
     signature = request.headers.get("x-twilio-signature", "")
     validator: RequestValidator = request.app.state.validator
     url = public_url(request, request.app.state.settings.public_base_url)
-    if pairs is None or not signature or not valid(validator, url, form, signature):
+    if pairs is None or not signature or not valid(validator, url, pairs, form, signature):
         raise SignatureError(403, "Forbidden", "Invalid or missing X-Twilio-Signature")
     return form
