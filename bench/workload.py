@@ -4,7 +4,7 @@ Sessions and members are written with the service's own Lua scripts (`create_ses
 `invite.lua`), pipelined, so the state under load is exactly what the service would have
 written, thousands of sessions take seconds instead of minutes of HTTP, and the seed cannot
 drift from the key layout. While seeding, invite.lua's dial job goes to throw-away `bench:`
-keys (no worker dials seeded members) and its SessionInfo reply is not rendered.
+keys (no worker dials seeded members).
 
 Webhooks are Twilio's call-progress callbacks (its parameter set, signed with the auth token
 over PUBLIC_BASE_URL + path + query, an idempotency token each, as Twilio sends them). Each
@@ -71,8 +71,7 @@ class Seeder:
         self.r = r
         self.numbers = numbers()
         self._create = r.register_script(source("create_session"))
-        # Same writes as invite.lua; the reply is left unrendered, nobody reads it.
-        self._invite = r.register_script(source("invite").replace(", render(sid)}", ", {}}"))
+        self._invite = r.register_script(source("invite"))
 
     def tenant(self) -> Tenant:
         account = provision.create_account(self.r, "Bench Co")

@@ -264,8 +264,9 @@ _PLAN = tuple(
 class SessionView:
     """A stored session, ready to answer as a full SessionInfo.
 
-    Members and log entries arrive from Redis already as JSON (render.lua writes
-    them in SessionMemberInfo's field order), so answering in JSON joins bytes
+    Members and log entries arrive from Redis already as JSON fragments, joined
+    with commas here (the scripts write members in SessionMemberInfo's field
+    order and keep a session's members joined), so answering in JSON joins bytes
     instead of building and re-encoding a dict per member: the cost of a reply
     barely grows with the size of the session.
     """

@@ -6,10 +6,9 @@ the member state rules live in one place.
 The worker and the CLI call them through redis-py's Script objects (`Scripts`).
 The web process calls them through `AsyncScripts`, which sends the script calls
 that concurrent requests make in the same turn of the event loop as one
-pipeline: one connection checkout, one write and one read for all of them,
+MULTI/EXEC: one connection checkout, one write and one read for all of them,
 where redis-py would spend ~35 µs of CPU per command on its pool alone. Each
-script still runs atomically on its own, and each caller gets its own reply or
-its own error.
+caller still gets its own reply or its own error.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -53,7 +53,15 @@ class Scripts:
         return self._scripts[name]
 
 
-_Call = tuple[str, list[Any], "asyncio.Future[Any]"]
+Read = tuple[Any, ...]  # a plain read command, e.g. ("GET", key)
+
+
+@dataclass
+class _Call:
+    sha: str
+    args: list[Any]
+    reads: tuple[Read, ...]
+    future: asyncio.Future[Any]
 
 
 class AsyncScripts:
@@ -62,14 +70,26 @@ class AsyncScripts:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._client = client
         self._sha = {n: hashlib.sha1(source(n).encode()).hexdigest() for n in NAMES}
+        self._source = {sha: source(name) for name, sha in self._sha.items()}
         self._pending: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
 
     def run(self, name: str, args: list[Any]) -> asyncio.Future[Any]:
-        """The script's reply (await it); Redis errors are raised to this caller."""
+        """The script's reply (await it); a Redis error is raised to this caller alone."""
+        return self._queue(name, args, ())
+
+    def run_then_read(
+        self, name: str, args: list[Any], reads: tuple[Read, ...]
+    ) -> asyncio.Future[tuple[Any, list[Any]]]:
+        """(the script's reply, the replies of `reads`), the reads run right after the script
+        with nothing in between. Large values go out this way, not through the script: Lua
+        copies and collects every string it returns (~30 µs for 25 KB; GET takes 1 µs)."""
+        return self._queue(name, args, reads)
+
+    def _queue(self, name: str, args: list[Any], reads: tuple[Read, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append((name, args, future))
+        self._pending.append(_Call(self._sha[name], args, reads, future))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)  # after the callers that are ready in this turn
         return future
@@ -82,39 +102,44 @@ class AsyncScripts:
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
-            replies = await self._execute([(self._sha[name], args) for name, args, _ in batch])
+            results = await self._execute(batch)
         except Exception as exc:  # the connection failed: every caller hears of it
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(copy.copy(exc))  # each its own traceback
+            for call in batch:
+                if not call.future.done():
+                    call.future.set_exception(copy.copy(exc))  # each its own traceback
             return
         except BaseException:
-            for *_, future in batch:
-                future.cancel()
+            for call in batch:
+                call.future.cancel()
             raise
-        for (*_, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # its caller gave up (request cancelled)
+        for call, (reply, reads) in zip(batch, results, strict=True):
+            if call.future.done():  # its caller gave up (request cancelled)
                 continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
+            error = next((r for r in (reply, *reads) if isinstance(r, Exception)), None)
+            if error is not None:
+                call.future.set_exception(error)
             else:
-                future.set_result(reply)
+                call.future.set_result((reply, reads) if call.reads else reply)
 
-    async def _execute(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for sha, args in calls:
-            pipe.execute_command("EVALSHA", sha, 0, *args)
-        replies = await pipe.execute(raise_on_error=False)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    async def _execute(self, batch: list[_Call]) -> list[tuple[Any, list[Any]]]:
+        """One MULTI/EXEC for the batch: each call's reads see exactly what its script left."""
+        results = await self._transaction(batch, "EVALSHA")
+        missing = [i for i, (reply, _) in enumerate(results) if isinstance(reply, NoScriptError)]
         if missing:  # Redis restarted or its script cache was flushed: EVAL loads them again
-            by_sha = {sha: name for name, sha in self._sha.items()}
-            pipe = self._client.pipeline(transaction=False)
-            for i in missing:
-                sha, args = calls[i]
-                pipe.execute_command("EVAL", source(by_sha[sha]), 0, *args)
-            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
-                replies[i] = reply
-        return replies
+            again = await self._transaction([batch[i] for i in missing], "EVAL")
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
+
+    async def _transaction(self, calls: list[_Call], how: str) -> list[tuple[Any, list[Any]]]:
+        pipe = self._client.pipeline(transaction=True)
+        for call in calls:
+            script = call.sha if how == "EVALSHA" else self._source[call.sha]
+            pipe.execute_command(how, script, 0, *call.args)
+            for read in call.reads:
+                pipe.execute_command(*read)
+        replies = iter(await pipe.execute(raise_on_error=False))
+        return [(next(replies), [next(replies) for _ in call.reads]) for call in calls]
 
     async def aclose(self) -> None:
         """Wait for the calls already sent (at shutdown, before the client closes)."""

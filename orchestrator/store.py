@@ -12,6 +12,7 @@ Keys (prefix `orch:`):
                                            and _json, its rendered JSON until it changes)
   session:{sid}:active               hash  dialled address -> member id, while not final
   session:{sid}:log                  list  JSON {date, message}
+  session:{sid}:membersjson          str   the members' JSON, joined, until one changes (1 h)
   call:{CallSid}                     str   "{sid} {mid}", to find a member from a callback
   idem:{token}                       str   a callback's I-Twilio-Idempotency-Token, for an hour
   cps                                zset  recent dial times (workers/ratelimit.py)
@@ -32,7 +33,7 @@ import redis
 import redis.asyncio
 
 from orchestrator.dto import SessionView
-from orchestrator.scripts import AsyncScripts, Scripts
+from orchestrator.scripts import AsyncScripts, Read, Scripts
 
 PREFIX = "orch:"
 
@@ -54,17 +55,15 @@ def _text(value: Any) -> Any:
     return value
 
 
-def _pairs(flat: list[bytes]) -> dict[str, str]:
-    values = iter(flat)
-    return {key.decode(): value.decode() for key, value in zip(values, values, strict=True)}
+def _session_reads(sid: str) -> tuple[Read, ...]:
+    """What a SessionInfo is made of, read right after a script that prepare_render()s it."""
+    key = f"{PREFIX}session:{sid}"
+    return (("HGETALL", key), ("GET", f"{key}:membersjson"), ("LRANGE", f"{key}:log", 0, -1))
 
 
-def session_from_reply(reply: list[Any]) -> SessionView | None:
-    """render.lua's {session hash, member JSON, log JSON} as a SessionView."""
-    if not reply:
-        return None
-    raw, members, log = reply
-    return SessionView(_pairs(raw), members, log)
+def _session(reads: list[Any]) -> SessionView:
+    raw, members, log = reads
+    return SessionView({k.decode(): v.decode() for k, v in raw.items()}, [members], log)
 
 
 # --- web (asyncio) ----------------------------------------------------------
@@ -72,7 +71,9 @@ def session_from_reply(reply: list[Any]) -> SessionView | None:
 
 async def get_session(scripts: AsyncScripts, sid: str, account_id: str) -> SessionView | None:
     """The session, or None if `account_id` has no session `sid`."""
-    return session_from_reply(await scripts.run("render", [PREFIX, sid, account_id]))
+    args = [PREFIX, sid, account_id]
+    found, reads = await scripts.run_then_read("render", args, _session_reads(sid))
+    return _session(reads) if found == 1 else None
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,11 @@ async def invite(
     """
     qkey, queues, jobkey, jobid, mapping = job
     args = [PREFIX, sid, account_id, kind, ref, member_id, now(), caller_id or ""]
-    reply = await scripts.run("invite", [*args, qkey, queues, jobkey, jobid, *mapping])
+    args += [qkey, queues, jobkey, jobid, *mapping]
+    reply, reads = await scripts.run_then_read("invite", args, _session_reads(sid))
     outcome = _text(reply[0])
     if outcome in ("created", "exists"):
-        return InviteResult(outcome, _text(reply[1]), session_from_reply(reply[2]))
+        return InviteResult(outcome, _text(reply[1]), _session(reads))
     return InviteResult(outcome)
 
 

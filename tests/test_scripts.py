@@ -77,6 +77,29 @@ def test_an_error_reaches_only_its_caller(server):
     assert [reply[0] for reply in good] == [b"created"] * 5
 
 
+def test_reads_see_what_their_script_wrote(server):
+    r = redis.Redis.from_url(server.url)
+    number = our_number(r)
+
+    async def body(scripts: AsyncScripts):
+        calls = [create_args(number, i) for i in range(20)]
+        return await asyncio.gather(
+            *(
+                scripts.run_then_read(
+                    "create_session", c, (("HGET", f"orch:session:{c[5]}", "callSid"),)
+                )
+                for c in calls
+            ),
+            scripts.run_then_read("create_session", create_args(number, 99), (("LLEN", "x"),)),
+        )
+
+    *results, (reply, reads) = run(with_scripts(server.url, body))
+    assert [(reply[0], reads) for reply, reads in results] == [
+        (b"created", [f"CA{i:032d}".encode()]) for i in range(20)
+    ]
+    assert reply[0] == b"created" and reads == [0]
+
+
 def test_calls_survive_a_flushed_script_cache(server):
     r = redis.Redis.from_url(server.url)
     number = our_number(r)

@@ -41,6 +41,11 @@ def seed(stack: Stack, account: Account, members: int = 1) -> tuple[str, list[st
     )
     assert response.status_code == 200
     sid = stack.redis.get(f"orch:call:{call_sid}").split()[0]
+    return sid, invite_parked(stack, account, sid, members)
+
+
+def invite_parked(stack: Stack, account: Account, sid: str, members: int) -> list[str]:
+    """Members added as the API adds them, but with their dial job parked: no worker dials."""
 
     async def invite() -> list[str]:
         client = redis.asyncio.Redis.from_url(stack.redis_url)
@@ -55,10 +60,11 @@ def seed(stack: Stack, account: Account, members: int = 1) -> tuple[str, list[st
             )  # fmt: skip
             assert result.outcome == "created"
             ids.append(mid)
+        await scripts.aclose()
         await client.aclose()
         return ids
 
-    return sid, run(invite())
+    return run(invite())
 
 
 def member_state(stack: Stack, sid: str, mid: str) -> dict[str, Any]:
@@ -255,3 +261,37 @@ def test_voice_is_idempotent_on_call_sid(stack: Stack, account: Account) -> None
     assert first.status_code == second.status_code == 200
     assert first.text == second.text
     assert "<Conference" in first.text and "/twilio/conference-status" in first.text
+
+
+def test_session_answers_follow_every_change(stack: Stack, account: Account) -> None:
+    """SessionInfo is answered from cached member JSON; after invites and callbacks it must
+    be exactly what rendering every member afresh gives."""
+    sid, (mid,) = seed(stack, account)
+    headers = {"Authorization": f"Bearer {account.key}"}
+
+    def get() -> dict[str, Any]:
+        response = httpx.get(f"{stack.base_url}/sessions/{sid}", headers=headers, timeout=10)
+        assert response.status_code == 200
+        return response.json()
+
+    def fresh() -> dict[str, Any]:
+        stack.redis.delete(f"orch:session:{sid}:membersjson")
+        return get()
+
+    assert get()["members"][1]["callState"] == "None"  # the caller, then the invited member
+    call_sid = "CA" + random.randbytes(16).hex()
+    for path, params in call_events(sid, mid, call_sid)[:3]:  # initiated, ringing, in-progress
+        assert post(stack, path, params).status_code == 204
+    cached = get()
+    assert cached["members"][1]["callState"] == "Connected"
+    assert cached["members"][1]["callSid"] == call_sid
+    assert cached == fresh()
+
+    (new,) = invite_parked(stack, account, sid, 1)  # joins the cached JSON
+    appended = get()
+    assert len(appended["members"]) == 3
+    assert appended["members"][1] == cached["members"][1]
+    assert appended["members"][2]["identity"] == stack.redis.hget(
+        f"orch:session:{sid}:member:{new}", "identity"
+    )
+    assert appended == fresh()

@@ -7,6 +7,7 @@ local function mkey(sid, mid) return P .. 'session:' .. sid .. ':member:' .. mid
 local function lkey(sid) return P .. 'session:' .. sid .. ':log' end
 local function idskey(sid) return P .. 'session:' .. sid .. ':members' end
 local function activekey(sid) return P .. 'session:' .. sid .. ':active' end
+local function mjkey(sid) return P .. 'session:' .. sid .. ':membersjson' end
 local function callkey(callsid) return P .. 'call:' .. callsid end
 
 -- Log entries and members leave Redis as JSON in SessionInfo's field order,
@@ -21,10 +22,11 @@ local function jbool(v)
 end
 
 -- Every change a client can see goes through here: it also drops the member's
--- cached JSON (see render), which is rebuilt on the next read.
-local function set_member(m, ...)
+-- cached JSON and the session's (see prepare_render), which are rebuilt on the next read.
+local function set_member(sid, m, ...)
   redis.call('HSET', m, ...)
   redis.call('HDEL', m, '_json')
+  redis.call('DEL', mjkey(sid))
 end
 
 local function append_log(sid, now, message)
@@ -54,7 +56,7 @@ local function finalize(sid, mid, now, message)
   local f = redis.call('HMGET', m, '_rank', '_to')
   if tonumber(f[1] or '0') >= 3 then return false end
   -- Hold and mute describe a member in the call; one who has left is neither.
-  set_member(m, '_rank', '3', 'callState', 'None', '_hold', '0', 'muted', 'false')
+  set_member(sid, m, '_rank', '3', 'callState', 'None', '_hold', '0', 'muted', 'false')
   if f[2] then
     local holder = redis.call('HGET', activekey(sid), f[2])
     if holder == mid then redis.call('HDEL', activekey(sid), f[2]) end
@@ -67,7 +69,7 @@ local function record_call_sid(sid, mid, callsid)
   if not callsid or callsid == '' then return false end
   local m = mkey(sid, mid)
   if redis.call('HGET', m, 'callSid') then return false end
-  set_member(m, 'callSid', callsid)
+  set_member(sid, m, 'callSid', callsid)
   redis.call('SET', callkey(callsid), sid .. ' ' .. mid)
   return true
 end
@@ -127,9 +129,29 @@ local function cached_member_json(m)
   return j
 end
 
-local function render(sid)
-  local ids = redis.call('LRANGE', idskey(sid), 0, -1)
-  local members = {}
-  for i, mid in ipairs(ids) do members[i] = cached_member_json(mkey(sid, mid)) end
-  return {redis.call('HGETALL', skey(sid)), members, redis.call('LRANGE', lkey(sid), 0, -1)}
+-- The session's members, joined, are cached too (membersjson) while none of them
+-- changes; an invite appends to it. So answering with a session of a hundred
+-- members is a few commands, not a hundred. A script that answers with a session
+-- makes sure the cache is there; the web process reads it, the session hash and
+-- the log with plain commands right after the script (see AsyncScripts). The
+-- cache lapses by itself after an hour, so an ended session leaves nothing
+-- behind that retain() has not set to expire.
+local MEMBERS_JSON_SECONDS = 3600
+local function prepare_render(sid)
+  local k = mjkey(sid)
+  if redis.call('EXISTS', k) == 1 then return end
+  local parts = {}
+  for i, mid in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
+    parts[i] = cached_member_json(mkey(sid, mid))
+  end
+  redis.call('SET', k, table.concat(parts, ','), 'EX', MEMBERS_JSON_SECONDS)
+end
+
+-- A new member joins the session's cached JSON, if there is one to join.
+local function cache_new_member(sid, m)
+  if redis.call('STRLEN', mjkey(sid)) > 0 then
+    redis.call('APPEND', mjkey(sid), ',' .. cached_member_json(m))
+  else
+    redis.call('DEL', mjkey(sid))  -- none, or an empty one: rebuilt on the next read
+  end
 end

@@ -32,7 +32,7 @@ if target <= rank then
   if changed then return 'applied' end
   return 'unchanged'
 end
-set_member(m, '_rank', tostring(target), 'callState', derive(target, f[2]))
+set_member(sid, m, '_rank', tostring(target), 'callState', derive(target, f[2]))
 if target == 1 then
   append_log(sid, now, member_name(m) .. ' is ringing')
 else

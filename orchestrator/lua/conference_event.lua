@@ -55,7 +55,7 @@ if event == 'participant-join' then
     if changed then return 'applied' end
     return 'unchanged'
   end
-  set_member(m, '_rank', '2', 'callState', derive(2, f[2]))
+  set_member(sid, m, '_rank', '2', 'callState', derive(2, f[2]))
   append_log(sid, now, member_name(m) .. ' joined the conference')
   return 'applied'
 end
@@ -72,7 +72,7 @@ if event == 'participant-hold' or event == 'participant-unhold' then
   if event == 'participant-hold' then hold = '1' end
   if n then redis.call('HSET', m, '_holdseq', seq) end
   if hold == f[2] then return 'unchanged' end
-  set_member(m, '_hold', hold, 'callState', derive(rank, hold))
+  set_member(sid, m, '_hold', hold, 'callState', derive(rank, hold))
   if hold == '1' then append_log(sid, now, member_name(m) .. ' is on hold')
   else append_log(sid, now, member_name(m) .. ' is off hold') end
   return 'applied'
@@ -83,7 +83,7 @@ if event == 'participant-mute' or event == 'participant-unmute' then
   if event == 'participant-mute' then muted = 'true' end
   if n then redis.call('HSET', m, '_muteseq', seq) end
   if muted == f[5] then return 'unchanged' end
-  set_member(m, 'muted', muted)
+  set_member(sid, m, 'muted', muted)
   if muted == 'true' then append_log(sid, now, member_name(m) .. ' was muted')
   else append_log(sid, now, member_name(m) .. ' was unmuted') end
   return 'applied'

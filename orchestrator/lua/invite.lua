@@ -23,13 +23,17 @@ else
 end
 
 local existing = redis.call('HGET', activekey(sid), to)
-if existing then return {'exists', existing, render(sid)} end
+if existing then
+  prepare_render(sid)
+  return {'exists', existing}
+end
 
 local m = mkey(sid, mid)
 redis.call('HSET', m, 'id', mid, 'isOriginalMember', 'false', 'callState', 'None',
   'muted', 'false', '_rank', '0', '_hold', '0', '_to', to, '_job', jobid, unpack(fields))
 if caller ~= '' then redis.call('HSET', m, '_from', caller) end
 redis.call('RPUSH', idskey(sid), mid)
+cache_new_member(sid, m)
 redis.call('HSET', activekey(sid), to, mid)
 append_log(sid, now, 'Invited ' .. member_name(m))
 
@@ -38,4 +42,5 @@ for i = 13, #ARGV do job[#job + 1] = ARGV[i] end
 redis.call('HSET', jobkey, unpack(job))
 redis.call('RPUSH', qkey, jobid)
 redis.call('SADD', queues, qkey)
-return {'created', mid, render(sid)}
+prepare_render(sid)
+return {'created', mid}

@@ -1,4 +1,5 @@
 -- ARGV: prefix, session id, account id.
--- Returns {session, member JSON, log JSON}, or {} if the account has no such session.
-if redis.call('HGET', skey(ARGV[2]), 'accountId') ~= ARGV[3] then return {} end
-return render(ARGV[2])
+-- 1 if the account has this session (its members' JSON is then ready to read), else 0.
+if redis.call('HGET', skey(ARGV[2]), 'accountId') ~= ARGV[3] then return 0 end
+prepare_render(ARGV[2])
+return 1
