@@ -6,6 +6,11 @@ Redis write and answers 204. Every figure of the service is read as a ratio to t
 the ratios say what the service adds on top of Starlette + uvicorn + one Redis round trip on
 this machine, not how fast this machine is.
 
+B0 uses redis-py's asyncio client as it comes, with the web process's timeouts: one command,
+one connection checkout. The service pipelines its script calls across requests and packs
+with hiredis (`orchestrator/scripts.py`, `orchestrator/redis_client.py`), so its Redis leg
+can cost less than B0's; a webhook above 1.0 x B0 means exactly that.
+
 Run: `uvicorn --factory bench.floor:create_app` with REDIS_URL set.
 """
 

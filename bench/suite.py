@@ -294,7 +294,7 @@ class Suite:
 
         # B0: the same callback bodies and headers, to the bare route.
         def b0() -> list[bytes]:
-            count = self._pool(f"{p}:b0", 4000) // 4 + 1
+            count = self._pool(f"{p}:b0", 15000) // 4 + 1  # before any run: ample
             fake = [workload.Member(new_id("ses"), new_id("mem"), "+14155550199")] * count
             return self._webhooks(fake, s.floor_port, path="/floor")
 

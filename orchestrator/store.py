@@ -8,10 +8,9 @@ Keys (prefix `orch:`):
   apikey:{sha256}                    hash  id, accountId, roles (comma separated)
   session:{sid}                      hash  SessionInfo scalars (+ _number, the called number)
   session:{sid}:members              list  member ids in order of joining
-  session:{sid}:member:{mid}         hash  SessionMemberInfo (+ _rank, _hold, _to, ... internals,
-                                           and _json, its rendered JSON until it changes)
+  session:{sid}:member:{mid}         hash  SessionMemberInfo (+ _rank, _hold, _to, ... internals)
   session:{sid}:active               hash  dialled address -> member id, while not final
-  session:{sid}:log                  list  JSON {date, message}
+  session:{sid}:logjson              str   JSON {date, message} entries, joined by commas
   session:{sid}:membersjson          str   the members' JSON, joined, until one changes (1 h)
   call:{CallSid}                     str   "{sid} {mid}", to find a member from a callback
   idem:{token}                       str   a callback's I-Twilio-Idempotency-Token, for an hour
@@ -58,12 +57,13 @@ def _text(value: Any) -> Any:
 def _session_reads(sid: str) -> tuple[Read, ...]:
     """What a SessionInfo is made of, read right after a script that prepare_render()s it."""
     key = f"{PREFIX}session:{sid}"
-    return (("HGETALL", key), ("GET", f"{key}:membersjson"), ("LRANGE", f"{key}:log", 0, -1))
+    return (("HGETALL", key), ("GET", f"{key}:membersjson"), ("GET", f"{key}:logjson"))
 
 
 def _session(reads: list[Any]) -> SessionView:
     raw, members, log = reads
-    return SessionView({k.decode(): v.decode() for k, v in raw.items()}, [members], log)
+    raw = {k.decode(): v.decode() for k, v in raw.items()}
+    return SessionView(raw, [members], [log] if log else [])
 
 
 # --- web (asyncio) ----------------------------------------------------------

@@ -6,6 +6,7 @@ way the Procfile starts them. Nothing here talks to a server it did not start.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import secrets
@@ -110,6 +111,10 @@ class Stack:
     @property
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, decode_responses=True)
+
+    def session_log(self, sid: str) -> list[dict[str, str]]:
+        """A session's log entries, oldest first, as Redis holds them (JSON joined by commas)."""
+        return json.loads("[" + (self.redis.get(f"orch:session:{sid}:logjson") or "") + "]")
 
     def start(self, name: str, *args: str) -> Process:
         process = Process(

@@ -122,7 +122,7 @@ def test_worker_killed_mid_dial_dials_each_member_exactly_once(
             if fresh.get("callSid"):
                 assert creates.get(mid) == 1, f"{mid} dialled {creates.get(mid)} times"
             else:
-                log = stack.redis.lrange(f"orch:session:{member['_session']}:log", 0, -1)
+                log = [e["message"] for e in stack.session_log(member["_session"])]
                 assert any(mid in entry or fresh["identity"] in entry for entry in log)
         assert sum(creates.values()) == sum(
             1 for m in members.values() if _settled(stack, m) and m["id"] in creates

@@ -4,7 +4,6 @@ their dial job parked, so only these callbacks move them."""
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
@@ -105,7 +104,7 @@ def test_forged_and_missing_signatures_are_403_and_change_nothing(
 ) -> None:
     sid, (mid,) = seed(stack, account)
     before = member_state(stack, sid, mid)
-    log_before = stack.redis.lrange(f"orch:session:{sid}:log", 0, -1)
+    log_before = stack.session_log(sid)
     path, params = call_events(sid, mid, "CA" + "2" * 32)[2]
     other_token = RequestValidator("not-the-token").compute_signature(stack.base_url + path, params)
     wrong_url = RequestValidator(stack.auth_token).compute_signature(
@@ -125,7 +124,7 @@ def test_forged_and_missing_signatures_are_403_and_change_nothing(
     assert post(stack, "/twilio/voice", voice, signature="").status_code == 403
     assert len(stack.redis.keys("orch:call:*")) == calls_before
     assert member_state(stack, sid, mid) == before
-    assert stack.redis.lrange(f"orch:session:{sid}:log", 0, -1) == log_before
+    assert stack.session_log(sid) == log_before
 
 
 def test_in_order_callbacks_walk_the_state_table(stack: Stack, account: Account) -> None:
@@ -173,7 +172,7 @@ def test_duplicated_shuffled_callbacks_end_as_in_order(
     a, b = member_state(stack, sid, ordered), member_state(stack, sid, shuffled)
     assert b["callSid"] == sids[shuffled]
     assert {**a, "callSid": None} == {**b, "callSid": None}
-    log = [json.loads(e)["message"] for e in stack.redis.lrange(f"orch:session:{sid}:log", 0, -1)]
+    log = [e["message"] for e in stack.session_log(sid)]
     assert len(log) == len(set(log)), "a duplicated callback wrote a second log entry"
 
 

@@ -4,7 +4,7 @@ local P = ARGV[1]
 
 local function skey(sid) return P .. 'session:' .. sid end
 local function mkey(sid, mid) return P .. 'session:' .. sid .. ':member:' .. mid end
-local function lkey(sid) return P .. 'session:' .. sid .. ':log' end
+local function lkey(sid) return P .. 'session:' .. sid .. ':logjson' end
 local function idskey(sid) return P .. 'session:' .. sid .. ':members' end
 local function activekey(sid) return P .. 'session:' .. sid .. ':active' end
 local function mjkey(sid) return P .. 'session:' .. sid .. ':membersjson' end
@@ -21,16 +21,19 @@ local function jbool(v)
   return 'false'
 end
 
--- Every change a client can see goes through here: it also drops the member's
--- cached JSON and the session's (see prepare_render), which are rebuilt on the next read.
+-- Every change a client can see goes through here: it also drops the session's
+-- cached members JSON (see prepare_render), which is rebuilt on the next read.
 local function set_member(sid, m, ...)
   redis.call('HSET', m, ...)
-  redis.call('HDEL', m, '_json')
   redis.call('DEL', mjkey(sid))
 end
 
+-- The log is one string of JSON entries joined by commas: read with one GET and
+-- answered as it is, however long the session's history.
 local function append_log(sid, now, message)
-  redis.call('RPUSH', lkey(sid), '{"date":' .. jstr(now) .. ',"message":' .. jstr(message) .. '}')
+  local entry = '{"date":' .. jstr(now) .. ',"message":' .. jstr(message) .. '}'
+  if redis.call('EXISTS', lkey(sid)) == 1 then entry = ',' .. entry end
+  redis.call('APPEND', lkey(sid), entry)
   redis.call('HSET', skey(sid), 'dateLastModified', now)
 end
 
@@ -119,30 +122,21 @@ local function member_json(m)
     .. ',"callSid":' .. jstr(f[9]) .. ',"muted":' .. jbool(f[10]) .. '}'
 end
 
--- A member's JSON is cached in its hash (_json) until it changes (set_member),
--- so answering with a large session does not rebuild every member.
-local function cached_member_json(m)
-  local j = redis.call('HGET', m, '_json')
-  if j then return j end
-  j = member_json(m)
-  redis.call('HSET', m, '_json', j)
-  return j
-end
-
--- The session's members, joined, are cached too (membersjson) while none of them
--- changes; an invite appends to it. So answering with a session of a hundred
--- members is a few commands, not a hundred. A script that answers with a session
--- makes sure the cache is there; the web process reads it, the session hash and
--- the log with plain commands right after the script (see AsyncScripts). The
--- cache lapses by itself after an hour, so an ended session leaves nothing
--- behind that retain() has not set to expire.
+-- The session's members' JSON, joined, is cached (membersjson) while none of
+-- them changes; an invite appends to it. So answering with a session of a
+-- hundred members is a few commands, not a hundred; after a member changes, the
+-- next read renders every member again (about 4 µs each). A script that answers
+-- with a session makes sure the cache is there; the web process reads it, the
+-- session hash and the log with plain commands right after the script (see
+-- AsyncScripts). The cache lapses by itself after an hour, so an ended session
+-- leaves nothing behind that retain() has not set to expire.
 local MEMBERS_JSON_SECONDS = 3600
 local function prepare_render(sid)
   local k = mjkey(sid)
   if redis.call('EXISTS', k) == 1 then return end
   local parts = {}
   for i, mid in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
-    parts[i] = cached_member_json(mkey(sid, mid))
+    parts[i] = member_json(mkey(sid, mid))
   end
   redis.call('SET', k, table.concat(parts, ','), 'EX', MEMBERS_JSON_SECONDS)
 end
@@ -150,7 +144,7 @@ end
 -- A new member joins the session's cached JSON, if there is one to join.
 local function cache_new_member(sid, m)
   if redis.call('STRLEN', mjkey(sid)) > 0 then
-    redis.call('APPEND', mjkey(sid), ',' .. cached_member_json(m))
+    redis.call('APPEND', mjkey(sid), ',' .. member_json(m))
   else
     redis.call('DEL', mjkey(sid))  -- none, or an empty one: rebuilt on the next read
   end
