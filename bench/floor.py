@@ -7,9 +7,11 @@ the ratios say what the service adds on top of Starlette + uvicorn + one Redis r
 this machine, not how fast this machine is.
 
 B0 uses redis-py's asyncio client as it comes, with the web process's timeouts: one command,
-one connection checkout. The service pipelines its script calls across requests and packs
-with hiredis (`orchestrator/scripts.py`, `orchestrator/redis_client.py`), so its Redis leg
-can cost less than B0's; a webhook above 1.0 x B0 means exactly that.
+one connection checkout; and it leaves the garbage collector as it comes. The service
+pipelines its script calls across requests, packs with hiredis and freezes its start-up
+objects out of the collector's sight (`orchestrator/scripts.py`, `orchestrator/redis_client.py`,
+`orchestrator/app.py`), so its Redis leg can cost less than B0's and its p99 can be lower; a
+webhook above 1.0 x B0 means exactly that.
 
 Run: `uvicorn --factory bench.floor:create_app` with REDIS_URL set.
 """

@@ -282,23 +282,26 @@ class SessionView:
 
     def to_json(self) -> bytes:
         raw = self.raw
-        parts = []
+        out = [b"{"]
         for name, key, kind, default in _PLAN:
+            out.append(key)
             if kind == _MEMBERS:
-                parts.append(key + b"[" + b",".join(self.members) + b"]")
+                out += (b"[", b",".join(self.members), b"]")
             elif kind == _LOG:
-                parts.append(key + b"[" + b",".join(self.log) + b"]")
+                out += (b"[", b",".join(self.log), b"]")
             else:
                 value = raw.get(name)
                 if value is None:
-                    parts.append(key + default)
+                    out.append(default)
                 elif kind == _STRING:
-                    parts.append(key + encode_basestring(value).encode())
+                    out.append(encode_basestring(value).encode())
                 elif kind == _BOOL:
-                    parts.append(key + (b"true" if value == "true" else b"false"))
+                    out.append(b"true" if value == "true" else b"false")
                 else:
-                    parts.append(key + value.encode())
-        return b"{" + b",".join(parts) + b"}"
+                    out.append(value.encode())
+            out.append(b",")
+        out[-1] = b"}"
+        return b"".join(out)  # one copy of the members' and log's bytes, not three
 
     def to_dict(self) -> dict[str, Any]:
         """For formats other than JSON (JSV) and for tests."""
