@@ -10,7 +10,7 @@ Keys (prefix `orch:`):
   session:{sid}:members              list  member ids in order of joining
   session:{sid}:member:{mid}         hash  SessionMemberInfo (+ _rank, _hold, _to, ... internals)
   session:{sid}:active               hash  dialled address -> member id, while not final
-  session:{sid}:logjson              str   JSON {date, message} entries, joined by commas
+  session:{sid}:log                  list  JSON {date, message}
   session:{sid}:membersjson          str   the members' JSON, joined, until one changes (1 h)
   call:{CallSid}                     str   "{sid} {mid}", to find a member from a callback
   idem:{token}                       str   a callback's I-Twilio-Idempotency-Token, for an hour
@@ -57,13 +57,13 @@ def _text(value: Any) -> Any:
 def _session_reads(sid: str) -> tuple[Read, ...]:
     """What a SessionInfo is made of, read right after a script that prepare_render()s it."""
     key = f"{PREFIX}session:{sid}"
-    return (("HGETALL", key), ("GET", f"{key}:membersjson"), ("GET", f"{key}:logjson"))
+    return (("HGETALL", key), ("GET", f"{key}:membersjson"), ("LRANGE", f"{key}:log", 0, -1))
 
 
 def _session(reads: list[Any]) -> SessionView:
     raw, members, log = reads
     raw = {k.decode(): v.decode() for k, v in raw.items()}
-    return SessionView(raw, [members], [log] if log else [])
+    return SessionView(raw, [members], log)
 
 
 # --- web (asyncio) ----------------------------------------------------------

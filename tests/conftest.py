@@ -113,8 +113,8 @@ class Stack:
         return redis.Redis.from_url(self.redis_url, decode_responses=True)
 
     def session_log(self, sid: str) -> list[dict[str, str]]:
-        """A session's log entries, oldest first, as Redis holds them (JSON joined by commas)."""
-        return json.loads("[" + (self.redis.get(f"orch:session:{sid}:logjson") or "") + "]")
+        """A session's log entries, oldest first, as Redis holds them."""
+        return [json.loads(e) for e in self.redis.lrange(f"orch:session:{sid}:log", 0, -1)]
 
     def start(self, name: str, *args: str) -> Process:
         process = Process(

@@ -4,7 +4,7 @@ local P = ARGV[1]
 
 local function skey(sid) return P .. 'session:' .. sid end
 local function mkey(sid, mid) return P .. 'session:' .. sid .. ':member:' .. mid end
-local function lkey(sid) return P .. 'session:' .. sid .. ':logjson' end
+local function lkey(sid) return P .. 'session:' .. sid .. ':log' end
 local function idskey(sid) return P .. 'session:' .. sid .. ':members' end
 local function activekey(sid) return P .. 'session:' .. sid .. ':active' end
 local function mjkey(sid) return P .. 'session:' .. sid .. ':membersjson' end
@@ -28,12 +28,8 @@ local function set_member(sid, m, ...)
   redis.call('DEL', mjkey(sid))
 end
 
--- The log is one string of JSON entries joined by commas: read with one GET and
--- answered as it is, however long the session's history.
 local function append_log(sid, now, message)
-  local entry = '{"date":' .. jstr(now) .. ',"message":' .. jstr(message) .. '}'
-  if redis.call('EXISTS', lkey(sid)) == 1 then entry = ',' .. entry end
-  redis.call('APPEND', lkey(sid), entry)
+  redis.call('RPUSH', lkey(sid), '{"date":' .. jstr(now) .. ',"message":' .. jstr(message) .. '}')
   redis.call('HSET', skey(sid), 'dateLastModified', now)
 end
 
