@@ -129,7 +129,9 @@ def test_jsv_request_and_response(
         assert any(m["identity"] == target for m in session["members"])
         assert "customerId" not in session  # null values are omitted in JSV
         fetched = c.get(f"/sessions/{sid}{path_suffix}{query}", headers=headers)
-        assert _jsv_body(fetched)["members"] == session["members"]
+        # The worker may have dialled the new member in between: compare who, not their state.
+        identities = [m["identity"] for m in session["members"]]
+        assert [m["identity"] for m in _jsv_body(fetched)["members"]] == identities
 
 
 def test_seed_sample_request_in_pretty_jsv(stack: Stack, account: Account) -> None:
