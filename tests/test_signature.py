@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from starlette.datastructures import FormData
 from twilio.request_validator import RequestValidator
 
-from webhooks.signature import sha1_signature
+from webhooks.signature import sha1_signature, valid
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 names = st.sampled_from(["CallSid", "CallStatus", "To", "From", "Called", "a", "A", "_"]) | text
@@ -24,6 +24,12 @@ names = st.sampled_from(["CallSid", "CallStatus", "To", "From", "Called", "a", "
 def test_same_signature_as_request_validator(token, url, pairs):
     expected = RequestValidator(token).compute_signature(url, FormData(pairs))
     assert sha1_signature(token.encode(), url, pairs) == expected
+
+
+def test_a_signature_that_is_not_base64_text_is_refused_not_an_error():
+    pairs = [("CallSid", "CA1")]
+    url = "https://x.example/t"
+    assert not valid(RequestValidator("token"), url, pairs, FormData(pairs), "é" * 28)
 
 
 def test_a_changed_value_changes_the_signature():

@@ -52,6 +52,8 @@ def valid(
 ) -> bool:
     """One HMAC for the URL as configured; RequestValidator, which tries the URL with and
     without its port (two HMACs, always), only if that fails."""
+    if not signature.isascii():  # base64 always is; compare_digest refuses other text
+        return False
     if hmac.compare_digest(sha1_signature(validator.token, url, pairs), signature):
         return True
     return validator.validate(url, form, signature)
