@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -54,6 +55,8 @@ def parse(argv: list[str] | None = None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
+    # A SIGTERM unwinds like Ctrl-C, so the servers the bench started are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     started = time.monotonic()
 

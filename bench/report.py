@@ -331,8 +331,8 @@ def _memory(mem: dict[str, Any] | None) -> list[str]:
         "|---|---|---|",
         f"| session (incoming call: session hash, caller member, lists, call index) "
         f"| {mem['per_session']:,.0f} | {mem['sessions']:,} sessions |",
-        "| invited member (member hash and its cached JSON, list and active entries, its part "
-        "of the session's members JSON, log line) "
+        "| invited member (member hash, list and active entries, its part of the session's "
+        "cached members JSON, log line) "
         f"| {mem['per_member']:,.0f} | {mem['members']:,} members |",
         f"| a member's call life (4 callbacks: callSid, call index, 3 log lines, idempotency "
         f"keys kept 1 h) | {mem['per_call']:,.0f} | {mem['called_members']:,} members |",
