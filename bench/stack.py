@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from orchestrator import redis_server
+from orchestrator import processes, redis_server
 
 ACCOUNT_SID = "AC" + "be4c" * 8
 REPO = Path(__file__).resolve().parent.parent
@@ -42,13 +42,7 @@ class Proc:
         return self.log_path.read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        processes.stop(self.popen, grace=15)
 
 
 @dataclass

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis
 
+from orchestrator import processes
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -43,13 +45,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process, grace=5)
 
 
 def start(
