@@ -73,7 +73,9 @@ class Settings:
         if not cps > 0:
             raise ConfigError("TWILIO_CPS must be a number greater than 0")
 
-        raw_backoff = env.get("DIAL_RETRY_BACKOFF", "").strip() or "0,2,4,8,16,30"
+        raw_backoff = env.get("DIAL_RETRY_BACKOFF", "").strip() or ",".join(
+            map(str, cls.dial_retry_backoff)
+        )
         try:
             backoff = tuple(int(part) for part in raw_backoff.split(","))
         except ValueError:
@@ -81,7 +83,7 @@ class Settings:
         if not backoff or min(backoff) < 0:
             raise ConfigError("DIAL_RETRY_BACKOFF must be whole seconds >= 0, comma separated")
 
-        raw_timeout = env.get("DIAL_JOB_TIMEOUT", "").strip() or "30"
+        raw_timeout = env.get("DIAL_JOB_TIMEOUT", "").strip() or str(cls.dial_job_timeout)
         if not raw_timeout.isdigit() or not 3 <= int(raw_timeout) <= 300:
             raise ConfigError("DIAL_JOB_TIMEOUT must be whole seconds from 3 to 300")
 
