@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from orchestrator import processes, redis_server
+from orchestrator import callback_urls, processes, redis_server
 
 ACCOUNT_SID = "AC" + "be4c" * 8
 REPO = Path(__file__).resolve().parent.parent
@@ -125,7 +125,7 @@ class Stack:
         args = [
             "-m", "emulator", "--port", str(self.emulator_port),
             "--account-sid", ACCOUNT_SID, "--auth-token", self.token,
-            "--voice-url", f"{self.public_base_url}/twilio/voice",
+            "--voice-url", callback_urls.voice(self.public_base_url),
         ]  # fmt: skip
         # The TCP front only exists to inject connection resets; Twilio has no such hop.
         if "--no-front" in _help(["-m", "emulator", "--help"]):

@@ -14,13 +14,18 @@ the tails of other lanes (``after``), which is how ``conference-end`` is kept be
 ``participant-leave`` when a conference is torn down.
 
 Delivery never raises: a dead or failing app must not take the emulator (or the other calls)
-down. Like Twilio, a connection failure is retried once; anything else is logged and dropped.
+down. Retries follow Twilio's connection overrides (``emulator.overrides``): the URL's fragment
+(``#rc=3&rp=5xx,ct``) says how often and on which failures to try again, every attempt carries
+the same ``I-Twilio-Idempotency-Token``, and the fragment itself is never sent nor signed.
+Without a fragment, Twilio's defaults hold: one retry, on a connection failure only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +34,13 @@ from urllib.parse import urlencode
 import httpx
 from twilio.request_validator import RequestValidator
 
+from emulator.overrides import OverrideError, Overrides, parse_url
+
 logger = logging.getLogger(__name__)
 
-#: Twilio gives up on a webhook after 15 seconds.
-CALLBACK_TIMEOUT = 15.0
-#: Pause before the single retry after a connection failure.
-RETRY_DELAY = 0.1
+#: Pause before the first retry; each later one waits twice as long as the one before.
+RETRY_DELAY = 0.5
+IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 
 ParamValue = str | Sequence[str]
 Params = Mapping[str, ParamValue]
@@ -62,9 +68,11 @@ def _as_lists(params: Params) -> _MultiParams:
 def sign(auth_token: str, url: str, params: Params) -> str:
     """Return the ``X-Twilio-Signature`` Twilio would send for a POST of ``params`` to ``url``.
 
-    ``url`` must be the exact URL posted to, query string included. For a GET webhook pass the
-    URL with the parameters already in its query string and ``params={}``.
+    ``url`` must be the exact URL posted to, query string included (a fragment is dropped:
+    Twilio signs what it requests). For a GET webhook pass the URL with the parameters already
+    in its query string and ``params={}``.
     """
+    url = url.partition("#")[0]
     return RequestValidator(auth_token).compute_signature(url, _as_lists(params))
 
 
@@ -73,8 +81,24 @@ def _pairs(params: Params) -> list[tuple[str, str]]:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One HTTP request of a webhook: the status the app answered, or why none came."""
+
+    status: int | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        if self.status is not None:
+            return {"status": self.status}
+        return {"error": self.error}
+
+
+@dataclass(frozen=True)
 class Delivery:
-    """One webhook attempt as the app saw it (or failed to)."""
+    """One webhook as the app saw it (or failed to), after every attempt it was given.
+
+    ``status``, ``error`` and ``body`` are the last attempt's; ``attempts`` lists them all.
+    """
 
     url: str
     method: str
@@ -82,6 +106,8 @@ class Delivery:
     status: int | None = None
     error: str | None = None
     body: str = ""
+    token: str = ""
+    attempts: tuple[Attempt, ...] = ()
 
     @property
     def delivered(self) -> bool:
@@ -95,71 +121,118 @@ class Delivery:
             data["status"] = self.status
         if self.error is not None:
             data["error"] = self.error
+        data["idempotencyToken"] = self.token
+        data["attempts"] = [a.as_json() for a in self.attempts]
         return data
 
 
 class CallbackDispatcher:
     """Sends signed webhooks from the server's event loop through one shared HTTP client."""
 
-    def __init__(
-        self,
-        auth_token: str,
-        timeout: float = CALLBACK_TIMEOUT,
-        retry_delay: float = RETRY_DELAY,
-    ) -> None:
+    def __init__(self, auth_token: str, retry_delay: float = RETRY_DELAY) -> None:
         self._auth_token = auth_token
-        self._timeout = timeout
         self._retry_delay = retry_delay
         self._client: httpx.AsyncClient | None = None
         self._tails: dict[str, asyncio.Task[Delivery | None]] = {}
         self._tasks: set[asyncio.Task[Delivery | None]] = set()
+        self._sending: dict[str, list[Attempt]] = {}
 
     def _http(self) -> httpx.AsyncClient:
         # Created lazily so it binds to the loop that actually serves requests.
         # trust_env=False: callbacks go straight to the app, never through a proxy from the
         # environment (a proxy would also make the signed URL differ from the one received).
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, trust_env=False)
+            self._client = httpx.AsyncClient(trust_env=False)
         return self._client
 
-    async def send(self, url: str, params: Params, method: str = "POST") -> Delivery:
-        """Deliver one signed webhook now; retried once on connection failure, never raises."""
-        method = method.upper()
+    async def send(
+        self,
+        url: str,
+        params: Params,
+        method: str = "POST",
+        attempts: list[Attempt] | None = None,
+    ) -> Delivery:
+        """Deliver one signed webhook now, retried as its URL's overrides ask; never raises.
+
+        ``attempts``, if given, receives each attempt as it ends (to watch a webhook that is
+        still being retried)."""
+        method = "GET" if method.upper() == "GET" else "POST"
         snapshot = {k: (v if isinstance(v, str) else list(v)) for k, v in params.items()}
+        token = str(uuid.uuid4())
+        try:
+            base, overrides = parse_url(url)
+        except OverrideError as exc:
+            # Twilio fails the request without sending it (error 11243 for a bad policy).
+            logger.warning("callback %s %s not sent: %s", method, url, exc)
+            return Delivery(url, method, snapshot, error=str(exc), token=token)
         if method == "GET":
-            target = _with_query(url, params)
+            target = _with_query(base, params)
             signature = sign(self._auth_token, target, {})
             request_kwargs: dict[str, Any] = {}
         else:
-            method = "POST"
-            target = url
-            signature = sign(self._auth_token, url, params)
+            target = base
+            signature = sign(self._auth_token, base, params)
             request_kwargs = {"data": dict(_as_lists(params))}
         headers = {
             "X-Twilio-Signature": signature,
+            IDEMPOTENCY_HEADER: token,
             "User-Agent": "TwilioProxy/1.1",
             "Accept": "*/*",
         }
-        for attempt in (1, 2):
-            try:
-                response = await self._http().request(
-                    method, target, headers=headers, **request_kwargs
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if attempt == 1:
-                    await asyncio.sleep(self._retry_delay)
-                    continue
-                logger.warning("callback %s %s dropped: %s", method, target, exc)
-                return Delivery(target, method, snapshot, error=f"{type(exc).__name__}: {exc}")
-            except Exception as exc:
-                logger.warning("callback %s %s failed: %r", method, target, exc)
-                return Delivery(target, method, snapshot, error=f"{type(exc).__name__}: {exc}")
-            if response.status_code >= 400:
-                logger.warning(
-                    "callback %s %s answered HTTP %s", method, target, response.status_code
-                )
-            return Delivery(target, method, snapshot, response.status_code, body=response.text)
-        raise AssertionError("unreachable")  # pragma: no cover
+        deadline = time.monotonic() + overrides.total
+        attempts = [] if attempts is None else attempts
+        response: httpx.Response | None = None
+        delay = self._retry_delay
+        while True:
+            response, failure, attempt = await self._attempt(
+                method, target, headers, request_kwargs, overrides, deadline
+            )
+            attempts.append(attempt)
+            retries_left = len(attempts) <= overrides.retries
+            if failure is None or not retries_left or failure not in overrides.policy:
+                break
+            if time.monotonic() + delay >= deadline:
+                break  # the total time (tt) would run out before the retry could start
+            await asyncio.sleep(delay)
+            delay *= 2
+        last = attempts[-1]
+        if last.status is None:
+            logger.warning("callback %s %s dropped: %s", method, target, last.error)
+        elif last.status >= 400:
+            logger.warning("callback %s %s answered HTTP %s", method, target, last.status)
+        body = response.text if response is not None else ""
+        return Delivery(
+            target, method, snapshot, last.status, last.error, body, token, tuple(attempts)
+        )
+
+    async def _attempt(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        request_kwargs: dict[str, Any],
+        overrides: Overrides,
+        deadline: float,
+    ) -> tuple[httpx.Response | None, str | None, Attempt]:
+        """One request: (response, failure class for the retry policy or None, attempt)."""
+        left = max(0.001, deadline - time.monotonic())
+        timeout = httpx.Timeout(
+            min(overrides.read_timeout, left),
+            connect=min(overrides.connect_timeout, left),
+        )
+        try:
+            response = await self._http().request(
+                method, target, headers=headers, timeout=timeout, **request_kwargs
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            return None, "ct", Attempt(error=f"{type(exc).__name__}: {exc}")
+        except httpx.TimeoutException as exc:  # connected, but no answer in time
+            return None, "rt", Attempt(error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            return None, "other", Attempt(error=f"{type(exc).__name__}: {exc!r}")
+        status = response.status_code
+        failure = "5xx" if status >= 500 else "4xx" if status >= 400 else None
+        return response, failure, Attempt(status=status)
 
     def enqueue(
         self,
@@ -179,7 +252,7 @@ class CallbackDispatcher:
         previous = self._tails.get(lane)
         waits = [t for t in (previous, *after) if t is not None and not t.done()]
         task = asyncio.get_running_loop().create_task(
-            self._run(waits, url, dict(params), method, on_done)
+            self._run(lane, waits, url, dict(params), method, on_done)
         )
         self._tails[lane] = task
         self._tasks.add(task)
@@ -196,6 +269,7 @@ class CallbackDispatcher:
 
     async def _run(
         self,
+        lane: str,
         waits: list[asyncio.Future[Any]],
         url: str,
         params: dict[str, ParamValue],
@@ -205,13 +279,23 @@ class CallbackDispatcher:
         if waits:
             # asyncio.wait, not gather: a cancelled predecessor must not cancel this one.
             await asyncio.wait(waits)
-        delivery = await self.send(url, params, method)
+        attempts: list[Attempt] = []
+        self._sending[lane] = attempts  # one webhook of a lane is sent at a time
+        try:
+            delivery = await self.send(url, params, method, attempts)
+        finally:
+            if self._sending.get(lane) is attempts:
+                del self._sending[lane]
         if on_done is not None:
             try:
                 on_done(delivery)
             except Exception:
                 logger.exception("recording callback result failed")
         return delivery
+
+    def sending(self, lane: str) -> list[Attempt]:
+        """The attempts so far of the webhook ``lane`` is sending now (empty if none)."""
+        return list(self._sending.get(lane, ()))
 
     def tail(self, lane: str) -> asyncio.Task[Delivery | None] | None:
         """The last pending webhook on ``lane``, if any (to order other lanes behind it)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from orchestrator import provision, redis_server
+from orchestrator import callback_urls, provision, redis_server
 
 DEV_ACCOUNT_SID = "AC" + "de70" * 8
 DEMO_NUMBER = "+14155550100"
@@ -99,7 +99,7 @@ def run(port: int = 8000) -> int:
                 [py, "-m", "emulator", "--port", str(emulator_port),
                  "--account-sid", env["TWILIO_ACCOUNT_SID"],
                  "--auth-token", env["TWILIO_AUTH_TOKEN"],
-                 "--voice-url", f"{base}/twilio/voice", "--ring-seconds", "2"],
+                 "--voice-url", callback_urls.voice(base), "--ring-seconds", "2"],
                 env=env, start_new_session=True,
             )
         )  # fmt: skip

@@ -177,6 +177,11 @@ def begin_dial(
     return DialClaim(to=reply[1], from_=reply[2], attempt=int(reply[3]))
 
 
+def conference_sid(r: redis.Redis, sid: str) -> str | None:
+    """The CF sid of the session's conference, once a callback or a dial has reported it."""
+    return _text(r.hget(f"{PREFIX}session:{sid}", "conferenceSid"))
+
+
 def release_dial(r: redis.Redis, sid: str, mid: str) -> None:
     """Give up the claim of begin_dial, so a retry need not wait for the lease to lapse."""
     r.hdel(f"{PREFIX}session:{sid}:member:{mid}", "_lease")

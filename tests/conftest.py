@@ -24,7 +24,7 @@ import phonenumbers
 import pytest
 import redis
 
-from orchestrator import provision, redis_server
+from orchestrator import callback_urls, provision, redis_server
 
 T = TypeVar("T")
 ACCOUNT_SID = "AC" + "7e57" * 8
@@ -201,7 +201,7 @@ def start_stack(
     stack.start(
         "emulator", "-m", "emulator", "--port", str(emulator_port),
         "--account-sid", ACCOUNT_SID, "--auth-token", token,
-        "--voice-url", f"{base}/twilio/voice", *emulator_args,
+        "--voice-url", callback_urls.voice(base), *emulator_args,
     )  # fmt: skip
     stack.start("web", "-m", "orchestrator", "web", "--host", "127.0.0.1")
     for n in range(workers):

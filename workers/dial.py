@@ -2,15 +2,22 @@
 
 Runs in a long-lived RQ worker. It may run more than once for a member (RQ
 retries, a worker killed mid-dial), so it is safe to repeat: the member is
-claimed in Redis first, a member with a call leg is never dialled again, and a
-repeated attempt asks Twilio for a participant labelled with the member id
-before it dials.
+claimed in Redis first, a member with a call leg is never dialled again (the
+leg's own status callbacks, addressed to the session and member, record its
+CallSid and its end even when the create's answer was lost), and a repeated
+attempt asks Twilio for a live participant labelled with the member id before
+it dials.
+
+Twilio takes a conference's friendly name only when a participant is created;
+every other participant request names the conference by its CF sid (a name
+there is refused with 405 / 20004), so the lookup finds the sid first.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -30,10 +37,13 @@ from workers.twilio_client import make_client
 log = logging.getLogger("orchestrator.dial")
 
 RING_TIMEOUT_SECONDS = 30
-# Shares of the job's timeout (DIAL_JOB_TIMEOUT): the rate-limit wait and two Twilio
-# requests (reconcile, create) must end before RQ's timeout kills the job mid-request.
+# A session has one live conference; older, completed ones of the same name are skipped.
+CONFERENCE_LOOKUP_LIMIT = 20
+# Shares of the job's timeout (DIAL_JOB_TIMEOUT): the rate-limit wait and up to four
+# Twilio requests (a retry's lookup: fetch, list, fetch; then the create) must end
+# before RQ's timeout kills the job mid-request.
 LIMITER_SHARE = 0.2
-HTTP_SHARE = 0.35
+HTTP_SHARE = 0.2
 
 
 class TransientDialError(Exception):
@@ -67,15 +77,32 @@ def _name(to: str) -> str:
     return to if to.startswith("client:") else display(to)
 
 
-def _existing_participant(twilio: Client, session_id: str, member_id: str):
-    """The participant an earlier attempt created, found by its Label, or None."""
-    conference = twilio.api.v2010.account.conferences(session_id)
-    try:
-        return conference.participants(member_id).fetch()
-    except TwilioRestException as exc:
-        if exc.status == 404:
-            return None
-        raise
+def _conference_sids(ctx: Context, session_id: str) -> Iterator[str]:
+    """The CF sids the session's live conference may have, most likely first: the one the
+    session learnt from Twilio (a callback or an earlier dial), then any conference Twilio
+    lists under the session's name that has not completed."""
+    known = store.conference_sid(ctx.redis, session_id)
+    if known:
+        yield known
+    conferences = ctx.twilio.api.v2010.account.conferences
+    for conference in conferences.list(friendly_name=session_id, limit=CONFERENCE_LOOKUP_LIMIT):
+        if conference.sid != known and conference.status != "completed":
+            yield conference.sid
+
+
+def _existing_participant(ctx: Context, session_id: str, member_id: str):
+    """The live participant an earlier attempt created, found by its Label, or None.
+
+    Twilio lists only participants whose call is still up, so a leg that has already ended
+    is not found here; its status callbacks will have recorded it (see begin_dial)."""
+    conferences = ctx.twilio.api.v2010.account.conferences
+    for conference_sid in _conference_sids(ctx, session_id):
+        try:
+            return conferences(conference_sid).participants(member_id).fetch()
+        except TwilioRestException as exc:
+            if exc.status != 404:
+                raise
+    return None
 
 
 def _last_attempt() -> bool:
@@ -100,20 +127,21 @@ def dial_member(session_id: str, member_id: str) -> str:
     if isinstance(claim, str):
         log.info("member %s of %s not dialled: %s", member_id, session_id, claim)
         return claim
+    if claim.attempt > 1:
+        # An earlier attempt may have been made at Twilio without our hearing of it.
+        try:
+            found = _existing_participant(ctx, session_id, member_id)
+        except (TwilioRestException, requests.RequestException) as exc:
+            # Not knowing whether the member is already dialled, dialling could call twice.
+            reason = f"looking for an earlier dial failed: {_describe(exc)}"
+            return _transient(ctx, session_id, member_id, claim.to, reason)
+        if found is not None:
+            store.record_dial(
+                ctx.redis, ctx.scripts, session_id, member_id, found.call_sid, found.conference_sid
+            )
+            log.info("member %s already dialled as %s; recorded", member_id, found.call_sid)
+            return "reconciled"
     try:
-        if claim.attempt > 1:
-            found = _existing_participant(ctx.twilio, session_id, member_id)
-            if found is not None:
-                store.record_dial(
-                    ctx.redis,
-                    ctx.scripts,
-                    session_id,
-                    member_id,
-                    found.call_sid,
-                    found.conference_sid,
-                )
-                log.info("member %s already dialled as %s; recorded", member_id, found.call_sid)
-                return "reconciled"
         if not ctx.limiter.acquire(deadline=started + timeout * LIMITER_SHARE):
             return _transient(ctx, session_id, member_id, claim.to, "dial rate limit (TWILIO_CPS)")
         public = ctx.settings.public_base_url
@@ -152,6 +180,12 @@ def dial_member(session_id: str, member_id: str) -> str:
     )
     log.info("dialled member %s of %s: %s", member_id, session_id, participant.call_sid)
     return "dialled"
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, TwilioRestException):
+        return f"Twilio {exc.status}: {exc.msg} (Twilio error {exc.code})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _transient(ctx: Context, session_id: str, member_id: str, to: str, reason: str) -> str:

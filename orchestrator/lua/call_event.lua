@@ -23,7 +23,9 @@ if status == 'queued' or status == 'initiated' or status == 'ringing' then targe
 elseif status == 'in-progress' or status == 'answered' then target = 2
 elseif finals[status] then target = 3 end
 
+-- The leg's own callbacks may be the first to tell of it (the create's answer was lost).
 local changed = record_call_sid(sid, mid, callsid)
+if changed then mark_dialled(sid, mid, callsid, now, '') end
 if target == 3 then
   finalize(sid, mid, now, member_name(m) .. finals[status])
   return 'applied'

@@ -44,6 +44,7 @@ local f = redis.call('HMGET', m, '_rank', '_hold', '_holdseq', '_muteseq', 'mute
 local rank = tonumber(f[1] or '0')
 if rank >= 3 then return 'final' end
 local changed = record_call_sid(sid, mid, callsid)
+if changed then mark_dialled(sid, mid, callsid, now, conf) end
 local n = tonumber(seq)
 
 if event == 'participant-leave' then
