@@ -10,7 +10,7 @@ B0 uses redis-py's asyncio client as it comes, with the web process's timeouts: 
 one connection checkout; and it leaves the garbage collector as it comes. The service
 pipelines its script calls across requests, packs with hiredis and freezes its start-up
 objects out of the collector's sight (`orchestrator/scripts.py`, `orchestrator/redis_client.py`,
-`orchestrator/app.py`), so its Redis leg can cost less than B0's and its p99 can be lower; a
+`orchestrator/cli/app.py`), so its Redis leg can cost less than B0's and its p99 can be lower; a
 webhook above 1.0 x B0 means exactly that.
 
 Run: `uvicorn --factory bench.floor:create_app` with REDIS_URL set.
@@ -46,7 +46,7 @@ async def floor(request: Request) -> Response:
 def create_app() -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Same client settings as orchestrator.app.
+        # Same client settings as orchestrator.cli.app.
         client = redis.asyncio.Redis.from_url(
             os.environ["REDIS_URL"], socket_timeout=5, socket_connect_timeout=2, max_connections=256
         )

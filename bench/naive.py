@@ -28,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orchestrator import api, auth, callback_urls, store
-from orchestrator.app import redis_lifespan
+from orchestrator import auth, callback_urls, store
+from orchestrator.api import operations as api
+from orchestrator.cli.app import redis_lifespan
 from orchestrator.phone import normalise
 from orchestrator.settings import Settings
 from workers.twilio_client import make_client

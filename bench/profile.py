@@ -17,9 +17,9 @@ PROJECT = ("/orchestrator/", "/webhooks/", "/workers/")
 # Process entry points: in every sample, so they say nothing.
 ENTRY_POINTS = {
     "<module> (orchestrator/__main__.py)",
-    "main (orchestrator/cli.py)",
-    "cmd_web (orchestrator/cli.py)",
-    "cmd_worker (orchestrator/cli.py)",
+    "main (orchestrator/cli/__init__.py)",
+    "cmd_web (orchestrator/cli/__init__.py)",
+    "cmd_worker (orchestrator/cli/__init__.py)",
     "run (workers/worker.py)",
 }
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -34,7 +34,7 @@ COMPONENTS = (
     ("redis-py client", ("/redis/",)),
     ("HTTP/1.1 (uvicorn + h11)", ("/h11/", "/uvicorn/")),
     ("Starlette", ("/starlette/",)),
-    ("JSON / JSV rendering", ("/json/", "/orchestrator/jsv", "/orchestrator/responses")),
+    ("JSON / JSV rendering", ("/json/", "/orchestrator/jsv", "/orchestrator/api/responses")),
     ("logging", ("/logging/",)),
     ("orchestrator + webhooks + workers code", PROJECT),
     ("asyncio event loop and streams", ("/asyncio/",)),

@@ -146,7 +146,7 @@ class Stack:
                 str(self.web_port),
             ]
         else:
-            args = _uvicorn("orchestrator.app:create_app", self.web_port, processes)
+            args = _uvicorn("orchestrator.cli.app:create_app", self.web_port, processes)
         proc = self._start("web", args)
         wait_http(f"{self.public_base_url}/health", proc)
         return proc

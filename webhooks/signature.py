@@ -16,7 +16,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from twilio.request_validator import RequestValidator
 
-from orchestrator.binding import read_body
+from orchestrator.body import read_body
 from orchestrator.errors import ApiError
 
 

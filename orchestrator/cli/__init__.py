@@ -1,4 +1,6 @@
-"""`orchestrator`: the one command-line entry (SPEC 6).
+"""`orchestrator`: the one command-line entry (SPEC 6), and the composition
+root: the only package that puts the core, the API layer, the webhooks and the
+workers together (`app` for the web process, `dev` for one machine).
 
 Provisioning commands print only the new id or key on stdout, so scripts can
 capture it; everything else (errors, hints) goes to stderr.
@@ -42,7 +44,7 @@ def _logging() -> None:
 def cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from orchestrator.app import create_app
+    from orchestrator.cli.app import create_app
 
     settings = Settings.from_env()
     _logging()
@@ -68,7 +70,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from orchestrator.dev import run
+    from orchestrator.cli.dev import run
 
     return run(port=args.port)
 

@@ -10,7 +10,7 @@ from enum import Enum
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.api import OPERATIONS, PREDEFINED_PREFIXES, Operation
+from orchestrator.api.operations import OPERATIONS, PREDEFINED_PREFIXES, Operation
 from orchestrator.dto import DTOS, ENUMS, Dto, Field
 
 ERROR_STATUSES = {

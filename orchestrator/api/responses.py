@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from orchestrator import jsv
+from orchestrator.api.formats import JSV, response_format
 from orchestrator.errors import ApiError
-from orchestrator.formats import JSV, response_format
 
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 

@@ -13,29 +13,10 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 
 from orchestrator import jsv
+from orchestrator.api.formats import JSON, JSV, request_format
+from orchestrator.body import read_body
 from orchestrator.dto import Field
 from orchestrator.errors import ApiError, FieldError, validation
-from orchestrator.formats import JSON, JSV, request_format
-
-MAX_BODY = 64 * 1024
-
-
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    """The body, refused with 413 past `limit` before it is all in memory."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "RequestEntityTooLarge", f"Request bodies are limited to {limit} bytes")
 
 
 def _media_type(request: Request) -> str:

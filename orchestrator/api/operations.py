@@ -16,7 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator import auth, store
-from orchestrator.binding import field_error, read_dto
+from orchestrator.api.binding import field_error, read_dto
+from orchestrator.api.responses import dto_response
 from orchestrator.dto import (
     GET_SESSION_DTO,
     INVITE_CHAT_MEMBER_DTO,
@@ -35,7 +36,6 @@ from orchestrator.errors import (
 )
 from orchestrator.jobs import dial_job
 from orchestrator.phone import InvalidPhoneNumber, normalise
-from orchestrator.responses import dto_response
 
 USER_ROLE = "User"
 

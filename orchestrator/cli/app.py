@@ -17,10 +17,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from orchestrator import api, auth, metadata, redis_client
+from orchestrator import auth, redis_client
+from orchestrator.api import metadata, operations
+from orchestrator.api.formats import FormatSuffixMiddleware
+from orchestrator.api.responses import error_response
 from orchestrator.errors import ApiError, unavailable
-from orchestrator.formats import FormatSuffixMiddleware
-from orchestrator.responses import error_response
 from orchestrator.scripts import AsyncScripts
 from orchestrator.settings import Settings
 from webhooks import routes as webhook_routes
@@ -89,17 +90,17 @@ def redis_lifespan(
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
-    """The ASGI app; `uvicorn --factory orchestrator.app:create_app` reads the environment."""
+    """The ASGI app; `uvicorn --factory orchestrator.cli.app:create_app` reads the environment."""
     settings = settings or Settings.from_env()
     app = Starlette(
         routes=[  # Starlette tries them in order: the busiest first
             *webhook_routes.routes,
-            *api.routes,
+            *operations.routes,
             Route("/health", health),
             Route("/openapi.json", openapi),
             Route("/types/python", python_types),
         ],
-        middleware=[Middleware(FormatSuffixMiddleware, prefixes=api.API_PREFIXES)],
+        middleware=[Middleware(FormatSuffixMiddleware, prefixes=operations.API_PREFIXES)],
         lifespan=redis_lifespan(settings),
         exception_handlers={
             ApiError: _api_error,
