@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from orchestrator import auth, callback_urls, store
-from orchestrator.api import operations as api
+from orchestrator.api import authn
 from orchestrator.cli.app import redis_lifespan
 from orchestrator.phone import normalise
 from orchestrator.settings import Settings
@@ -39,7 +39,7 @@ from workers.twilio_client import make_client
 async def invite(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     r: redis.asyncio.Redis = request.app.state.redis
-    principal = await api.authenticate(request)
+    principal = await authn.authenticate(request)
     sid = request.path_params["sessionId"]
     to = normalise(json.loads(await request.body())["memberToAdd"], settings.phone_region)
     owner, number = await r.hmget(f"{store.PREFIX}session:{sid}", "accountId", "_number")

@@ -26,13 +26,27 @@ def digest(key: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is behind a request: a key of one account, acting as one of its users or not."""
+
     key_id: str
     account_id: str
     roles: frozenset[str]
+    user_id: str | None = None
+    user_name: str | None = None  # the user's name, else email
 
     def has_role(self, role: str) -> bool:
         """Admin passes every role check, as in ServiceStack."""
         return role in self.roles or "Admin" in self.roles
+
+    @property
+    def actor_id(self) -> str:
+        """What createdBy, lastModifiedBy and heldByUserId record: the user, else the key."""
+        return self.user_id or self.key_id
+
+    @property
+    def actor_name(self) -> str:
+        """How the session's log names who acted ("Ada Agent put the call on hold")."""
+        return self.user_name or self.user_id or f"API key {self.key_id}"
 
 
 def key_from_header(header: str | None) -> str | None:

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator import auth, store
+from orchestrator.api.authn import USER_ROLE, authenticate
 from orchestrator.api.binding import field_error, read_dto
 from orchestrator.api.responses import dto_response
 from orchestrator.dto import (
@@ -29,37 +30,11 @@ from orchestrator.errors import (
     ApiError,
     FieldError,
     conflict,
-    forbidden,
     not_found,
-    unauthorized,
     validation,
 )
 from orchestrator.jobs import dial_job
 from orchestrator.phone import InvalidPhoneNumber, normalise
-
-USER_ROLE = "User"
-
-
-async def authenticate(request: Request, role: str = USER_ROLE) -> auth.Principal:
-    key = auth.key_from_header(request.headers.get("authorization"))
-    if key is None:
-        raise unauthorized()
-    digest = auth.digest(key)
-    cache: auth.KeyCache = request.app.state.keys
-    principal = cache.get(digest)
-    if principal is None:
-        found = await store.api_key(request.app.state.redis, digest)
-        if found is None:
-            raise unauthorized("Invalid API key")
-        principal = auth.Principal(
-            key_id=found.get("id", ""),
-            account_id=found.get("accountId", ""),
-            roles=frozenset(r for r in found.get("roles", "").split(",") if r),
-        )
-        cache.put(digest, principal)
-    if not principal.has_role(role):
-        raise forbidden()
-    return principal
 
 
 def _session_id(value: str | None) -> str:

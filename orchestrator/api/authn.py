@@ -1,0 +1,33 @@
+"""Who is calling: the API key of a request, checked against Redis through a
+per-process cache, and the role the operation needs."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from orchestrator import auth, store
+from orchestrator.errors import forbidden, unauthorized
+
+USER_ROLE = "User"
+
+
+async def authenticate(request: Request, role: str = USER_ROLE) -> auth.Principal:
+    key = auth.key_from_header(request.headers.get("authorization"))
+    if key is None:
+        raise unauthorized()
+    digest = auth.digest(key)
+    cache: auth.KeyCache = request.app.state.keys
+    principal = cache.get(digest)
+    if principal is None:
+        found = await store.api_key(request.app.state.redis, digest)
+        if found is None:
+            raise unauthorized("Invalid API key")
+        principal = auth.Principal(
+            key_id=found.get("id", ""),
+            account_id=found.get("accountId", ""),
+            roles=frozenset(r for r in found.get("roles", "").split(",") if r),
+        )
+        cache.put(digest, principal)
+    if not principal.has_role(role):
+        raise forbidden()
+    return principal
