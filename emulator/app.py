@@ -4,6 +4,10 @@ REST handlers do what api.twilio.com does synchronously (authenticate, validate,
 look up, render JSON) and leave everything that unfolds over time to ``Switchboard``. A new
 participant's call only starts playing once its 201 has been sent, so the app always knows
 the call sid before the first webhook about it can arrive.
+
+Path parameters are checked as Twilio's OpenAPI description declares them: every participant
+operation but create needs the conference's ``CF`` sid (a friendly name there is refused with
+405 / 20004, Twilio's answer), and conferences and calls are looked up by sid only.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import binascii
 import functools
 import hmac
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,7 +27,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, ImmutableMultiDict
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -31,8 +36,10 @@ from starlette.routing import Route
 from emulator import numbers
 from emulator.calls import (
     Call,
+    CoachingError,
     Conference,
     IncomingCallError,
+    ParticipantUpdate,
     Switchboard,
     call_progress_subscription,
     conference_subscription,
@@ -51,10 +58,39 @@ API_PREFIX = "/2010-04-01/Accounts/{account_sid}"
 #: Start a new participant's call even if the response never finished sending.
 PLAYBACK_FALLBACK_SECONDS = 1.0
 
+#: Sid patterns of Twilio's description (``^CF[0-9a-fA-F]{32}$``, ...).
+CONFERENCE_SID = re.compile(r"CF[0-9a-fA-F]{32}")
+CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
+
+#: Form parameters whose value must be a sid of one kind, with that kind's prefix.
+SID_PARAMETERS = {"CallSidToCoach": "CA", "Byoc": "BY"}
+
+#: Participant parameters stored as given (no audio here) and shown by ``/_emulator/calls``.
+STORED_CREATE_PARAMETERS = ("WaitUrl", "WaitMethod", "Beep", "Timeout", "EarlyMedia")
+STORED_UPDATE_PARAMETERS = (
+    "HoldUrl",
+    "HoldMethod",
+    "AnnounceUrl",
+    "AnnounceMethod",
+    "WaitUrl",
+    "WaitMethod",
+    "BeepOnExit",
+)
+
+#: List filters of the Participants list, in the order Twilio's page URIs repeat them.
+PARTICIPANT_FILTERS = (("Muted", "muted"), ("Hold", "hold"), ("Coaching", "coaching"))
+
+#: The ``Status`` values an update may set (Twilio's update-status enums).
+CALL_UPDATE_STATUSES = ("canceled", "completed")
+CONFERENCE_UPDATE_STATUSES = ("completed",)
+
+#: Twilio's error code for a parameter value outside what its description allows.
+INVALID_PARAMETER = 20001
+
 Handler = Callable[["TwilioApi", Request], Awaitable[Response]]
 
 
-def _flag(form: FormData, key: str, default: bool) -> bool:
+def _flag(form: ImmutableMultiDict, key: str, default: bool) -> bool:
     # Twilio reads "true" (any case) as true and every other value as false.
     value = form.get(key)
     if value is None or not isinstance(value, str):
@@ -62,7 +98,7 @@ def _flag(form: FormData, key: str, default: bool) -> bool:
     return value.strip().lower() == "true"
 
 
-def _optional_flag(form: FormData, key: str) -> bool | None:
+def _optional_flag(form: ImmutableMultiDict, key: str) -> bool | None:
     value = form.get(key)
     if value is None or not isinstance(value, str):
         return None
@@ -78,6 +114,43 @@ def _text(form: FormData, key: str) -> str | None:
 
 def _texts(form: FormData, key: str) -> list[str]:
     return [v for v in form.getlist(key) if isinstance(v, str)]
+
+
+def _stored(form: FormData, keys: tuple[str, ...]) -> dict[str, str]:
+    return {key: value for key in keys if (value := _text(form, key)) is not None}
+
+
+def check_parameters(form: FormData) -> None:
+    """Refuse values Twilio's description rules out, for every operation alike.
+
+    Each ``...Method`` parameter is ``GET`` or ``POST`` (any case), and a sid parameter
+    (``CallSidToCoach``, ``Byoc``) has its kind's prefix and 32 hex digits. Unknown
+    parameters are ignored, as Twilio ignores them.
+    """
+    for key, value in form.multi_items():
+        if not isinstance(value, str):
+            continue
+        if key.endswith("Method") and value.upper() not in ("GET", "POST"):
+            raise bad_request(INVALID_PARAMETER, f"{key} must be GET or POST, not {value!r}")
+        prefix = SID_PARAMETERS.get(key)
+        if prefix is not None and not re.fullmatch(prefix + "[0-9a-fA-F]{32}", value):
+            raise bad_request(INVALID_PARAMETER, f"{key} {value!r} is not a valid {prefix} sid")
+
+
+def _status(form: FormData, allowed: tuple[str, ...]) -> str | None:
+    """An update's ``Status``, which must be one of ``allowed`` when given."""
+    status = _text(form, "Status")
+    if status is not None and status not in allowed:
+        raise bad_request(
+            INVALID_PARAMETER,
+            f"Invalid Status {status!r}: must be one of {', '.join(allowed)}",
+        )
+    return status
+
+
+def method_not_allowed() -> TwilioError:
+    """Twilio's answer to a participant operation addressed by conference friendly name."""
+    return TwilioError(405, 20004, "Method not allowed")
 
 
 def _twilio(handler: Handler) -> Callable[[TwilioApi, Request], Awaitable[Response]]:
@@ -230,31 +303,55 @@ class TwilioApi:
             raise not_found(request.url.path)
 
     def _conference(self, request: Request) -> Conference:
-        conference = self.switchboard.find_conference(request.path_params["conference"])
+        """Conferences fetch/update: ``{Sid}`` is a ``CF`` sid; anything else is 404."""
+        sid = request.path_params["conference"]
+        conference = None
+        if CONFERENCE_SID.fullmatch(sid):
+            conference = self.switchboard.conference_by_sid(sid)
+        if conference is None:
+            raise not_found(request.url.path)
+        return conference
+
+    def _participants_conference(self, request: Request) -> Conference:
+        """Participant list/fetch/update/delete: ``{ConferenceSid}`` must be a ``CF`` sid.
+
+        Twilio refuses a friendly name there with 405 / 20004; only create takes one.
+        """
+        sid = request.path_params["conference"]
+        if not CONFERENCE_SID.fullmatch(sid):
+            raise method_not_allowed()
+        conference = self.switchboard.conference_by_sid(sid)
         if conference is None:
             raise not_found(request.url.path)
         return conference
 
     def _participant(self, request: Request) -> Call:
-        conference = self._conference(request)
+        """A current participant by call sid or label; an ended one is 404, as on Twilio."""
+        conference = self._participants_conference(request)
         call = self.switchboard.find_participant(conference, request.path_params["participant"])
         if call is None:
             raise not_found(request.url.path)
         return call
 
     def _call(self, request: Request) -> Call:
-        call = self.switchboard.calls.get(request.path_params["call_sid"])
+        sid = request.path_params["call_sid"]
+        call = self.switchboard.calls.get(sid) if CALL_SID.fullmatch(sid) else None
         if call is None:
             raise not_found(request.url.path)
         return call
 
     @staticmethod
     def _paging(request: Request) -> tuple[int, int]:
+        """``Page`` (>= 0) and ``PageSize`` (1 to 1000), as Twilio's description bounds them."""
         try:
-            page_size = max(1, min(1000, int(request.query_params.get("PageSize", "50"))))
-            page = max(0, int(request.query_params.get("Page", "0")))
+            page_size = int(request.query_params.get("PageSize", "50"))
+            page = int(request.query_params.get("Page", "0"))
         except ValueError:
-            raise bad_request(20001, "Invalid paging parameters") from None
+            raise bad_request(INVALID_PARAMETER, "Invalid paging parameters") from None
+        if not 1 <= page_size <= 1000 or page < 0:
+            raise bad_request(
+                INVALID_PARAMETER, "Page must be >= 0 and PageSize between 1 and 1000"
+            )
         return page, page_size
 
     # ------------------------------------------------------------------ participants
@@ -286,7 +383,22 @@ class TwilioApi:
         await asyncio.sleep(seconds)
         return response
 
+    def _conference_for_create(self, request: Request) -> Conference | str:
+        """Create takes a live conference's ``CF`` sid or a friendly name (joined or started).
+
+        A ``CF`` sid must name a conference of this account that has not ended: Twilio looks
+        it up, it cannot start a conference with a sid of the caller's choosing.
+        """
+        ref = request.path_params["conference"]
+        if not CONFERENCE_SID.fullmatch(ref):
+            return ref
+        conference = self.switchboard.conference_by_sid(ref)
+        if conference is None or not conference.live:
+            raise not_found(request.url.path)
+        return conference
+
     async def _create_participant(self, request: Request, playback_after: float = 0.0) -> Response:
+        conference = self._conference_for_create(request)
         form = await request.form()
         to = _text(form, "To")
         from_ = _text(form, "From")
@@ -302,8 +414,25 @@ class TwilioApi:
                 f"The 'From' number {from_} is not a valid phone number, shortcode, "
                 "or alphanumeric sender ID.",
             )
-        call = self.switchboard.dial(
-            request.path_params["conference"],
+        check_parameters(form)
+        try:
+            call = self._dial(form, conference, to, from_)
+        except CoachingError as exc:
+            raise bad_request(INVALID_PARAMETER, str(exc)) from None
+        # Normally the call starts right after the 201 is sent; the timer is a fallback for a
+        # client that vanished mid-response (Twilio would still place the call).
+        asyncio.get_running_loop().call_later(
+            playback_after + PLAYBACK_FALLBACK_SECONDS, self.switchboard.start_playback, call
+        )
+        return JSONResponse(
+            participant_json(self.account_sid, call, created=True),
+            status_code=201,
+            background=BackgroundTask(self._start_playback, call),
+        )
+
+    def _dial(self, form: FormData, conference: Conference | str, to: str, from_: str) -> Call:
+        return self.switchboard.dial(
+            conference,
             to=to,
             from_=from_,
             label=_text(form, "Label"),
@@ -318,19 +447,11 @@ class TwilioApi:
                 _texts(form, "ConferenceStatusCallbackEvent"),
             ),
             muted=_flag(form, "Muted", False),
-            hold=_flag(form, "Hold", False),
             start_conference_on_enter=_flag(form, "StartConferenceOnEnter", True),
             end_conference_on_exit=_flag(form, "EndConferenceOnExit", False),
-        )
-        # Normally the call starts right after the 201 is sent; the timer is a fallback for a
-        # client that vanished mid-response (Twilio would still place the call).
-        asyncio.get_running_loop().call_later(
-            playback_after + PLAYBACK_FALLBACK_SECONDS, self.switchboard.start_playback, call
-        )
-        return JSONResponse(
-            participant_json(self.account_sid, call),
-            status_code=201,
-            background=BackgroundTask(self._start_playback, call),
+            coaching=_optional_flag(form, "Coaching"),
+            call_sid_to_coach=_text(form, "CallSidToCoach"),
+            settings=_stored(form, STORED_CREATE_PARAMETERS),
         )
 
     async def _start_playback(self, call: Call) -> None:
@@ -338,11 +459,31 @@ class TwilioApi:
 
     @_twilio
     async def list_participants(self, request: Request) -> Response:
-        conference = self._conference(request)
+        """Current participants, filtered by ``Muted``/``Hold``/``Coaching`` when given."""
+        conference = self._participants_conference(request)
         page, page_size = self._paging(request)
-        records = [participant_json(self.account_sid, c) for c in conference.participants()]
+        wanted = [
+            (key, attribute, value)
+            for key, attribute in PARTICIPANT_FILTERS
+            if (value := _optional_flag(request.query_params, key)) is not None
+        ]
+        records = [
+            participant_json(self.account_sid, call)
+            for call in conference.participants()
+            if all(getattr(call, attribute) == value for _, attribute, value in wanted)
+        ]
         uri = f"{account_uri(self.account_sid)}/Conferences/{conference.sid}/Participants.json"
-        return JSONResponse(page_json("participants", records, uri, page, page_size))
+        body = page_json(
+            "participants",
+            records,
+            uri,
+            page,
+            page_size,
+            filters=[(key, "true" if value else "false") for key, _, value in wanted],
+            page_token=request.query_params.get("PageToken"),
+            sid_key="call_sid",
+        )
+        return JSONResponse(body)
 
     @_twilio
     async def fetch_participant(self, request: Request) -> Response:
@@ -353,11 +494,19 @@ class TwilioApi:
     async def update_participant(self, request: Request) -> Response:
         call = self._participant(request)
         form = await request.form()
-        self.switchboard.update_participant(
-            call, muted=_optional_flag(form, "Muted"), hold=_optional_flag(form, "Hold")
+        check_parameters(form)
+        update = ParticipantUpdate(
+            muted=_optional_flag(form, "Muted"),
+            hold=_optional_flag(form, "Hold"),
+            end_conference_on_exit=_optional_flag(form, "EndConferenceOnExit"),
+            coaching=_optional_flag(form, "Coaching"),
+            call_sid_to_coach=_text(form, "CallSidToCoach"),
+            settings=_stored(form, STORED_UPDATE_PARAMETERS),
         )
-        if (value := _optional_flag(form, "EndConferenceOnExit")) is not None:
-            call.end_conference_on_exit = value
+        try:
+            self.switchboard.update_participant(call, update)
+        except CoachingError as exc:
+            raise bad_request(INVALID_PARAMETER, str(exc)) from None
         return JSONResponse(participant_json(self.account_sid, call))
 
     @_twilio
@@ -378,8 +527,18 @@ class TwilioApi:
             for c in reversed(self.switchboard.conferences.values())
             if (name is None or c.friendly_name == name) and (status is None or c.status == status)
         ]
+        filters = [(k, v) for k, v in (("FriendlyName", name), ("Status", status)) if v is not None]
         uri = f"{account_uri(self.account_sid)}/Conferences.json"
-        return JSONResponse(page_json("conferences", records, uri, page, page_size))
+        body = page_json(
+            "conferences",
+            records,
+            uri,
+            page,
+            page_size,
+            filters=filters,
+            page_token=request.query_params.get("PageToken"),
+        )
+        return JSONResponse(body)
 
     @_twilio
     async def fetch_conference(self, request: Request) -> Response:
@@ -387,12 +546,11 @@ class TwilioApi:
 
     @_twilio
     async def update_conference(self, request: Request) -> Response:
+        """``Status=completed`` ends the conference (a no-op once it has ended)."""
         conference = self._conference(request)
         form = await request.form()
-        status = _text(form, "Status")
-        if status is not None:
-            if status != "completed":
-                raise bad_request(20001, f"Invalid Status {status!r}: only 'completed' is valid")
+        check_parameters(form)
+        if _status(form, CONFERENCE_UPDATE_STATUSES) == "completed":
             self.switchboard.end_conference_via_api(conference)
         return JSONResponse(conference_json(self.account_sid, conference))
 
@@ -404,15 +562,20 @@ class TwilioApi:
 
     @_twilio
     async def update_call(self, request: Request) -> Response:
+        """``completed`` hangs up a live call; ``canceled`` only a queued or ringing one.
+
+        Either way the answer is 200 with the call as it now is: cancelling an answered or
+        ended call, or hanging up an ended one, leaves it untouched. ``Url``/``Twiml``
+        (redirects) are accepted and ignored: the emulator plays no TwiML on dialled legs.
+        """
         call = self._call(request)
         form = await request.form()
-        status = _text(form, "Status")
+        check_parameters(form)
+        status = _status(form, CALL_UPDATE_STATUSES)
         if status == "completed":
             self.switchboard.hang_up_via_api(call)
         elif status == "canceled":
             self.switchboard.cancel_via_api(call)
-        elif status is not None:
-            raise bad_request(20001, f"Invalid Status {status!r}: use 'completed' or 'canceled'")
         return JSONResponse(call_json(self.account_sid, call))
 
     # ------------------------------------------------------------------ /_emulator
@@ -441,8 +604,11 @@ class TwilioApi:
             "label": call.label,
             "conferenceName": conference.friendly_name if conference is not None else None,
             "conferenceSid": conference.sid if conference is not None else None,
+            "settings": dict(call.settings),
             "callbacks": [d.as_json() for d in call.history if d.delivered],
             "failedCallbacks": [d.as_json() for d in call.history if not d.delivered],
+            # The webhook being sent now, while Twilio's retries of it are still under way.
+            "sending": [a.as_json() for a in self.switchboard.dispatcher.sending(call.sid)],
         }
 
     async def list_calls(self, request: Request) -> Response:
@@ -547,7 +713,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         if exc.status_code == 404:
             return not_found(request.url.path).response()
         if exc.status_code == 405:
-            return TwilioError(405, 20004, "Method not allowed").response()
+            return method_not_allowed().response()
         return JSONResponse(
             error_body(exc.status_code, exc.status_code, str(exc.detail)), exc.status_code
         )

@@ -10,15 +10,17 @@ What the app sees, and in which order, is the point of the emulator:
 * a dialled participant's call-progress callbacks (``initiated``, ``ringing``, ``answered``,
   ``completed``) go to its ``StatusCallback``, filtered by ``StatusCallbackEvent`` (default:
   ``completed`` only; ``completed`` covers every final status);
-* its conference events (``participant-join``/``-leave``/``-mute``/``-unmute``/``-hold``/
-  ``-unhold``) go to its own ``ConferenceStatusCallback``, filtered by
-  ``ConferenceStatusCallbackEvent`` (default: none);
-* ``conference-start``/``conference-end`` go to the participant whose join/leave caused them
-  when it subscribed to them, otherwise to the first participant of that conference that did;
+* every conference event (``conference-start``/``-end`` and each participant's ``-join``/
+  ``-leave``/``-mute``/``-unmute``/``-hold``/``-unhold``) goes to the conference's status
+  callback, which is the one its first participant set (the incoming caller's TwiML
+  ``statusCallback`` or the first create's ``ConferenceStatusCallback``), filtered by that
+  participant's event list; later participants' values are ignored, as on Twilio;
 * answering emits ``in-progress``, ``participant-join`` and, for the first participant with
   ``StartConferenceOnEnter``, ``conference-start``; hanging up emits ``participant-leave``,
   ``completed`` and, when nobody is left (or an ``EndConferenceOnExit`` participant left),
-  ``conference-end`` after every other participant's ``participant-leave``.
+  ``conference-end`` after every other participant's ``participant-leave``;
+* a dialled participant that never joins (busy, no answer, failed, cancelled) gets its final
+  call status and then ``participant-leave`` with ``ReasonParticipantLeft`` saying why.
 
 Callbacks about one call are delivered strictly in order; different calls progress
 concurrently (see ``emulator.callbacks``).
@@ -50,6 +52,13 @@ FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "cancele
 
 #: Call-progress event names accepted in ``StatusCallbackEvent``.
 CALL_PROGRESS_EVENTS = frozenset({"initiated", "ringing", "answered", "completed"})
+
+#: ``ReasonParticipantLeft`` values of ``participant-leave``.
+LEFT_HUNG_UP = "participant_hung_up"
+LEFT_VIA_API = "participant_updated_via_api"
+LEFT_CONFERENCE_ENDED_VIA_API = "conference_ended_via_api"
+LEFT_MODERATOR_ENDED = "moderator_ended_conference"
+LEFT_ADD_FAILED = "participant_add_failed"
 
 #: ``ConferenceStatusCallbackEvent`` / ``statusCallbackEvent`` names and the events they enable.
 CONFERENCE_EVENT_NAMES: dict[str, tuple[str, ...]] = {
@@ -129,6 +138,9 @@ class Conference:
     date_updated: datetime = field(default_factory=utcnow)
     status: str = "init"  # init -> in-progress -> completed
     started: bool = False
+    # Set once, by the participant that brought the conference into being: Twilio uses only
+    # the first participant's ConferenceStatusCallback for the whole conference.
+    callback: Subscription = field(default_factory=Subscription)
     calls: list[Call] = field(default_factory=list)
     sequence: int = 0
     reason_ended: str | None = None
@@ -136,7 +148,7 @@ class Conference:
 
     @property
     def live(self) -> bool:
-        """Not completed: it can still be joined and addressed by friendly name."""
+        """Not completed: it can still be joined (by sid or, on create, by friendly name)."""
         return self.status != "completed"
 
     def participants(self) -> list[Call]:
@@ -164,12 +176,19 @@ class Call:
     label: str | None = None
     status: str = "queued"
     status_callback: Subscription = field(default_factory=Subscription)
+    # The ConferenceStatusCallback this leg asked for; it counts only if the leg is the
+    # conference's first participant (see ``Conference.callback``).
     conference_callback: Subscription = field(default_factory=Subscription)
     conference: Conference | None = None
     muted: bool = False
     hold: bool = False
     start_conference_on_enter: bool = True
     end_conference_on_exit: bool = False
+    coaching: bool = False
+    call_sid_to_coach: str | None = None
+    # Participant parameters kept only to be shown (no audio here): HoldUrl, WaitUrl, ...
+    settings: dict[str, str] = field(default_factory=dict)
+    dialled: bool = False  # Twilio started placing the call: the participant is "connecting"
     joined: bool = False
     date_created: datetime = field(default_factory=utcnow)
     date_updated: datetime = field(default_factory=utcnow)
@@ -200,8 +219,24 @@ class Call:
         self.date_updated = utcnow()
 
 
+@dataclass
+class ParticipantUpdate:
+    """What one participant update asks for; None (or absent) leaves a property as it is."""
+
+    muted: bool | None = None
+    hold: bool | None = None
+    end_conference_on_exit: bool | None = None
+    coaching: bool | None = None
+    call_sid_to_coach: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+
+
 class IncomingCallError(Exception):
     """The voice app could not put an incoming caller into a conference."""
+
+
+class CoachingError(ValueError):
+    """``Coaching``/``CallSidToCoach`` do not name a participant of the same conference."""
 
 
 class Switchboard:
@@ -236,12 +271,9 @@ class Switchboard:
                 return conference
         return None
 
-    def find_conference(self, sid_or_name: str) -> Conference | None:
-        """A conference by sid (in any state) or a live one by friendly name."""
-        conference = self.conferences.get(sid_or_name)
-        if conference is not None:
-            return conference
-        return self.live_conference_named(sid_or_name)
+    def conference_by_sid(self, sid: str) -> Conference | None:
+        """A conference by sid, in any state; Twilio looks conferences up by sid only."""
+        return self.conferences.get(sid)
 
     def find_participant(self, conference: Conference, sid_or_label: str) -> Call | None:
         """A current participant by call sid or by label, as Twilio accepts either."""
@@ -254,18 +286,38 @@ class Switchboard:
                 return call
         return None
 
-    def _conference_to_join(self, name: str) -> Conference:
+    def _conference_to_join(self, name: str, callback: Subscription) -> Conference:
+        """The live conference called ``name``, or a new one whose callback is ``callback``."""
         conference = self.live_conference_named(name)
         if conference is None:
-            conference = Conference(new_sid("CF"), name)
+            conference = Conference(new_sid("CF"), name, callback=callback)
             self.conferences[conference.sid] = conference
         return conference
+
+    @staticmethod
+    def check_coaching(
+        conference: Conference | None, coach: Call | None, coaching: bool, coachee_sid: str | None
+    ) -> None:
+        """Raise ``CoachingError`` unless coaching names another current participant.
+
+        Twilio: ``coaching`` true needs ``call_sid_to_coach``, the call sid of a participant
+        of the same conference (the only one who hears the coach).
+        """
+        if not coaching:
+            return
+        if coachee_sid is None:
+            raise CoachingError("Coaching requires CallSidToCoach")
+        participants = conference.participants() if conference is not None else []
+        if not any(c.sid == coachee_sid and c is not coach for c in participants):
+            raise CoachingError(
+                f"CallSidToCoach {coachee_sid} is not a participant of this conference"
+            )
 
     # ------------------------------------------------------------------ commands
 
     def dial(
         self,
-        conference_ref: str,
+        conference_ref: Conference | str,
         *,
         to: str,
         from_: str,
@@ -273,22 +325,29 @@ class Switchboard:
         status_callback: Subscription,
         conference_callback: Subscription,
         muted: bool = False,
-        hold: bool = False,
         start_conference_on_enter: bool = True,
         end_conference_on_exit: bool = False,
+        coaching: bool | None = None,
+        call_sid_to_coach: str | None = None,
+        settings: dict[str, str] | None = None,
     ) -> Call:
         """Create a participant's outbound call (status ``queued``); see ``start_playback``.
 
-        ``conference_ref`` is a live conference's sid or a friendly name; an unknown name
-        creates the conference, as the Participants API does.
+        ``conference_ref`` is a live conference (the caller looked its sid up) or a friendly
+        name; an unknown name creates the conference, as the Participants API does, and this
+        participant's ``conference_callback`` becomes the conference's. Raises
+        ``CoachingError`` (creating nothing) when coaching names no current participant.
         """
-        conference = None
-        if conference_ref.startswith("CF"):
-            candidate = self.conferences.get(conference_ref)
-            if candidate is not None and candidate.live:
-                conference = candidate
+        if isinstance(conference_ref, Conference):
+            conference: Conference | None = conference_ref
+        else:
+            conference = self.live_conference_named(conference_ref)
+        if coaching is None:  # Twilio: false unless a call to coach is given
+            coaching = call_sid_to_coach is not None
+        self.check_coaching(conference, None, coaching, call_sid_to_coach)
         if conference is None:
-            conference = self._conference_to_join(conference_ref)
+            assert isinstance(conference_ref, str)
+            conference = self._conference_to_join(conference_ref, conference_callback)
         call = Call(
             sid=new_sid("CA"),
             to=to,
@@ -299,9 +358,11 @@ class Switchboard:
             conference_callback=conference_callback,
             conference=conference,
             muted=muted,
-            hold=hold,
             start_conference_on_enter=start_conference_on_enter,
             end_conference_on_exit=end_conference_on_exit,
+            coaching=coaching,
+            call_sid_to_coach=call_sid_to_coach if coaching else None,
+            settings=dict(settings or {}),
         )
         conference.calls.append(call)
         self.calls[call.sid] = call
@@ -320,10 +381,10 @@ class Switchboard:
     async def _play(self, call: Call) -> None:
         try:
             outcome = outcome_for(call.to)
+            call.dialled = True
             self._progress(call, "initiated", "initiated")
             if outcome is Outcome.FAILED:
-                self._finish(call, "failed")
-                self._settle(call.conference)
+                self._drop_unanswered(call, "failed", LEFT_ADD_FAILED)
                 return
             call.status = "ringing"
             call.touch()
@@ -336,8 +397,7 @@ class Switchboard:
                 await asyncio.sleep(self.ring_seconds)
             else:
                 await asyncio.sleep(self.no_answer_seconds)
-            self._finish(call, outcome.value)
-            self._settle(call.conference)
+            self._drop_unanswered(call, outcome.value, LEFT_ADD_FAILED)
         except asyncio.CancelledError:
             raise
         except Exception:  # one broken call must not stop the others
@@ -348,23 +408,34 @@ class Switchboard:
         if call.ended:
             return
         if call.answered:
-            self._hang_up(call, reason="participant_hung_up", kicked=False)
+            self._hang_up(call, reason=LEFT_HUNG_UP, kicked=False)
         else:
-            self._drop_unanswered(call, "busy" if call.direction == "outbound-api" else "canceled")
+            status = "busy" if call.direction == "outbound-api" else "canceled"
+            self._drop_unanswered(call, status, LEFT_ADD_FAILED)
 
     def hang_up_via_api(self, call: Call) -> None:
-        """``Calls`` update ``Status=completed`` or participant DELETE: end the call now."""
+        """``Calls`` update ``Status=completed`` or participant DELETE: end the call now.
+
+        An answered call ends ``completed``; one still queued or ringing ends ``canceled``,
+        the status Twilio gives every call the API stopped before it was answered.
+        """
         if call.ended:
             return
         if call.answered:
-            self._hang_up(call, reason="participant_updated_via_api", kicked=True)
+            self._hang_up(call, reason=LEFT_VIA_API, kicked=True)
         else:
-            self._drop_unanswered(call, "canceled")
+            self._drop_unanswered(call, "canceled", LEFT_VIA_API)
 
-    def cancel_via_api(self, call: Call) -> None:
-        """``Calls`` update ``Status=canceled``: only affects calls not yet answered."""
-        if not call.ended and not call.answered:
-            self._drop_unanswered(call, "canceled")
+    def cancel_via_api(self, call: Call) -> bool:
+        """``Calls`` update ``Status=canceled``: cancels a queued or ringing call only.
+
+        Twilio's ``canceled`` "attempts to hang up a queued or ringing call"; an answered or
+        ended call is left as it is. Returns whether the call was cancelled.
+        """
+        if call.ended or call.answered:
+            return False
+        self._drop_unanswered(call, "canceled", LEFT_VIA_API)
+        return True
 
     def end_conference_via_api(self, conference: Conference) -> None:
         """Conference update ``Status=completed``: everyone leaves, then ``conference-end``."""
@@ -373,27 +444,42 @@ class Switchboard:
                 conference,
                 reason="conference-ended-via-api",
                 ending_call=None,
-                leave_reason="conference_ended_via_api",
+                leave_reason=LEFT_CONFERENCE_ENDED_VIA_API,
                 cancel_pending=True,
             )
 
-    def update_participant(
-        self, call: Call, *, muted: bool | None = None, hold: bool | None = None
-    ) -> None:
-        """Mute/hold changes; events only for real changes of a joined participant."""
+    def update_participant(self, call: Call, update: ParticipantUpdate) -> None:
+        """Apply a participant update, all or nothing (``CoachingError`` changes nothing).
+
+        Mute and hold events go out only for real changes of a joined participant. Like
+        Twilio, a change of ``EndConferenceOnExit`` is ignored while the participant is on
+        hold (after this update's ``Hold`` is applied).
+        """
+        coaching, coachee = call.coaching, call.call_sid_to_coach
+        if update.call_sid_to_coach is not None:
+            coaching, coachee = True, update.call_sid_to_coach
+        if update.coaching is not None:
+            coaching = update.coaching
+        self.check_coaching(call.conference, call, coaching, coachee)
         conference = call.conference
-        if muted is not None and muted != call.muted:
-            call.muted = muted
+        if update.muted is not None and update.muted != call.muted:
+            call.muted = update.muted
             call.touch()
             if call.joined and conference is not None:
-                event = "participant-mute" if muted else "participant-unmute"
+                event = "participant-mute" if update.muted else "participant-unmute"
                 self._conference_event(conference, event, call)
-        if hold is not None and hold != call.hold:
-            call.hold = hold
+        if update.hold is not None and update.hold != call.hold:
+            call.hold = update.hold
             call.touch()
             if call.joined and conference is not None:
-                event = "participant-hold" if hold else "participant-unhold"
+                event = "participant-hold" if update.hold else "participant-unhold"
                 self._conference_event(conference, event, call)
+        if update.end_conference_on_exit is not None and not call.hold:
+            call.end_conference_on_exit = update.end_conference_on_exit
+        call.coaching = coaching
+        call.call_sid_to_coach = coachee if coaching else None
+        call.settings.update(update.settings)
+        call.touch()
 
     async def incoming(self, from_: str, to: str, voice_url: str) -> Call:
         """An inbound call: ask the voice app for TwiML and follow its ``<Dial><Conference>``.
@@ -446,7 +532,7 @@ class Switchboard:
         call.conference_callback = conference_subscription(
             twiml.status_callback, twiml.status_callback_method, twiml.status_callback_events
         )
-        conference = self._conference_to_join(twiml.name)
+        conference = self._conference_to_join(twiml.name, call.conference_callback)
         conference.calls.append(call)
         call.conference = conference
         call.status = "in-progress"
@@ -496,7 +582,7 @@ class Switchboard:
             if conference is not None:
                 conference.calls.remove(call)
             name = conference.friendly_name if conference is not None else call.sid
-            conference = self._conference_to_join(name)
+            conference = self._conference_to_join(name, call.conference_callback)
             conference.calls.append(call)
             call.conference = conference
         self._join(call)
@@ -519,9 +605,27 @@ class Switchboard:
         call.touch()
         self._progress(call, "completed", status)
 
-    def _drop_unanswered(self, call: Call, status: str) -> None:
+    def _drop_unanswered(self, call: Call, status: str, reason: str) -> None:
+        """A participant that never joined ends: its final status, then its leave."""
         self._finish(call, status)
-        self._settle(call.conference)
+        conference = call.conference
+        if conference is not None and conference.live:
+            self._leave_unjoined(conference, call, reason)
+        self._settle(conference)
+
+    def _leave_unjoined(self, conference: Conference, call: Call, reason: str) -> None:
+        """``participant-leave`` for a participant whose call ended before it joined.
+
+        Twilio reports the end of every participant it was asked to add, joined or not, with
+        the call's final status; it comes after that status, so a listener that applies
+        callbacks in order sees why the call ended before it sees the participant go.
+        """
+        self._conference_event(
+            conference,
+            "participant-leave",
+            call,
+            extra={"ParticipantCallStatus": call.status, "ReasonParticipantLeft": reason},
+        )
 
     def _fail_incoming(self, call: Call, status: str) -> None:
         call.status = status
@@ -549,7 +653,7 @@ class Switchboard:
                     conference,
                     reason=f"participant-with-end-conference-on-exit-{suffix}",
                     ending_call=call,
-                    leave_reason="moderator_ended_conference",
+                    leave_reason=LEFT_MODERATOR_ENDED,
                     cancel_pending=False,
                 )
                 return
@@ -558,7 +662,7 @@ class Switchboard:
                     conference,
                     reason="last-participant-kicked" if kicked else "last-participant-left",
                     ending_call=call,
-                    leave_reason="moderator_ended_conference",
+                    leave_reason=LEFT_MODERATOR_ENDED,
                     cancel_pending=False,
                 )
                 return
@@ -604,6 +708,7 @@ class Switchboard:
                 self._finish(other, "completed")
             elif cancel_pending:
                 self._finish(other, "canceled")
+                self._leave_unjoined(conference, other, leave_reason)
             else:
                 continue  # still ringing: will start a new conference if it answers
             if ending_call is None:
@@ -663,9 +768,12 @@ class Switchboard:
         extra: dict[str, ParamValue] | None = None,
         after: Iterable[asyncio.Future[Delivery | None]] = (),
     ) -> None:
-        """A conference callback for ``event``; ``call`` is the participant that caused it."""
-        subscription = self._conference_target(conference, event, call, participant)
-        if subscription is None:
+        """A conference callback for ``event``; ``call`` is the participant that caused it.
+
+        It goes to the conference's callback (its first participant's), if that asked for it.
+        """
+        subscription = conference.callback
+        if not subscription.wants(event):
             return
         params: dict[str, ParamValue] = {
             "AccountSid": self.account_sid,
@@ -683,7 +791,7 @@ class Switchboard:
                 {
                     "Muted": _bool(call.muted),
                     "Hold": _bool(call.hold),
-                    "Coaching": "false",
+                    "Coaching": _bool(call.coaching),
                     "EndConferenceOnExit": _bool(call.end_conference_on_exit),
                     "StartConferenceOnEnter": _bool(call.start_conference_on_enter),
                 }
@@ -692,23 +800,6 @@ class Switchboard:
         conference.sequence += 1
         lane = call.sid if call is not None else conference.sid
         self._send(lane, call, subscription, params, after)
-
-    @staticmethod
-    def _conference_target(
-        conference: Conference, event: str, call: Call | None, participant: bool
-    ) -> Subscription | None:
-        if participant:
-            if call is not None and call.conference_callback.wants(event):
-                return call.conference_callback
-            return None
-        # Conference-wide events: the causing participant's subscription, else the first
-        # participant of the room that asked for this event (Twilio keeps the first one's).
-        candidates = [call] if call is not None else []
-        candidates += conference.calls
-        for candidate in candidates:
-            if candidate.conference_callback.wants(event):
-                return candidate.conference_callback
-        return None
 
     def _send(
         self,

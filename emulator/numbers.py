@@ -22,6 +22,7 @@ import enum
 import re
 
 _E164 = re.compile(r"^\+[0-9]{8,15}$")
+_NANP = re.compile(r"^\+1([0-9]{3})([0-9]{3})([0-9]{4})$")
 
 
 class Outcome(enum.Enum):
@@ -62,6 +63,16 @@ def valid_to(address: str) -> bool:
 def valid_from(address: str) -> bool:
     """Whether Twilio would accept ``address`` as a participant's ``From`` (caller id)."""
     return is_e164(address) or is_client(address)
+
+
+def formatted(address: str) -> str:
+    """``to_formatted``/``from_formatted`` of a Call: North American numbers as
+    ``(415) 555-0100``, every other address as it is (Twilio's own examples)."""
+    match = _NANP.match(address)
+    if match is None:
+        return address
+    area, exchange, line = match.groups()
+    return f"({area}) {exchange}-{line}"
 
 
 def outcome_for(to: str) -> Outcome:

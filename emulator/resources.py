@@ -7,15 +7,38 @@ an app that works against these shapes works against Twilio.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from emulator.calls import API_VERSION, Call, Conference, rfc2822
+from emulator.numbers import formatted
 
 _PARTICIPANT_STATUS = {
-    "queued": "queued",
     "ringing": "ringing",
     "in-progress": "connected",
     "completed": "complete",
+}
+
+#: ``queue_time`` of a create: the emulator places every call at once (Twilio reports the
+#: milliseconds a call waited for the account's calls-per-second limit).
+CREATE_QUEUE_TIME = "0"
+
+#: Sub-resources Twilio lists on a Call and a Conference (the keys of its own examples).
+CALL_SUBRESOURCES = {
+    "notifications": "Notifications.json",
+    "recordings": "Recordings.json",
+    "payments": "Payments.json",
+    "events": "Events.json",
+    "siprec": "Siprec.json",
+    "streams": "Streams.json",
+    "transcriptions": "Transcriptions.json",
+    "user_defined_message_subscriptions": "UserDefinedMessageSubscriptions.json",
+    "user_defined_messages": "UserDefinedMessages.json",
+}
+CONFERENCE_SUBRESOURCES = {
+    "participants": "Participants.json",
+    "recordings": "Recordings.json",
 }
 
 
@@ -25,20 +48,26 @@ def account_uri(account_sid: str) -> str:
 
 
 def participant_status(call: Call) -> str:
-    """Participant status: queued, ringing, connected, complete or failed."""
+    """Participant status: queued, connecting, ringing, connected, complete or failed.
+
+    A call Twilio has started placing but that is not ringing yet is ``connecting``; a call
+    that ended without being answered (busy, no-answer, failed, canceled) is ``failed``.
+    """
+    if call.status == "queued":
+        return "connecting" if call.dialled else "queued"
     return _PARTICIPANT_STATUS.get(call.status, "failed")
 
 
-def participant_json(account_sid: str, call: Call) -> dict[str, Any]:
-    """A Participant resource."""
+def participant_json(account_sid: str, call: Call, *, created: bool = False) -> dict[str, Any]:
+    """A Participant resource; ``queue_time`` only in the answer to its create, as on Twilio."""
     conference = call.conference
     conference_sid = conference.sid if conference is not None else None
     return {
         "account_sid": account_sid,
         "call_sid": call.sid,
         "label": call.label,
-        "call_sid_to_coach": None,
-        "coaching": False,
+        "call_sid_to_coach": call.call_sid_to_coach,
+        "coaching": call.coaching,
         "conference_sid": conference_sid,
         "date_created": rfc2822(call.date_created),
         "date_updated": rfc2822(call.date_updated),
@@ -47,7 +76,7 @@ def participant_json(account_sid: str, call: Call) -> dict[str, Any]:
         "hold": call.hold,
         "start_conference_on_enter": call.start_conference_on_enter,
         "status": participant_status(call),
-        "queue_time": "0",
+        "queue_time": CREATE_QUEUE_TIME if created else None,
         "uri": (
             f"{account_uri(account_sid)}/Conferences/{conference_sid}/Participants/{call.sid}.json"
         ),
@@ -69,19 +98,17 @@ def conference_json(account_sid: str, conference: Conference) -> dict[str, Any]:
         "sid": conference.sid,
         "status": conference.status,
         "subresource_uris": {
-            "participants": f"{base}/Participants.json",
-            "recordings": f"{base}/Recordings.json",
+            key: f"{base}/{leaf}" for key, leaf in CONFERENCE_SUBRESOURCES.items()
         },
         "uri": f"{base}.json",
     }
 
 
 def call_json(account_sid: str, call: Call) -> dict[str, Any]:
-    """A Call resource."""
+    """A Call resource: exactly the keys of Twilio's Call schema."""
     base = f"{account_uri(account_sid)}/Calls/{call.sid}"
     return {
         "account_sid": account_sid,
-        "annotation": None,
         "answered_by": None,
         "api_version": API_VERSION,
         "caller_name": None,
@@ -92,7 +119,7 @@ def call_json(account_sid: str, call: Call) -> dict[str, Any]:
         "end_time": rfc2822(call.ended_at),
         "forwarded_from": None,
         "from": call.from_,
-        "from_formatted": call.from_,
+        "from_formatted": formatted(call.from_),
         "group_sid": None,
         "parent_call_sid": None,
         "phone_number_sid": None,
@@ -102,13 +129,9 @@ def call_json(account_sid: str, call: Call) -> dict[str, Any]:
         "sid": call.sid,
         "start_time": rfc2822(call.answered_at),
         "status": call.status,
-        "subresource_uris": {
-            "notifications": f"{base}/Notifications.json",
-            "recordings": f"{base}/Recordings.json",
-            "events": f"{base}/Events.json",
-        },
+        "subresource_uris": {key: f"{base}/{leaf}" for key, leaf in CALL_SUBRESOURCES.items()},
         "to": call.to,
-        "to_formatted": call.to,
+        "to_formatted": formatted(call.to),
         "trunk_sid": None,
         "uri": f"{base}.json",
     }
@@ -120,15 +143,31 @@ def page_json(
     uri: str,
     page: int = 0,
     page_size: int = 50,
+    *,
+    filters: Sequence[tuple[str, str]] = (),
+    page_token: str | None = None,
+    sid_key: str = "sid",
 ) -> dict[str, Any]:
-    """One page of a list in Twilio's (2010-04-01) paging shape, records under ``key``."""
+    """One page of a list in Twilio's (2010-04-01) paging shape, records under ``key``.
+
+    Every page URI repeats the list's ``filters`` before ``PageSize`` and ``Page``, as
+    Twilio's do (``...Participants.json?Hold=true&PageSize=50&Page=0``), so following
+    ``next_page_uri`` keeps filtering. Next and previous pages also carry a ``PageToken``
+    (``PA`` + the last record's sid, ``PB`` + the first one's) like Twilio's; the emulator
+    pages by ``Page`` and only echoes the token it was given in ``uri``.
+    """
     start = page * page_size
     chunk = records[start : start + page_size]
     more = start + page_size < len(records)
 
-    def page_uri(number: int) -> str:
-        return f"{uri}?PageSize={page_size}&Page={number}"
+    def page_uri(number: int, token: str | None = None) -> str:
+        query = [*filters, ("PageSize", str(page_size)), ("Page", str(number))]
+        if token:
+            query.append(("PageToken", token))
+        return f"{uri}?{urlencode(query)}"
 
+    next_token = "PA" + chunk[-1][sid_key] if chunk else None
+    previous_token = "PB" + chunk[0][sid_key] if chunk else None
     return {
         key: chunk,
         "page": page,
@@ -136,7 +175,7 @@ def page_json(
         "start": start,
         "end": start + len(chunk) - 1 if chunk else start,
         "first_page_uri": page_uri(0),
-        "next_page_uri": page_uri(page + 1) if more else None,
-        "previous_page_uri": page_uri(page - 1) if page > 0 else None,
-        "uri": page_uri(page),
+        "next_page_uri": page_uri(page + 1, next_token) if more else None,
+        "previous_page_uri": page_uri(page - 1, previous_token) if page > 0 else None,
+        "uri": page_uri(page, page_token),
     }

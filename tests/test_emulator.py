@@ -1,9 +1,9 @@
 """The Twilio emulator, end to end: real HTTP, the official twilio client, signed webhooks.
 
-The emulator and a small webhook receiver both run under uvicorn in background threads. The
-receiver records every webhook and checks its ``X-Twilio-Signature`` with the twilio library's
-own ``RequestValidator``, exactly as the orchestrator's webhooks do. Each test gets its own URL
-namespace on the receiver, so its webhooks never mix with another test's stragglers.
+The harness (emulator and webhook receiver in-process, one URL namespace per test) lives in
+``tests/emulator_support.py``. ``tests/test_conformance.py`` checks every answer against
+Twilio's own OpenAPI description; this module checks the behaviour: call flows, callbacks,
+Twilio's rules, faults and the command line.
 """
 
 from __future__ import annotations
@@ -16,25 +16,16 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 import requests
-import uvicorn
-from starlette.applications import Starlette
 from starlette.datastructures import ImmutableMultiDict
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
@@ -43,261 +34,25 @@ from twilio.rest import Client
 from emulator.__main__ import parse_args
 from emulator.app import create_app
 from emulator.callbacks import sign
+from tests.emulator_support import (
+    ACCOUNT_SID,
+    ALL_CALL_EVENTS,
+    ALL_CONFERENCE_EVENTS,
+    AUTH_TOKEN,
+    CALLER_ID,
+    ROOT,
+    EmuHooks,
+    EmuReceiver,
+    EmuServer,
+    emu_api,
+    emu_dial,
+    emu_free_port,
+    emu_get,
+    emu_wait,
+    emu_wait_status,
+)
 
-ACCOUNT_SID = "AC" + "5e" * 16
-AUTH_TOKEN = "emulator-test-token"
-CALLER_ID = "+15005550006"
-ALL_CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
-ALL_CONFERENCE_EVENTS = ["start", "end", "join", "leave", "mute", "hold"]
-RING_SECONDS = 0.05
-NO_ANSWER_SECONDS = 0.2
-ROOT = Path(__file__).resolve().parents[1]
-
-T = TypeVar("T")
-
-
-def emu_wait(
-    condition: Callable[[], T | None], timeout: float = 5.0, message: str = "condition"
-) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(0.01)
-
-
-def emu_free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class EmuServer:
-    """An ASGI app served by uvicorn on a pre-bound socket in a daemon thread."""
-
-    def __init__(self, app: Any) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def __enter__(self) -> EmuServer:
-        self._thread.start()
-        emu_wait(lambda: self._server.started, message=f"uvicorn on {self.url}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
-
-
-@dataclass(frozen=True)
-class Hook:
-    """One webhook as the receiver got it."""
-
-    method: str
-    path: str
-    url: str
-    query: dict[str, str]
-    form: ImmutableMultiDict
-    signature: str
-    valid: bool
-
-    @property
-    def params(self) -> dict[str, str]:
-        return dict(self.form)
-
-    def __getitem__(self, key: str) -> str:
-        return self.form[key]
-
-    @property
-    def event(self) -> str:
-        """Conference event name, or the call status for call-progress webhooks."""
-        return self.form.get("StatusCallbackEvent") or self.form.get("CallStatus", "")
-
-
-class EmuReceiver:
-    """Records webhooks, verifies signatures, answers with canned responses per path."""
-
-    def __init__(self, auth_token: str) -> None:
-        self.validator = RequestValidator(auth_token)
-        self.hooks: list[Hook] = []
-        self.responses: dict[str, tuple[int, str]] = {}
-        self._lock = threading.Lock()
-        self.app = Starlette(routes=[Route("/{path:path}", self._receive, methods=["GET", "POST"])])
-
-    async def _receive(self, request: Request) -> Response:
-        signature = request.headers.get("x-twilio-signature", "")
-        url = str(request.url)
-        if request.method == "POST":
-            form = ImmutableMultiDict((await request.form()).multi_items())
-            valid = self.validator.validate(url, form, signature)
-        else:
-            form = ImmutableMultiDict(request.query_params.multi_items())
-            valid = self.validator.validate(url, {}, signature)
-        hook = Hook(
-            request.method,
-            request.url.path,
-            url,
-            dict(request.query_params),
-            form,
-            signature,
-            valid,
-        )
-        with self._lock:
-            self.hooks.append(hook)
-        status, body = self.responses.get(request.url.path, (204, ""))
-        return Response(body, status_code=status, media_type="application/xml" if body else None)
-
-    def snapshot(self, prefix: str) -> list[Hook]:
-        with self._lock:
-            return [h for h in self.hooks if h.path.startswith(prefix)]
-
-
-class EmuHooks:
-    """One test's slice of the receiver: URLs under ``/<id>/`` and the webhooks sent there."""
-
-    def __init__(self, receiver: EmuReceiver, base_url: str) -> None:
-        self.receiver = receiver
-        self.prefix = f"/{uuid.uuid4().hex[:12]}"
-        self.base_url = base_url
-
-    def url(self, path: str) -> str:
-        return f"{self.base_url}{self.prefix}{path}"
-
-    def serve(self, path: str, status: int, body: str = "") -> None:
-        self.receiver.responses[self.prefix + path] = (status, body)
-
-    def all(self) -> list[Hook]:
-        return self.receiver.snapshot(self.prefix)
-
-    def for_call(self, call_sid: str) -> list[Hook]:
-        return [h for h in self.all() if h.form.get("CallSid") == call_sid]
-
-    def events(self, hooks: list[Hook] | None = None) -> list[str]:
-        return [h.event for h in (self.all() if hooks is None else hooks)]
-
-    def wait_count(self, count: int, timeout: float = 5.0) -> list[Hook]:
-        return emu_wait(
-            lambda: (hooks := self.all()) and len(hooks) >= count and hooks,
-            timeout,
-            f"{count} webhooks under {self.prefix} (have {self.events()})",
-        )
-
-    def wait_event(self, event: str, call_sid: str | None = None, timeout: float = 5.0) -> Hook:
-        def find() -> Hook | None:
-            for hook in self.all():
-                if hook.event == event and (call_sid is None or hook["CallSid"] == call_sid):
-                    return hook
-            return None
-
-        return emu_wait(find, timeout, f"{event} under {self.prefix} (have {self.events()})")
-
-
-# ---------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def emu_receiver() -> Iterator[tuple[EmuReceiver, str]]:
-    receiver = EmuReceiver(AUTH_TOKEN)
-    with EmuServer(receiver.app) as server:
-        yield receiver, server.url
-
-
-@pytest.fixture(scope="module")
-def emu_server(emu_receiver: tuple[EmuReceiver, str]) -> Iterator[str]:
-    _, receiver_url = emu_receiver
-    app = create_app(
-        ACCOUNT_SID,
-        AUTH_TOKEN,
-        voice_url=f"{receiver_url}/voice",
-        ring_seconds=RING_SECONDS,
-        no_answer_seconds=NO_ANSWER_SECONDS,
-    )
-    with EmuServer(app) as server:
-        yield server.url
-
-
-@pytest.fixture
-def emu_url(emu_server: str) -> str:
-    """The emulator's base URL, reset to a blank state for this test."""
-    assert httpx.post(f"{emu_server}/_emulator/reset").status_code == 200
-    return emu_server
-
-
-@pytest.fixture
-def emu_hooks(emu_receiver: tuple[EmuReceiver, str]) -> Iterator[EmuHooks]:
-    receiver, url = emu_receiver
-    hooks = EmuHooks(receiver, url)
-    yield hooks
-    bad = [h.url for h in hooks.all() if not h.valid]
-    assert not bad, f"webhooks with invalid signatures: {bad}"
-
-
-@pytest.fixture
-def emu_client(emu_url: str, monkeypatch: pytest.MonkeyPatch) -> Client:
-    """The official client, pointed at the emulator."""
-    monkeypatch.delenv("TWILIO_REGION", raising=False)
-    monkeypatch.delenv("TWILIO_EDGE", raising=False)
-    client = Client(ACCOUNT_SID, AUTH_TOKEN)
-    client.api.base_url = emu_url
-    return client
-
-
-def emu_dial(
-    client: Client,
-    hooks: EmuHooks,
-    conference: str,
-    label: str | None,
-    to: str,
-    *,
-    call_events: list[str] | None = ALL_CALL_EVENTS,
-    conference_events: list[str] | None = ALL_CONFERENCE_EVENTS,
-    **kwargs: Any,
-) -> Any:
-    """Dial like the orchestrator's worker: call events per member, conference events shared."""
-    optional: dict[str, Any] = {}
-    if call_events is not None:
-        optional["status_callback_event"] = call_events
-    if conference_events is not None:
-        optional["conference_status_callback_event"] = conference_events
-    if label is not None:
-        optional["label"] = label
-    kwargs.setdefault("status_callback_method", "POST")
-    kwargs.setdefault("conference_status_callback_method", "POST")
-    return client.conferences(conference).participants.create(
-        from_=CALLER_ID,
-        to=to,
-        status_callback=hooks.url(f"/call-status?session={conference}&member={label}"),
-        conference_status_callback=hooks.url("/conference-status"),
-        **optional,
-        **kwargs,
-    )
-
-
-def emu_get(url: str, path: str) -> httpx.Response:
-    return httpx.get(f"{url}/_emulator/{path}", timeout=5)
-
-
-def emu_api(url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(
-        method,
-        f"{url}/2010-04-01/Accounts/{ACCOUNT_SID}/{path}",
-        auth=(ACCOUNT_SID, AUTH_TOKEN),
-        timeout=5,
-        **kwargs,
-    )
-
+pytest_plugins = ("tests.emulator_support",)
 
 # ---------------------------------------------------------------------------- answered
 
@@ -361,7 +116,7 @@ def test_answered_call_plays_in_order_then_hangs_up(
     assert start["ConferenceSid"] == participant.conference_sid
     assert "CallSid" not in start.params
 
-    room = emu_client.conferences("room-a")
+    room = emu_client.conferences(participant.conference_sid)
     by_label = room.participants("alice").fetch()
     assert (by_label.call_sid, by_label.status) == (participant.call_sid, "connected")
     assert room.participants(participant.call_sid).fetch().label == "alice"
@@ -518,15 +273,21 @@ def test_unanswered_outcomes(
     emu_client: Client, emu_hooks: EmuHooks, emu_url: str, to: str, expected: list[str]
 ) -> None:
     participant = emu_dial(emu_client, emu_hooks, f"room-{to[-4:]}", "carol", to)
-    hooks = emu_hooks.wait_count(len(expected))
+    hooks = emu_hooks.wait_count(len(expected) + 1)
     emu_wait(
         lambda: emu_get(emu_url, f"calls/{participant.call_sid}").json()["status"] == expected[-1],
         message=f"final status {expected[-1]}",
     )
-    assert emu_hooks.events() == expected
-    assert [h["SequenceNumber"] for h in hooks] == [str(n) for n in range(len(expected))]
-    assert hooks[-1]["CallDuration"] == "0"
-    assert hooks[-1]["Duration"] == "0"
+    # The final call status, then the participant Twilio could not add leaves.
+    assert emu_hooks.events() == [*expected, "participant-leave"]
+    progress, leave = hooks[:-1], hooks[-1]
+    assert [h["SequenceNumber"] for h in progress] == [str(n) for n in range(len(expected))]
+    assert progress[-1]["CallDuration"] == "0"
+    assert progress[-1]["Duration"] == "0"
+    assert leave["CallSid"] == participant.call_sid
+    assert leave["ParticipantLabel"] == "carol"
+    assert leave["ParticipantCallStatus"] == expected[-1]
+    assert leave["ReasonParticipantLeft"] == "participant_add_failed"
     assert emu_client.calls(participant.call_sid).fetch().status == expected[-1]
     with pytest.raises(TwilioRestException) as gone:
         emu_client.conferences(participant.conference_sid).participants("carol").fetch()
@@ -551,8 +312,10 @@ def test_cancel_a_ringing_call(emu_client: Client, emu_hooks: EmuHooks) -> None:
     emu_hooks.wait_event("ringing")
     call = emu_client.calls(participant.call_sid).update(status="canceled")
     assert call.status == "canceled"
-    emu_hooks.wait_event("canceled")
-    assert emu_hooks.events() == ["initiated", "ringing", "canceled"]
+    leave = emu_hooks.wait_event("participant-leave")
+    assert emu_hooks.events() == ["initiated", "ringing", "canceled", "participant-leave"]
+    assert leave["ParticipantCallStatus"] == "canceled"
+    assert leave["ReasonParticipantLeft"] == "participant_updated_via_api"
 
 
 # ---------------------------------------------------------------------------- API errors
@@ -616,7 +379,15 @@ def test_other_account_and_unknown_resources_are_404(emu_url: str) -> None:
         auth=(ACCOUNT_SID, AUTH_TOKEN),
     )
     assert (other.status_code, other.json()["code"]) == (404, 20404)
-    for path in ("Conferences/nope.json", "Calls/CA0.json", "Conferences/nope/Participants.json"):
+    unknown_cf, unknown_ca = "CF" + "0" * 32, "CA" + "0" * 32
+    for path in (
+        "Conferences/nope.json",
+        f"Conferences/{unknown_cf}.json",
+        "Calls/CA0.json",
+        f"Calls/{unknown_ca}.json",
+        f"Conferences/{unknown_cf}/Participants.json",
+        f"Conferences/{unknown_cf}/Participants/{unknown_ca}.json",
+    ):
         response = emu_api(emu_url, "GET", path)
         assert response.status_code == 404, path
         assert set(response.json()) == {"code", "message", "more_info", "status"}
@@ -629,7 +400,7 @@ def test_other_account_and_unknown_resources_are_404(emu_url: str) -> None:
 def test_hold_and_mute_emit_conference_events(emu_client: Client, emu_hooks: EmuHooks) -> None:
     participant = emu_dial(emu_client, emu_hooks, "room-h", "frank", "+14155550105")
     emu_hooks.wait_event("participant-join")
-    room = emu_client.conferences("room-h")
+    room = emu_client.conferences(participant.conference_sid)
 
     assert room.participants("frank").update(hold=True).hold is True
     assert room.participants("frank").update(hold=False).hold is False
@@ -651,9 +422,10 @@ def test_hold_and_mute_emit_conference_events(emu_client: Client, emu_hooks: Emu
 
 def test_participants_list_has_twilio_page_shape(emu_client: Client, emu_url: str) -> None:
     hooks_free = emu_client.conferences("room-list").participants
-    hooks_free.create(from_=CALLER_ID, to="+14155550110", label="a")
+    first = hooks_free.create(from_=CALLER_ID, to="+14155550110", label="a")
     hooks_free.create(from_=CALLER_ID, to="+14155550111", label="b")
-    body = emu_api(emu_url, "GET", "Conferences/room-list/Participants.json").json()
+    path = f"Conferences/{first.conference_sid}/Participants.json"
+    body = emu_api(emu_url, "GET", path).json()
     assert [p["label"] for p in body["participants"]] == ["a", "b"]
     assert {k: body[k] for k in ("page", "page_size", "start", "end", "next_page_uri")} == {
         "page": 0,
@@ -701,6 +473,298 @@ def test_creates_are_counted_per_label_with_times_and_attempts(
         "attempts": 0,
     }
     assert emu_get(emu_url, "calls").json() == {"calls": []}
+
+
+# ---------------------------------------------------------------------------- Twilio's rules
+
+
+def emu_error(response: httpx.Response) -> tuple[int, int]:
+    return response.status_code, response.json()["code"]
+
+
+def test_participants_need_the_conference_sid_except_on_create(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    created = emu_dial(emu_client, emu_hooks, "room-sid", "ann", "+14155550190")
+    assert created.conference_sid.startswith("CF")
+    by_name = "Conferences/room-sid/Participants"
+    for method, path in [
+        ("GET", f"{by_name}.json"),
+        ("GET", f"{by_name}/ann.json"),
+        ("GET", f"{by_name}/{created.call_sid}.json"),
+        ("POST", f"{by_name}/ann.json"),
+        ("DELETE", f"{by_name}/ann.json"),
+    ]:
+        refused = emu_api(
+            emu_url, method, path, data={"Muted": "true"} if method == "POST" else None
+        )
+        assert emu_error(refused) == (405, 20004), (method, path)
+        assert refused.json()["message"] == "Method not allowed"
+    with pytest.raises(TwilioRestException) as official:
+        emu_client.conferences("room-sid").participants("ann").fetch()
+    assert (official.value.status, official.value.code) == (405, 20004)
+    # Nothing happened to the participant, and the sid works for all of them.
+    room = emu_client.conferences(created.conference_sid)
+    assert room.participants("ann").fetch().muted is False
+    assert [p.label for p in room.participants.list()] == ["ann"]
+    assert room.participants(created.call_sid).update(muted=True).muted is True
+    # Create takes the friendly name (joins the live conference) and the CF sid alike.
+    second = emu_dial(emu_client, emu_hooks, "room-sid", "ben", "+14155550191")
+    third = emu_dial(emu_client, emu_hooks, created.conference_sid, "cy", "+14155550192")
+    assert second.conference_sid == third.conference_sid == created.conference_sid
+    assert room.participants("ann").delete() is True
+
+
+def test_conferences_and_calls_are_looked_up_by_sid(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    created = emu_dial(emu_client, emu_hooks, "room-by-sid", "dee", "+14155550193")
+    assert emu_error(emu_api(emu_url, "GET", "Conferences/room-by-sid.json")) == (404, 20404)
+    not_ended = emu_api(
+        emu_url, "POST", "Conferences/room-by-sid.json", data={"Status": "completed"}
+    )
+    assert emu_error(not_ended) == (404, 20404)
+    assert emu_client.conferences(created.conference_sid).fetch().status in ("init", "in-progress")
+    assert emu_error(emu_api(emu_url, "GET", "Calls/dee.json")) == (404, 20404)
+    assert emu_error(emu_api(emu_url, "GET", f"Calls/CA{'0' * 32}.json")) == (404, 20404)
+    # Create into a CF sid that names no live conference: Twilio cannot start one by sid.
+    emu_client.conferences(created.conference_sid).update(status="completed")
+    for sid in (created.conference_sid, "CF" + "0" * 32):
+        with pytest.raises(TwilioRestException) as gone:
+            emu_client.conferences(sid).participants.create(from_=CALLER_ID, to="+14155550194")
+        assert (gone.value.status, gone.value.code) == (404, 20404)
+    assert emu_get(emu_url, "creates").json()["total"] == 1
+
+
+def test_list_filters_filter(emu_client: Client, emu_hooks: EmuHooks) -> None:
+    first = emu_dial(emu_client, emu_hooks, "room-filter", "m1", "+14155550195")
+    second = emu_dial(emu_client, emu_hooks, "room-filter", "m2", "+14155550196")
+    third = emu_dial(emu_client, emu_hooks, "room-filter", "m3", "+14155550197")
+    for participant in (first, second, third):
+        emu_hooks.wait_event("participant-join", participant.call_sid)
+    room = emu_client.conferences(first.conference_sid)
+    room.participants("m1").update(muted=True)
+    room.participants("m2").update(hold=True)
+    room.participants("m3").update(call_sid_to_coach=first.call_sid)
+
+    def labels(**filters: bool) -> list[str]:
+        return [p.label for p in room.participants.list(**filters)]
+
+    assert labels() == ["m1", "m2", "m3"]
+    assert labels(muted=True) == ["m1"]
+    assert labels(muted=False) == ["m2", "m3"]
+    assert labels(hold=True) == ["m2"]
+    assert labels(coaching=True) == ["m3"]
+    assert labels(muted=False, hold=False) == ["m3"]
+    assert labels(muted=True, hold=True) == []
+
+
+def test_queue_time_is_only_in_the_create_answer(emu_client: Client, emu_hooks: EmuHooks) -> None:
+    created = emu_dial(emu_client, emu_hooks, "room-queue", "q", "+14155550198")
+    assert created.queue_time == "0"
+    room = emu_client.conferences(created.conference_sid)
+    assert room.participants("q").fetch().queue_time is None
+    assert room.participants("q").update(muted=True).queue_time is None
+    assert [p.queue_time for p in room.participants.list()] == [None]
+
+
+def test_participant_status_follows_the_call(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    created = emu_dial(emu_client, emu_hooks, "room-status", "s", "+14155550002")
+    assert created.status == "queued"
+    emu_hooks.wait_event("ringing")
+    room = emu_client.conferences(created.conference_sid)
+    assert room.participants("s").fetch().status == "ringing"
+    answered = emu_dial(emu_client, emu_hooks, "room-status", "t", "+14155550199")
+    emu_hooks.wait_event("participant-join", answered.call_sid)
+    assert room.participants("t").fetch().status == "connected"
+
+
+def test_cancel_only_touches_a_queued_or_ringing_call(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    queued = emu_dial(emu_client, emu_hooks, "room-cx", "queued", "+14155550170", call_events=[])
+    assert emu_client.calls(queued.call_sid).update(status="canceled").status == "canceled"
+    answered = emu_dial(emu_client, emu_hooks, "room-cx", "up", "+14155550171")
+    emu_hooks.wait_event("participant-join", answered.call_sid)
+    before = emu_hooks.events(emu_hooks.for_call(answered.call_sid))
+    untouched = emu_client.calls(answered.call_sid).update(status="canceled")
+    assert untouched.status == "in-progress"
+    room = emu_client.conferences(answered.conference_sid)
+    assert room.participants("up").fetch().status == "connected"
+    # An ended call is left as it is too, for either status.
+    assert emu_client.calls(queued.call_sid).update(status="completed").status == "canceled"
+    assert emu_client.calls(answered.call_sid).update(status="completed").status == "completed"
+    emu_hooks.wait_event("completed", answered.call_sid)
+    assert emu_client.calls(answered.call_sid).update(status="canceled").status == "completed"
+    after = emu_hooks.events(emu_hooks.for_call(answered.call_sid))
+    assert after[len(before) :] == ["participant-leave", "completed"]
+    for status in ("in-progress", "ringing", "busy", "Completed"):
+        refused = emu_api(
+            emu_url, "POST", f"Calls/{answered.call_sid}.json", data={"Status": status}
+        )
+        assert emu_error(refused) == (400, 20001), status
+
+
+def test_hanging_up_a_ringing_leg_cancels_it(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    ringing = emu_dial(emu_client, emu_hooks, "room-hu", "r1", "+14155550002")
+    emu_hooks.wait_event("ringing", ringing.call_sid)
+    assert emu_client.calls(ringing.call_sid).update(status="completed").status == "canceled"
+    deleted = emu_dial(emu_client, emu_hooks, "room-hu2", "r2", "+14155550002")
+    emu_hooks.wait_event("ringing", deleted.call_sid)
+    assert emu_client.conferences(deleted.conference_sid).participants("r2").delete() is True
+    emu_wait_status(emu_url, deleted.call_sid, "canceled")
+    for call in (ringing, deleted):
+        leave = emu_hooks.wait_event("participant-leave", call.call_sid)
+        assert leave["ParticipantCallStatus"] == "canceled"
+        assert leave["ReasonParticipantLeft"] == "participant_updated_via_api"
+        events = [h.event for h in emu_hooks.for_call(call.call_sid)]
+        assert events == ["initiated", "ringing", "canceled", "participant-leave"]
+
+
+def test_the_first_participants_conference_callback_is_the_conferences(
+    emu_client: Client, emu_hooks: EmuHooks
+) -> None:
+    first = emu_dial(
+        emu_client,
+        emu_hooks,
+        "room-first",
+        "first",
+        "+14155550172",
+        conference_events=["join", "leave", "end"],
+        conference_callback="/first",
+        conference_status_callback_method="GET",
+    )
+    emu_hooks.wait_event("participant-join", first.call_sid)
+    second = emu_dial(
+        emu_client, emu_hooks, "room-first", "second", "+14155550173", conference_callback="/later"
+    )
+    emu_hooks.wait_event("participant-join", second.call_sid)
+    room = emu_client.conferences(first.conference_sid)
+    room.participants("second").update(muted=True, hold=True)  # not asked for by the first
+    room.update(status="completed")
+    emu_hooks.wait_event("conference-end")
+    conference_hooks = [h for h in emu_hooks.all() if "StatusCallbackEvent" in h.params]
+    assert {h.path for h in conference_hooks} == {f"{emu_hooks.prefix}/first"}
+    assert {h.method for h in conference_hooks} == {"GET"}
+    events = [(h.event, h["CallSid"] if "CallSid" in h.params else None) for h in conference_hooks]
+    assert sorted(events[:2]) == sorted(
+        [("participant-join", first.call_sid), ("participant-join", second.call_sid)]
+    )
+    assert sorted(events[2:4]) == sorted(
+        [("participant-leave", first.call_sid), ("participant-leave", second.call_sid)]
+    )
+    assert events[4:] == [("conference-end", None)]
+
+
+def test_an_incoming_callers_twiml_callback_is_the_conferences(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    emu_hooks.serve("/voice", 200, emu_twiml("sess-first", emu_hooks.url("/from-twiml")))
+    incoming = httpx.post(
+        f"{emu_url}/_emulator/incoming",
+        data={"From": "+14155559500", "To": "+14155559501", "VoiceUrl": emu_hooks.url("/voice")},
+    ).json()
+    member = emu_dial(
+        emu_client, emu_hooks, "sess-first", "m", "+14155550174", conference_callback="/ignored"
+    )
+    join = emu_hooks.wait_event("participant-join", member.call_sid)
+    assert join.path == f"{emu_hooks.prefix}/from-twiml"
+    assert member.conference_sid == incoming["conferenceSid"]
+    assert not [h for h in emu_hooks.all() if h.path.endswith("/ignored")]
+
+
+def test_leave_and_end_callbacks_say_why(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    boss = emu_dial(
+        emu_client, emu_hooks, "room-why", "boss", "+14155550175", end_conference_on_exit=True
+    )
+    staff = emu_dial(emu_client, emu_hooks, "room-why", "staff", "+14155550176")
+    emu_hooks.wait_event("participant-join", staff.call_sid)
+    emu_client.conferences(boss.conference_sid).participants("boss").delete()
+    end = emu_hooks.wait_event("conference-end")
+    assert end["ReasonConferenceEnded"] == "participant-with-end-conference-on-exit-kicked"
+    assert end["CallSidEndingConference"] == boss.call_sid
+    leaves = {h["CallSid"]: h for h in emu_hooks.all() if h.event == "participant-leave"}
+    assert leaves[boss.call_sid]["ReasonParticipantLeft"] == "participant_updated_via_api"
+    assert leaves[staff.call_sid]["ReasonParticipantLeft"] == "moderator_ended_conference"
+    assert {h["ParticipantCallStatus"] for h in leaves.values()} == {"completed"}
+    ended = emu_client.conferences(boss.conference_sid).fetch()
+    assert (ended.reason_conference_ended, ended.call_sid_ending_conference) == (
+        "participant-with-end-conference-on-exit-kicked",
+        boss.call_sid,
+    )
+
+    # Ended through the API, with a leg still ringing: it is cancelled and leaves too.
+    host = emu_dial(emu_client, emu_hooks, "room-why-2", "host", "+14155550177")
+    emu_hooks.wait_event("participant-join", host.call_sid)
+    ringing = emu_dial(emu_client, emu_hooks, "room-why-2", "late", "+14155550002")
+    emu_hooks.wait_event("ringing", ringing.call_sid)
+    emu_client.conferences(host.conference_sid).update(status="completed")
+    end = emu_wait(
+        lambda: [h for h in emu_hooks.all() if h.event == "conference-end"][1:],
+        message="the second conference-end",
+    )[0]
+    assert end["ReasonConferenceEnded"] == "conference-ended-via-api"
+    assert "CallSidEndingConference" not in end.params
+    late = emu_hooks.wait_event("participant-leave", ringing.call_sid)
+    assert (late["ParticipantCallStatus"], late["ReasonParticipantLeft"]) == (
+        "canceled",
+        "conference_ended_via_api",
+    )
+    host_leave = emu_hooks.wait_event("participant-leave", host.call_sid)
+    assert host_leave["ReasonParticipantLeft"] == "conference_ended_via_api"
+    assert emu_hooks.all()[-1].event == "conference-end"
+
+
+def test_participant_update_applies_what_twilio_takes(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    held = emu_dial(emu_client, emu_hooks, "room-upd", "held", "+14155550178")
+    coachee = emu_dial(emu_client, emu_hooks, "room-upd", "coachee", "+14155550179")
+    emu_hooks.wait_event("participant-join", coachee.call_sid)
+    room = emu_client.conferences(held.conference_sid)
+    updated = room.participants("held").update(
+        hold=True,
+        hold_url="https://example.com/hold.xml",
+        hold_method="POST",
+        announce_url="https://example.com/announce.xml",
+        wait_url="https://example.com/wait.xml",
+        beep_on_exit=False,
+        end_conference_on_exit=True,
+    )
+    # EndConferenceOnExit changes are ignored while the participant is on hold.
+    assert (updated.hold, updated.end_conference_on_exit) == (True, False)
+    assert room.participants("held").update(end_conference_on_exit=True).end_conference_on_exit is (
+        False
+    )
+    unheld = room.participants("held").update(hold=False, end_conference_on_exit=True)
+    assert (unheld.hold, unheld.end_conference_on_exit) == (False, True)
+    settings = emu_get(emu_url, f"calls/{held.call_sid}").json()["settings"]
+    assert settings == {
+        "HoldUrl": "https://example.com/hold.xml",
+        "HoldMethod": "POST",
+        "AnnounceUrl": "https://example.com/announce.xml",
+        "WaitUrl": "https://example.com/wait.xml",
+        "BeepOnExit": "false",
+    }
+    coach = room.participants("held").update(call_sid_to_coach=coachee.call_sid)
+    assert (coach.coaching, coach.call_sid_to_coach) == (True, coachee.call_sid)
+    assert room.participants("held").update(coaching=False).call_sid_to_coach is None
+    path = f"Conferences/{held.conference_sid}/Participants/held.json"
+    for form in (
+        {"Coaching": "true"},
+        {"CallSidToCoach": held.call_sid},
+        {"CallSidToCoach": "CA" + "0" * 32},
+        {"CallSidToCoach": "coachee"},
+        {"HoldMethod": "PUT"},
+    ):
+        assert emu_error(emu_api(emu_url, "POST", path, data=form)) == (400, 20001), form
+    assert room.participants("held").fetch().coaching is False
 
 
 # ---------------------------------------------------------------------------- incoming
@@ -762,7 +826,7 @@ def test_incoming_call_joins_the_conference_from_twiml(
     httpx.post(f"{emu_url}/_emulator/calls/{incoming['callSid']}/hangup")
     leave = emu_hooks.wait_event("participant-leave", incoming["callSid"])
     assert leave["ReasonParticipantLeft"] == "participant_hung_up"
-    assert emu_client.conferences("sess-1").fetch().status == "in-progress"
+    assert emu_client.conferences(incoming["conferenceSid"]).fetch().status == "in-progress"
 
     emu_client.conferences(incoming["conferenceSid"]).update(status="completed")
     emu_hooks.wait_event("conference-end")
@@ -1020,7 +1084,8 @@ def test_delayed_create_is_made_even_when_the_client_times_out(
     # Twilio did the work before the client gave up: the participant exists, exactly once.
     creates = emu_get(emu_url, "creates").json()
     assert (creates["total"], creates["byLabel"], creates["attempts"]) == (1, {"slow": 1}, 1)
-    (listed,) = emu_client.conferences("room-slow").participants.list()
+    (conference,) = emu_client.conferences.list(friendly_name="room-slow")
+    (listed,) = emu_client.conferences(conference.sid).participants.list()
     assert listed.label == "slow"
     # ... and its call plays once the (lost) response has gone out.
     join = emu_hooks.wait_event("participant-join")

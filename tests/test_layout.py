@@ -64,9 +64,7 @@ def test_imports_point_one_way(path: Path) -> None:
     wrong = {
         name
         for name in _imports(path)
-        if (target := _layer(name)) is not None
-        and target != layer
-        and target not in ALLOWED[layer]
+        if (target := _layer(name)) is not None and target != layer and target not in ALLOWED[layer]
     }
     assert not wrong, f"{path.relative_to(ROOT)} ({layer}) imports {sorted(wrong)}"
 
