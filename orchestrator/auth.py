@@ -69,22 +69,35 @@ def key_from_header(header: str | None) -> str | None:
 class KeyCache:
     """Recently seen keys, so an agent console's burst of calls costs one lookup.
 
-    A revoked or changed key keeps working for at most `ttl` seconds in each
-    web process; unknown keys are not cached, so a new key works at once.
+    An entry lives `ttl` (one second, the bound operators are promised) from
+    the moment its Redis read began, so a revoked key (deleted from Redis)
+    stops working in every web process within one second, however many
+    processes and hosts there are: a read that began before the revoke expires
+    less than a second after it, and a read that began after it finds nothing.
+    Each process measures this on its own monotonic clock, so no clocks need
+    agree. It costs each process one Redis read per key per second, nothing
+    next to the requests it saves; invalidation messages (pub/sub) would need a
+    subscriber per process, and still a TTL for the messages a disconnected
+    subscriber misses.
+
+    Unknown keys are not cached, so a new key works at once.
     """
 
-    def __init__(self, ttl: float = 10.0, size: int = 10_000) -> None:
+    def __init__(self, ttl: float = 1.0, size: int = 10_000) -> None:
         self.ttl, self.size = ttl, size
         self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
     def get(self, digest: str) -> Principal | None:
         entry = self._entries.get(digest)
-        if entry is None or entry[0] < time.monotonic():
+        if entry is None or entry[0] <= time.monotonic():
             return None
         return entry[1]
 
-    def put(self, digest: str, principal: Principal) -> None:
-        self._entries[digest] = (time.monotonic() + self.ttl, principal)
+    def put(self, digest: str, principal: Principal, read_at: float | None = None) -> None:
+        """Cache `principal` until `ttl` after `read_at`, the `time.monotonic()` taken
+        just before the Redis read that found it (default: now)."""
+        started = time.monotonic() if read_at is None else read_at
+        self._entries[digest] = (started + self.ttl, principal)
         self._entries.move_to_end(digest)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)

@@ -5,7 +5,10 @@ Keys (prefix `orch:`):
   account:{aid}:user:{ref}           str   user id, for ref = the id or the lower-cased email
   number:{e164}                      str   account id owning the number
   user:{uid}                         hash  id, accountId, email, name, avatarUrl
-  apikey:{sha256}                    hash  id, accountId, roles (comma separated)
+  apikey:{sha256}                    hash  id, accountId, roles (comma separated), dateCreated,
+                                           userId and userName for a key that acts as a user
+  apikeyid:{id}                      str   the key's sha256, to revoke it by id
+  account:{aid}:apikeys              set   the account's key ids
   session:{sid}                      hash  SessionInfo scalars (+ _number, the called number)
   session:{sid}:members              list  member ids in order of joining
   session:{sid}:member:{mid}         hash  SessionMemberInfo (+ _rank, _hold, _to, ... internals)

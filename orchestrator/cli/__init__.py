@@ -97,7 +97,20 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    print(provision.create_key(_redis(), args.account, args.role))
+    print(provision.create_key(_redis(), args.account, args.role, args.user))
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    """One `id roles user` line per key (`-` for a key that acts as no user),
+    so an operator can find the id to revoke."""
+    for key in provision.list_keys(_redis(), args.account):
+        print(key.id, ",".join(key.roles), key.user_id or "-")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    print(provision.revoke_key(_redis(), args.key_id))
     return 0
 
 
@@ -142,7 +155,14 @@ def parser() -> argparse.ArgumentParser:
     kcreate.add_argument(
         "--role", action="append", required=True, help="User (the API) or Admin; repeatable"
     )
+    kcreate.add_argument("--user", metavar="USER_ID", help="act as this user (id or email)")
     kcreate.set_defaults(func=cmd_keys_create)
+    klist = keys.add_parser("list", help="list an account's keys: id, roles, user")
+    klist.add_argument("--account", required=True)
+    klist.set_defaults(func=cmd_keys_list)
+    krevoke = keys.add_parser("revoke", help="revoke a key by its id; refused within a second")
+    krevoke.add_argument("key_id", metavar="KEY_ID")
+    krevoke.set_defaults(func=cmd_keys_revoke)
     return p
 
 
