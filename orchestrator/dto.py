@@ -66,12 +66,17 @@ class SessionDirections(Enum):
     Outgoing = "Outgoing"
 
 
+class SortOrders(Enum):
+    Ascend = "Ascend"
+    Descend = "Descend"
+
+
 @dataclass(frozen=True)
 class Field:
     """One DTO property: wire name, type and the value a fresh object has.
 
-    `type` is "string", "bool", an Enum class, or a nested DTO name
-    ("list:SessionLogInfo", "dict:string").
+    `type` is "string", "bool", "bool?" (a boolean a request may leave out), "int", an
+    Enum class, or a nested DTO name ("list:SessionLogInfo", "dict:string").
     """
 
     name: str
@@ -184,6 +189,81 @@ INVITE_CHAT_MEMBER = (
 
 GET_SESSION = (Field("sessionId", "string", "The ID of the session"),)
 
+SESSION_ID = Field("sessionId", "string", "The ID of the session")
+
+ADD_CONFERENCE_MEMBER = (
+    SESSION_ID,
+    Field("callSid", "string", "The active call that is on the voice device"),
+    Field(
+        "destination",
+        "string",
+        "The member to add: a phone number, or the ID or email of a user of the account",
+    ),
+    Field("fromNumber", "string", "Outbound caller ID to use"),
+)
+
+DELETE_CHAT_MEMBER = (
+    SESSION_ID,
+    Field(
+        "memberToRemove",
+        "string",
+        "The member to remove: its identity (phone number or user ID), a user's email, "
+        "its member ID or its call SID (the route's memberId serves too)",
+    ),
+)
+
+UPDATE_CONFERENCE_MEMBER = (
+    SESSION_ID,
+    Field("callSid", "string", "The call SID of the member's leg"),
+    Field("hold", "bool?", "Put the member on hold (true) or take it off hold (false)"),
+    Field("muted", "bool?", "Mute (true) or unmute (false) the member"),
+)
+
+HOLD_SESSION = (
+    SESSION_ID,
+    Field("callSid", "string", "The local call SID: the holding agent's own leg, not held"),
+    Field("reason", SessionHoldReasons, "Why the call is held"),
+)
+
+PATCH_SESSION = (
+    SESSION_ID,
+    Field("consoleData", "string", "Free text the console keeps on the session (16 KiB at most)"),
+    Field(
+        "callState",
+        SessionCallState,
+        "Connected takes a held session off hold; Hold holds it (no holder)",
+    ),
+    Field("holdReason", SessionHoldReasons, "The reason for the hold"),
+    Field("queueState", SessionQueueStates, "The queue state of the session"),
+)
+
+REDIRECT_SESSION = (
+    SESSION_ID,
+    Field("destination", "string", "Where to transfer the call: a phone number or a user"),
+    Field("callerId", "string", "Outbound caller ID to use"),
+)
+
+END_SESSION = (SESSION_ID, Field("callSid", "string", "The call SID of the agent's own leg"))
+
+GET_ACTIVE_SESSIONS: tuple[Field, ...] = ()
+
+LIST_SESSIONS = (
+    Field("startDate", "string", "Sessions created at or after this time (ISO 8601)"),
+    Field("endDate", "string", "Sessions created before this time (ISO 8601)"),
+    Field("page", "int", "The page, from 0"),
+    Field("countPerPage", "int", "Sessions per page (default 20, at most 200)"),
+    Field("sortOrder", SortOrders, "By dateCreated; Descend (newest first) by default"),
+)
+
+GET_ACTIVE_SESSIONS_RESPONSE = (Field("sessions", "list:SessionInfo"),)
+
+LIST_SESSIONS_RESPONSE = (
+    Field("items", "list:SessionInfo"),
+    Field("totalCount", "int"),
+    Field("totalPages", "int"),
+    Field("hasMorePages", "bool"),
+)
+
 
 @dataclass(frozen=True)
 class Dto:
@@ -209,6 +289,31 @@ INVITE_CHAT_MEMBER_DTO = Dto(
     "InviteChatMember", INVITE_CHAT_MEMBER, description="Add a member to the chat session"
 )
 GET_SESSION_DTO = Dto("GetSession", GET_SESSION, description="Get a session by its ID")
+ADD_CONFERENCE_MEMBER_DTO = Dto(
+    "AddConferenceMember",
+    ADD_CONFERENCE_MEMBER,
+    description="Add a member to the session's conference call",
+)
+DELETE_CHAT_MEMBER_DTO = Dto(
+    "DeleteChatMember", DELETE_CHAT_MEMBER, description="Remove a member from the session"
+)
+UPDATE_CONFERENCE_MEMBER_DTO = Dto(
+    "UpdateConferenceMember",
+    UPDATE_CONFERENCE_MEMBER,
+    description="Hold or mute one member of the conference (this service's own operation)",
+)
+HOLD_SESSION_DTO = Dto("HoldSession", HOLD_SESSION, description="Put the session on hold")
+PATCH_SESSION_DTO = Dto("PatchSession", PATCH_SESSION, description="Update the session")
+REDIRECT_SESSION_DTO = Dto(
+    "RedirectSession", REDIRECT_SESSION, description="Transfer the call (blind transfer)"
+)
+END_SESSION_DTO = Dto("EndSession", END_SESSION, description="End the session and its call")
+GET_ACTIVE_SESSIONS_DTO = Dto(
+    "GetActiveSessions", GET_ACTIVE_SESSIONS, description="The account's sessions not yet ended"
+)
+LIST_SESSIONS_DTO = Dto("ListSessions", LIST_SESSIONS, description="The account's sessions")
+GET_ACTIVE_SESSIONS_RESPONSE_DTO = Dto("GetActiveSessionsResponse", GET_ACTIVE_SESSIONS_RESPONSE)
+LIST_SESSIONS_RESPONSE_DTO = Dto("ListSessionsResponse", LIST_SESSIONS_RESPONSE)
 
 # Every DTO type, dependencies first (generated code defines them in this order).
 DTOS = (
@@ -217,8 +322,19 @@ DTOS = (
     SESSION_MEMBER_INFO_DTO,
     ENTITY_INFO_DTO,
     SESSION_INFO_DTO,
+    GET_ACTIVE_SESSIONS_RESPONSE_DTO,
+    LIST_SESSIONS_RESPONSE_DTO,
     INVITE_CHAT_MEMBER_DTO,
     GET_SESSION_DTO,
+    ADD_CONFERENCE_MEMBER_DTO,
+    DELETE_CHAT_MEMBER_DTO,
+    UPDATE_CONFERENCE_MEMBER_DTO,
+    HOLD_SESSION_DTO,
+    PATCH_SESSION_DTO,
+    REDIRECT_SESSION_DTO,
+    END_SESSION_DTO,
+    GET_ACTIVE_SESSIONS_DTO,
+    LIST_SESSIONS_DTO,
 )
 ENUMS = (
     SessionDialState,
@@ -229,6 +345,7 @@ ENUMS = (
     SessionMemberCallState,
     SessionMemberRoles,
     SessionDirections,
+    SortOrders,
 )
 
 # In the order of the seed's sample: SessionInfo's own fields, then EntityInfo's.
@@ -305,4 +422,25 @@ class SessionView:
 
     def to_dict(self) -> dict[str, Any]:
         """For formats other than JSON (JSV) and for tests."""
+        return json.loads(self.to_json())
+
+
+class SessionListView:
+    """A list of sessions in a response DTO (`{"sessions": [...]}`, or ListSessions' page),
+    joined from each session's JSON as SessionView writes it."""
+
+    __slots__ = ("fields", "key", "sessions")
+
+    def __init__(self, key: str, sessions: list[SessionView], **fields: Any) -> None:
+        self.key, self.sessions, self.fields = key, sessions, fields
+
+    def to_json(self) -> bytes:
+        parts = [b'{"', self.key.encode(), b'":[', b",".join(s.to_json() for s in self.sessions)]
+        parts.append(b"]")
+        for name, value in self.fields.items():
+            parts += (b',"', name.encode(), b'":', _dumps(value).encode())
+        parts.append(b"}")
+        return b"".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
         return json.loads(self.to_json())

@@ -27,6 +27,12 @@ from rq.utils import now, utcformat
 QUEUE = "dial"
 DIAL_FUNCTION = "workers.dial.dial_member"
 FAILED_CALLBACK = "workers.dial.dial_failed"
+# Twilio work other than dialling (end a leg, hold, mute, end a conference), on its own
+# queue, which workers take before dials: a removal must not wait behind a burst of invites.
+CONTROL_QUEUE = "control"
+CONTROL_FUNCTION = "workers.control.settle"
+CONTROL_FAILED_CALLBACK = "workers.control.settle_failed"
+CONTROL_TEMPLATE_KEY = "orch:jobtemplate:control"
 RESULT_TTL = 3600
 FAILURE_TTL = 7 * 24 * 3600
 
@@ -93,3 +99,59 @@ def dial_job(
         jid,
         [item for pair in fields.items() for item in pair],
     )
+
+
+# Control jobs retry Twilio 429/5xx and lost workers on this schedule (seconds), and may
+# take this long: ending a session may end a conference and several legs.
+CONTROL_BACKOFF = (0, 1, 2, 4, 8, 16)
+CONTROL_TIMEOUT = 60
+
+
+def control_template(
+    backoff: tuple[int, ...] = CONTROL_BACKOFF, timeout: int = CONTROL_TIMEOUT
+) -> dict[str, Any]:
+    """The control job as RQ builds it, with no arguments: the scripts copy it for each
+    change that needs Twilio work, under an id that names the session (`ctl-{sid}-{n}`).
+    It keeps no result: the session's state is its outcome."""
+    job = Job.create(
+        CONTROL_FUNCTION,
+        connection=_offline,
+        id="ctl-template",
+        timeout=timeout,
+        retry=Retry(max=len(backoff), interval=list(backoff)),
+        result_ttl=0,
+        failure_ttl=FAILURE_TTL,
+        description="settle",
+        status=JobStatus.QUEUED,
+        on_failure=Callback(CONTROL_FAILED_CALLBACK),
+    )
+    job.origin = CONTROL_QUEUE
+    return {k: v.value if isinstance(v, JobStatus) else v for k, v in job.to_dict().items()}
+
+
+def install_control_template(r: Any) -> Any:
+    """Write the template the scripts copy (sync or asyncio client; await the result of the
+    latter). Every web and worker process does so at start; a script that finds it missing
+    (Redis lost its data) answers NOTEMPLATE and the caller installs it and tries again."""
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(CONTROL_TEMPLATE_KEY)
+    pipe.hset(CONTROL_TEMPLATE_KEY, mapping=_control_fields())
+    pipe.hset(
+        CONTROL_TEMPLATE_KEY + ":keys",
+        mapping={
+            "queue": Queue.redis_queue_namespace_prefix + CONTROL_QUEUE,
+            "queues": Queue.redis_queues_keys,
+            "job": Job.redis_job_namespace_prefix,
+        },
+    )
+    return pipe.execute()
+
+
+@cache
+def _control_fields() -> dict[str, Any]:
+    return control_template()
+
+
+def session_of_control_job(job_id: str) -> str:
+    """`ctl-{sid}-{n}` -> sid."""
+    return job_id.removeprefix("ctl-").rsplit("-", 1)[0]

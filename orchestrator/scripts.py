@@ -23,7 +23,9 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
+
+from orchestrator import jobs
 
 NAMES = (
     "render",
@@ -34,6 +36,12 @@ NAMES = (
     "fail_dial",
     "call_event",
     "conference_event",
+    "remove_member",
+    "update_member",
+    "patch_session",
+    "redirect",
+    "end_call",
+    "list_sessions",
 )
 
 
@@ -41,6 +49,12 @@ NAMES = (
 def source(name: str) -> str:
     folder = resources.files("orchestrator") / "lua"
     return (folder / "_common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+def _missing_template(reply: Any) -> bool:
+    """A script refused to change anything: the control job template it copies is gone
+    (Redis lost its data); install it and run the script again."""
+    return isinstance(reply, ResponseError) and str(reply).startswith("NOTEMPLATE")
 
 
 class Scripts:
@@ -51,6 +65,15 @@ class Scripts:
 
     def __getitem__(self, name: str) -> Any:
         return self._scripts[name]
+
+    def run(self, name: str, args: list[Any], client: redis.Redis) -> Any:
+        try:
+            return self._scripts[name](args=args, client=client)
+        except ResponseError as exc:
+            if not _missing_template(exc):
+                raise
+            jobs.install_control_template(client)
+            return self._scripts[name](args=args, client=client)
 
 
 Read = tuple[Any, ...]  # a plain read command, e.g. ("GET", key)
@@ -128,6 +151,12 @@ class AsyncScripts:
         if missing:  # Redis restarted or its script cache was flushed: EVAL loads them again
             again = await self._transaction([batch[i] for i in missing], "EVAL")
             for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        stale = [i for i, (reply, _) in enumerate(results) if _missing_template(reply)]
+        if stale:  # they changed nothing: run them again once the template is back
+            await jobs.install_control_template(self._client)
+            again = await self._transaction([batch[i] for i in stale], "EVAL")
+            for i, result in zip(stale, again, strict=True):
                 results[i] = result
         return results
 

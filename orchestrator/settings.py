@@ -37,6 +37,7 @@ class Settings:
     # and it needs no RQ scheduler (whose lock a dead worker holds for a minute).
     dial_retry_backoff: tuple[int, ...] = (0, 2, 4, 8, 16, 30)
     dial_job_timeout: int = 30
+    hold_music_url: str | None = None  # None: Twilio's own hold music
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +88,9 @@ class Settings:
         if not raw_timeout.isdigit() or not 3 <= int(raw_timeout) <= 300:
             raise ConfigError("DIAL_JOB_TIMEOUT must be whole seconds from 3 to 300")
 
+        hold_music = env.get("HOLD_MUSIC_URL", "").strip()
+        hold_music_url = _http_url(env, "HOLD_MUSIC_URL", hold_music) if hold_music else None
+
         return cls(
             redis_url=redis_url,
             twilio_account_sid=sid,
@@ -98,6 +102,7 @@ class Settings:
             phone_region=region,
             dial_retry_backoff=backoff,
             dial_job_timeout=int(raw_timeout),
+            hold_music_url=hold_music_url,
         )
 
 

@@ -26,6 +26,7 @@ the worker the sync ones. Each returns plain data, never Redis replies.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -86,6 +87,15 @@ class InviteResult:
     session: SessionView | None = None
 
 
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change through the API, as the scripts record it."""
+
+    id: str  # createdBy, lastModifiedBy, heldByUserId: the user, else the key
+    name: str = ""  # how the log names them; "" for a key with no user
+    user_id: str = ""
+
+
 async def invite(
     scripts: AsyncScripts,
     *,
@@ -95,20 +105,139 @@ async def invite(
     ref: str,
     member_id: str,
     caller_id: str | None,
+    actor: Actor,
     job: tuple[str, str, str, str, list[str]],
+    redirect_to: str | None = None,
 ) -> InviteResult:
-    """Add a member and enqueue its dial job atomically (see invite.lua).
+    """Add a member and enqueue its dial job atomically (see invite.lua); with
+    `redirect_to` (the destination as given), a blind transfer to it (redirect.lua).
 
     `job` is (queue key, queues-set key, job key, job id, flat job hash).
     """
     qkey, queues, jobkey, jobid, mapping = job
     args = [PREFIX, sid, account_id, kind, ref, member_id, now(), caller_id or ""]
+    args += [actor.id, actor.name]
+    if redirect_to is not None:
+        args.append(redirect_to)
     args += [qkey, queues, jobkey, jobid, *mapping]
-    reply, reads = await scripts.run_then_read("invite", args, _session_reads(sid))
+    name = "invite" if redirect_to is None else "redirect"
+    reply, reads = await scripts.run_then_read(name, args, _session_reads(sid))
     outcome = _text(reply[0])
-    if outcome in ("created", "exists"):
+    if outcome in ("created", "exists", "ok"):
         return InviteResult(outcome, _text(reply[1]), _session(reads))
     return InviteResult(outcome)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a change to a live call came to: `outcome` is the script's word (notfound,
+    ended, nomember, gone, or what happened), with the session as it now stands."""
+
+    outcome: str
+    session: SessionView | None = None
+
+
+async def _change(scripts: AsyncScripts, name: str, sid: str, args: list[Any]) -> Change:
+    reply, reads = await scripts.run_then_read(name, [PREFIX, *args], _session_reads(sid))
+    outcome = _text(reply[0] if isinstance(reply, list) else reply)
+    if outcome in ("notfound", "ended", "nomember", "gone") or not reads[0]:
+        return Change(outcome)
+    return Change(outcome, _session(reads))
+
+
+async def remove_member(
+    scripts: AsyncScripts, *, sid: str, account_id: str, member: str, actor: Actor
+) -> Change:
+    """DeleteChatMember (remove_member.lua)."""
+    args = [sid, account_id, member, now(), actor.id, actor.name]
+    return await _change(scripts, "remove_member", sid, args)
+
+
+async def update_member(
+    scripts: AsyncScripts,
+    *,
+    sid: str,
+    account_id: str,
+    call_sid: str,
+    hold: bool | None,
+    muted: bool | None,
+    actor: Actor,
+) -> Change:
+    """UpdateConferenceMember (update_member.lua)."""
+    args = [sid, account_id, call_sid, _flag(hold), _flag(muted), now(), actor.id, actor.name]
+    return await _change(scripts, "update_member", sid, args)
+
+
+def _flag(value: bool | None) -> str:
+    return "" if value is None else ("true" if value else "false")
+
+
+async def patch_session(
+    scripts: AsyncScripts,
+    *,
+    sid: str,
+    account_id: str,
+    actor: Actor,
+    call_state: str = "",
+    hold_reason: str = "",
+    holder_call_sid: str = "",
+    fields: dict[str, str] | None = None,
+) -> Change:
+    """PatchSession and HoldSession (patch_session.lua); `fields` are stored as given."""
+    args = [sid, account_id, now(), actor.id, actor.name, call_state, hold_reason]
+    args += [holder_call_sid, actor.user_id]
+    for name, value in (fields or {}).items():
+        args += [name, value]
+    return await _change(scripts, "patch_session", sid, args)
+
+
+async def end_session(scripts: AsyncScripts, *, sid: str, account_id: str, actor: Actor) -> str:
+    """EndSession (end_call.lua): 'notfound', 'ended' (already) or 'ended-now'."""
+    args = [PREFIX, sid, account_id, now(), actor.id, actor.name]
+    return _text(await scripts.run("end_call", args))
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    total: int
+    sessions: list[SessionView]
+
+
+async def list_sessions(
+    r: redis.asyncio.Redis,
+    scripts: AsyncScripts,
+    *,
+    account_id: str,
+    active_only: bool,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    offset: int = 0,
+    count: int = 20,
+    ascending: bool = False,
+) -> SessionPage:
+    """One page of the account's sessions (list_sessions.lua), read in one more round trip:
+    the script says which sessions, then one pipeline reads them all."""
+    args = [
+        PREFIX,
+        account_id,
+        "active" if active_only else "all",
+        "-inf" if since_ms is None else since_ms,
+        "+inf" if until_ms is None else until_ms,
+        offset,
+        count,
+        "asc" if ascending else "desc",
+    ]
+    reply = await scripts.run("list_sessions", args)
+    total, sids = int(reply[0]), [_text(s) for s in reply[1:]]
+    if not sids:
+        return SessionPage(total, [])
+    pipe = r.pipeline(transaction=False)
+    for sid in sids:
+        for read in _session_reads(sid):
+            pipe.execute_command(*read)
+    replies = await pipe.execute()
+    views = [_session(replies[i : i + 3]) for i in range(0, len(replies), 3)]
+    return SessionPage(total, [v for v in views if v.raw])
 
 
 async def create_session(
@@ -162,6 +291,75 @@ class DialClaim:
     to: str
     from_: str
     attempt: int
+    # Removed while an earlier attempt was under way: dial nobody, end what it placed.
+    removed: bool = False
+
+
+def _sync_change(r: redis.Redis, scripts: Scripts, name: str, args: list[Any]) -> Any:
+    return scripts.run(name, args, r)
+
+
+@dataclass(frozen=True)
+class ControlMember:
+    id: str
+    call_sid: str
+    rank: int  # 0 invited, 1 ringing, 2 in the call, 3 final
+    removed: bool
+    hold: bool  # as Twilio last reported it
+    want_hold: bool | None  # as asked through the API, None if never
+    muted: bool
+    want_muted: bool | None
+    name: str
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """What the control job compares with Twilio: a session and its members' legs."""
+
+    ended: bool
+    members: list[ControlMember]
+
+
+def control_state(r: redis.Redis, sid: str) -> ControlState | None:
+    session_key = f"{PREFIX}session:{sid}"
+    ended, ids = r.hget(session_key, "ended"), r.lrange(f"{session_key}:members", 0, -1)
+    if ended is None:
+        return None
+    pipe = r.pipeline(transaction=False)
+    for mid in ids:
+        pipe.hmget(
+            f"{session_key}:member:{_text(mid)}",
+            "callSid", "_rank", "_removed", "_hold", "_wanthold", "muted", "_wantmute",
+            "displayName", "identity",
+        )  # fmt: skip
+    members = []
+    for mid, fields in zip(ids, pipe.execute(), strict=True):
+        call_sid, rank, removed, hold, want_hold, muted, want_muted, name, ident = _text(fields)
+        members.append(
+            ControlMember(
+                id=_text(mid),
+                call_sid=call_sid or "",
+                rank=int(rank or 0),
+                removed=removed == "1",
+                hold=hold == "1",
+                want_hold=None if want_hold is None else want_hold == "1",
+                muted=muted == "true",
+                want_muted=None if want_muted is None else want_muted == "true",
+                name=name or ident or "?",
+            )
+        )
+    return ControlState(ended=_text(ended) == "true", members=members)
+
+
+def log_entry(r: redis.Redis, sid: str, message: str) -> None:
+    """A line in the session's log for what the worker could not do."""
+    entry = json.dumps(
+        {"date": now(), "message": message}, ensure_ascii=False, separators=(",", ":")
+    )
+    pipe = r.pipeline(transaction=True)
+    pipe.rpush(f"{PREFIX}session:{sid}:log", entry)
+    pipe.hset(f"{PREFIX}session:{sid}", "dateLastModified", now())
+    pipe.execute()
 
 
 def begin_dial(
@@ -174,7 +372,9 @@ def begin_dial(
 ) -> DialClaim | str:
     """Claim a member for dialling, or say why not ('missing', 'final', 'dialled', 'busy'...)."""
     args = [PREFIX, sid, mid, now(), default_caller or "", lease_seconds]
-    reply = _text(scripts["begin_dial"](args=args, client=r))
+    reply = _text(_sync_change(r, scripts, "begin_dial", args))
+    if reply[0] == "removed-lookup":
+        return DialClaim(to=reply[1], from_="", attempt=int(reply[2]), removed=True)
     if reply[0] != "dial":
         return reply[1]
     return DialClaim(to=reply[1], from_=reply[2], attempt=int(reply[3]))
@@ -194,8 +394,8 @@ def record_dial(
     r: redis.Redis, scripts: Scripts, sid: str, mid: str, call_sid: str, conference_sid: str
 ) -> str:
     args = [PREFIX, sid, mid, call_sid, now(), conference_sid or ""]
-    return _text(scripts["record_dial"](args=args, client=r))
+    return _text(_sync_change(r, scripts, "record_dial", args))
 
 
 def fail_dial(r: redis.Redis, scripts: Scripts, sid: str, mid: str, message: str) -> str:
-    return _text(scripts["fail_dial"](args=[PREFIX, sid, mid, now(), message], client=r))
+    return _text(_sync_change(r, scripts, "fail_dial", [PREFIX, sid, mid, now(), message]))

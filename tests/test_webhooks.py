@@ -55,7 +55,8 @@ def invite_parked(stack: Stack, account: Account, sid: str, members: int) -> lis
             parked = ("rq:queue:parked", "orch:test:queues", f"orch:test:{mid}", mid, ["a", "b"])
             result = await store.invite(
                 scripts, sid=sid, account_id=account.id, kind="phone",
-                ref=random_number(), member_id=mid, caller_id=None, job=parked,
+                ref=random_number(), member_id=mid, caller_id=None,
+                actor=store.Actor("key_test"), job=parked,
             )  # fmt: skip
             assert result.outcome == "created"
             ids.append(mid)

@@ -54,7 +54,10 @@ async def voice(request: Request) -> Response:
         status_callback_event=" ".join(callback_urls.CONFERENCE_EVENTS),
         status_callback_method="POST",
         start_conference_on_enter=True,
-        end_conference_on_exit=False,
+        # When the caller's leg ends, the session ends; Twilio ends the conference at once
+        # (set here, at join: Twilio ignores a change of it while the caller is held). The
+        # control job still ends it and cancels the legs that are only ringing.
+        end_conference_on_exit=True,
     )
     response.append(dial)
     return _twiml(response)

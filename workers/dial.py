@@ -8,101 +8,37 @@ CallSid and its end even when the create's answer was lost), and a repeated
 attempt asks Twilio for a live participant labelled with the member id before
 it dials.
 
-Twilio takes a conference's friendly name only when a participant is created;
-every other participant request names the conference by its CF sid (a name
-there is refused with 405 / 20004), so the lookup finds the sid first.
+A member removed while a dial was under way is not dialled again; its leg,
+if Twilio placed one, is found and handed to the control job to end.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import cache
 
-import redis
 import requests
 from rq import get_current_job
 from twilio.base.exceptions import TwilioRestException
-from twilio.rest import Client
 
 from orchestrator import callback_urls, store
 from orchestrator.phone import display
-from orchestrator.scripts import Scripts
-from orchestrator.settings import Settings
-from workers.ratelimit import DialRateLimiter
-from workers.twilio_client import make_client
+from workers.conference import find_participant
+from workers.context import Context, context
 
 log = logging.getLogger("orchestrator.dial")
 
 RING_TIMEOUT_SECONDS = 30
-# A session has one live conference; older, completed ones of the same name are skipped.
-CONFERENCE_LOOKUP_LIMIT = 20
-# Shares of the job's timeout (DIAL_JOB_TIMEOUT): the rate-limit wait and up to four
-# Twilio requests (a retry's lookup: fetch, list, fetch; then the create) must end
-# before RQ's timeout kills the job mid-request.
+# The rate-limit wait may take this share of the job's timeout (see workers.context).
 LIMITER_SHARE = 0.2
-HTTP_SHARE = 0.2
 
 
 class TransientDialError(Exception):
     """Twilio could not take the request now (429, 5xx, network); RQ retries with backoff."""
 
 
-@dataclass(frozen=True)
-class Context:
-    settings: Settings
-    redis: redis.Redis
-    scripts: Scripts
-    twilio: Client
-    limiter: DialRateLimiter
-
-
-@cache
-def context() -> Context:
-    """One set of clients per worker process, reused by every job it runs."""
-    settings = Settings.from_env()
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
-    return Context(
-        settings=settings,
-        redis=client,
-        scripts=Scripts(client),
-        twilio=make_client(settings, timeout=min(15.0, settings.dial_job_timeout * HTTP_SHARE)),
-        limiter=DialRateLimiter(client, settings.twilio_cps),
-    )
-
-
 def _name(to: str) -> str:
     return to if to.startswith("client:") else display(to)
-
-
-def _conference_sids(ctx: Context, session_id: str) -> Iterator[str]:
-    """The CF sids the session's live conference may have, most likely first: the one the
-    session learnt from Twilio (a callback or an earlier dial), then any conference Twilio
-    lists under the session's name that has not completed."""
-    known = store.conference_sid(ctx.redis, session_id)
-    if known:
-        yield known
-    conferences = ctx.twilio.api.v2010.account.conferences
-    for conference in conferences.list(friendly_name=session_id, limit=CONFERENCE_LOOKUP_LIMIT):
-        if conference.sid != known and conference.status != "completed":
-            yield conference.sid
-
-
-def _existing_participant(ctx: Context, session_id: str, member_id: str):
-    """The live participant an earlier attempt created, found by its Label, or None.
-
-    Twilio lists only participants whose call is still up, so a leg that has already ended
-    is not found here; its status callbacks will have recorded it (see begin_dial)."""
-    conferences = ctx.twilio.api.v2010.account.conferences
-    for conference_sid in _conference_sids(ctx, session_id):
-        try:
-            return conferences(conference_sid).participants(member_id).fetch()
-        except TwilioRestException as exc:
-            if exc.status != 404:
-                raise
-    return None
 
 
 def _last_attempt() -> bool:
@@ -127,10 +63,12 @@ def dial_member(session_id: str, member_id: str) -> str:
     if isinstance(claim, str):
         log.info("member %s of %s not dialled: %s", member_id, session_id, claim)
         return claim
+    if claim.removed:
+        return _removed_while_dialling(ctx, session_id, member_id, claim.to)
     if claim.attempt > 1:
         # An earlier attempt may have been made at Twilio without our hearing of it.
         try:
-            found = _existing_participant(ctx, session_id, member_id)
+            found = find_participant(ctx, session_id, member_id)
         except (TwilioRestException, requests.RequestException) as exc:
             # Not knowing whether the member is already dialled, dialling could call twice.
             reason = f"looking for an earlier dial failed: {_describe(exc)}"
@@ -180,6 +118,31 @@ def dial_member(session_id: str, member_id: str) -> str:
     )
     log.info("dialled member %s of %s: %s", member_id, session_id, participant.call_sid)
     return "dialled"
+
+
+def _removed_while_dialling(ctx: Context, session_id: str, member_id: str, to: str) -> str:
+    """Removed while an earlier attempt was under way: dial nobody, but find the leg that
+    attempt may have placed, so that the control job ends it."""
+    try:
+        found = find_participant(ctx, session_id, member_id)
+    except (TwilioRestException, requests.RequestException) as exc:
+        if _last_attempt():
+            # Any leg it placed still reports its CallSid through its own callbacks.
+            store.fail_dial(
+                ctx.redis, ctx.scripts, session_id, member_id, f"Not dialled {_name(to)}: removed"
+            )
+            return "removed"
+        raise TransientDialError(f"looking for an earlier dial failed: {_describe(exc)}") from exc
+    if found is not None:
+        store.record_dial(
+            ctx.redis, ctx.scripts, session_id, member_id, found.call_sid, found.conference_sid
+        )
+        log.info("member %s removed while dialled as %s; ending it", member_id, found.call_sid)
+        return "removed"
+    store.fail_dial(
+        ctx.redis, ctx.scripts, session_id, member_id, f"Not dialled {_name(to)}: removed"
+    )
+    return "removed"
 
 
 def _describe(exc: Exception) -> str:

@@ -1,4 +1,4 @@
-"""The long-lived RQ worker that runs dial jobs.
+"""The long-lived RQ worker that runs dial and control jobs.
 
 RQ's SimpleWorker runs every job in the worker's own process (no fork per
 job, clients reused). Two RQ defaults are tuned for a live call, where a lost
@@ -25,7 +25,7 @@ import redis.exceptions
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from orchestrator.jobs import QUEUE
+from orchestrator.jobs import CONTROL_QUEUE, QUEUE, install_control_template
 
 log = logging.getLogger("orchestrator.worker")
 
@@ -45,8 +45,10 @@ class DialWorker(SimpleWorker):
 def run(connection: redis.Redis, logging_level: str = "INFO") -> None:
     """Work until stopped (SIGTERM/SIGINT), across Redis outages."""
     while True:
+        _install_template(connection)
         worker = DialWorker(
-            [Queue(QUEUE, connection=connection)],
+            # Control first: ending a leg must not wait behind a burst of dials.
+            [Queue(CONTROL_QUEUE, connection=connection), Queue(QUEUE, connection=connection)],
             connection=connection,
             maintenance_interval=MAINTENANCE_SECONDS,
             worker_ttl=WORKER_TTL,
@@ -60,6 +62,14 @@ def run(connection: redis.Redis, logging_level: str = "INFO") -> None:
             return
         log.warning("the worker stopped without being asked to; restarting when Redis answers")
         _wait_for_redis(connection)
+
+
+def _install_template(connection: redis.Redis) -> None:
+    """The control job template the scripts copy; Redis may have lost it."""
+    try:
+        install_control_template(connection)
+    except REDIS_ERRORS as exc:
+        log.warning("Redis unavailable (%s)", exc)  # the scripts install it once it is back
 
 
 def _wait_for_redis(connection: redis.Redis) -> None:

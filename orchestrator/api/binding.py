@@ -7,6 +7,7 @@ path values win. Property names match case-insensitively, as in ServiceStack.
 from __future__ import annotations
 
 import json
+from enum import Enum
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -49,28 +50,61 @@ def parse_body(media_type: str, body: bytes) -> dict[str, Any]:
     )
 
 
-async def read_dto(request: Request, fields: tuple[Field, ...]) -> dict[str, str | None]:
-    """The DTO's string fields from body < query string < path, names matched case-insensitively."""
+Value = str | bool | int | None
+
+
+async def read_dto(request: Request, fields: tuple[Field, ...]) -> dict[str, Value]:
+    """The DTO's fields from body < query string < path, names matched case-insensitively,
+    each as its declared type: strings, booleans (true/false, any case, or 1/0), whole
+    numbers, and enums by name (any case, as ServiceStack reads them). A value that is not
+    of its field's type is a 400 naming the field."""
     body = parse_body(_media_type(request), await read_body(request))
-    by_lower = {f.name.lower(): f.name for f in fields}
-    values: dict[str, str | None] = {f.name: None for f in fields}
+    by_lower = {f.name.lower(): f for f in fields}
+    values: dict[str, Value] = {f.name: None for f in fields}
     errors: list[FieldError] = []
     for source in (body, request.query_params, request.path_params):
         for key, value in source.items():
-            name = by_lower.get(str(key).lower())
-            if name is None:
+            field = by_lower.get(str(key).lower())
+            if field is None:
                 continue
-            if value is None or isinstance(value, str):
-                values[name] = value
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                values[name] = str(value)
-            else:
-                errors.append(
-                    FieldError(_pascal(name), "InvalidValue", f"'{_words(name)}' must be a string.")
-                )
+            try:
+                values[field.name] = _typed(field, value)
+            except ValueError as exc:
+                errors.append(FieldError(_pascal(field.name), "InvalidValue", str(exc)))
     if errors:
         raise validation(errors)
     return values
+
+
+def _typed(field: Field, value: Any) -> Value:
+    if value is None:
+        return None
+    kind, label = field.type, f"'{_words(field.name)}'"
+    if kind in ("bool", "bool?"):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        raise ValueError(f"{label} must be true or false.")
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value.strip())
+        raise ValueError(f"{label} must be a whole number.")
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        names = {m.value.lower(): m.value for m in kind}
+        if isinstance(value, str) and value.strip().lower() in names:
+            return names[value.strip().lower()]
+        raise ValueError(f"{label} must be one of {', '.join(m.value for m in kind)}.")
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{label} must be a string.")
+
+
+_BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 
 def _pascal(name: str) -> str:

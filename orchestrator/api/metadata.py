@@ -13,13 +13,17 @@ from orchestrator import __version__
 from orchestrator.api.operations import OPERATIONS, PREDEFINED_PREFIXES, Operation
 from orchestrator.dto import DTOS, ENUMS, Dto, Field
 
+# Verbs whose requests carry their fields in the query string (no body), as the
+# ServiceStack clients send them.
+QUERY_VERBS = ("GET", "DELETE")
+
 ERROR_STATUSES = {
     "400": "Bad input: one `errors` entry per bad field",
     "401": "No or unknown API key",
     "403": "The key lacks the required role",
-    "404": "No such session in the key's account",
+    "404": "No such session (or member) in the key's account",
     "405": "The operation does not take this HTTP method",
-    "409": "The session has ended",
+    "409": "The session has ended (or the member has left the call)",
     "413": "Request body too large",
     "415": "Unsupported Content-Type",
     "503": "State store unavailable; retry",
@@ -33,6 +37,10 @@ def _schema(field: Field) -> dict[str, Any]:
     kind = field.type
     if kind == "bool":
         schema: dict[str, Any] = {"type": "boolean"}
+    elif kind == "bool?":
+        schema = {"type": "boolean", "nullable": True}
+    elif kind == "int":
+        schema = {"type": "integer", "format": "int32", "nullable": True}
     elif isinstance(kind, type) and issubclass(kind, Enum):
         schema = {"allOf": [{"$ref": f"#/components/schemas/{kind.__name__}"}]}
     elif kind.startswith("list:"):
@@ -69,15 +77,19 @@ def _request_body(dto: Dto) -> dict[str, Any]:
 
 
 def _responses(op: Operation) -> dict[str, Any]:
-    ok = {"$ref": f"#/components/schemas/{op.response.name}"}
     error = {"$ref": "#/components/schemas/ErrorResponse"}
     jsv = {"schema": {"type": "string"}}
-    responses: dict[str, Any] = {
-        "200": {
-            "description": op.response.name,
-            "content": {"application/json": {"schema": ok}, "text/jsv": jsv},
+    responses: dict[str, Any]
+    if op.response is None:
+        responses = {"204": {"description": "No Content"}}
+    else:
+        ok = {"$ref": f"#/components/schemas/{op.response.name}"}
+        responses = {
+            "200": {
+                "description": op.response.name,
+                "content": {"application/json": {"schema": ok}, "text/jsv": jsv},
+            }
         }
-    }
     for status, description in ERROR_STATUSES.items():
         responses[status] = {
             "description": description,
@@ -100,15 +112,24 @@ def _operation(op: Operation, path_params: bool, verb: str) -> dict[str, Any]:
     names = set(re.findall(r"{(\w+)}", op.path)) if path_params else set()
     for name in sorted(names):
         params.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
-    if verb == "GET":
+    if verb in QUERY_VERBS:
         params += [
-            {"name": f.name, "in": "query", "required": False, "schema": {"type": "string"}}
+            {
+                "name": f.name,
+                "in": "query",
+                "required": False,
+                "schema": {k: v for k, v in _schema(f).items() if k != "description"},
+            }
             for f in op.request.fields
             if f.name not in names
         ]
+    description = op.request.description or op.summary
+    if op.twilio:
+        description += f"\n\nAt Twilio: {op.twilio}"
     spec: dict[str, Any] = {
         "operationId": op.request.name if path_params else None,
         "summary": op.summary,
+        "description": description,
         "tags": ["sessions"],
         "parameters": params,
         "responses": _responses(op),
@@ -116,7 +137,7 @@ def _operation(op: Operation, path_params: bool, verb: str) -> dict[str, Any]:
     }
     if spec["operationId"] is None:
         del spec["operationId"]
-    if verb != "GET":
+    if verb not in QUERY_VERBS:
         spec["requestBody"] = _request_body(op.request)
     return spec
 
@@ -224,6 +245,14 @@ _DEFAULT_IMPORTS = ",".join(
     )
 )
 
+VERB_INTERFACES = {
+    "GET": "IGet",
+    "POST": "IPost",
+    "PUT": "IPut",
+    "PATCH": "IPatch",
+    "DELETE": "IDelete",
+}
+
 _DATACLASS = (
     "@dataclass_json(letter_case=LetterCase.CAMEL, undefined=Undefined.EXCLUDE)\n@dataclass\n"
 )
@@ -237,6 +266,10 @@ def _py_type(field: Field) -> str:
     kind = field.type
     if kind == "bool":
         return "bool = False"
+    if kind == "bool?":
+        return "Optional[bool] = None"
+    if kind == "int":
+        return "Optional[int] = None"
     if isinstance(kind, type) and issubclass(kind, Enum):
         return f"Optional[{kind.__name__}] = None"
     if kind.startswith("list:"):
@@ -259,7 +292,8 @@ def _py_dto(dto: Dto, op: Operation | None) -> str:
         lines.append(f'# @Route("{op.path}", "{op.verb}")')
         if dto.description:
             lines.append(f'# @Api(Description="{dto.description}")')
-        bases += [f"IReturn[{op.response.name}]", "IGet" if op.verb == "GET" else "IPost"]
+        returns = "IReturnVoid" if op.response is None else f"IReturn[{op.response.name}]"
+        bases += [returns, VERB_INTERFACES[op.verb]]
     lines.append(_DATACLASS + f"class {dto.name}{'(' + ', '.join(bases) + ')' if bases else ''}:")
     if dto.description:
         lines.append(f'    """\n    {dto.description}\n    """\n')

@@ -1,4 +1,4 @@
-"""The HTTP API of SPEC 4: invite a member, read a session.
+"""The HTTP API of SPEC 4, one declaration per operation.
 
 Each operation is declared once (request DTO, response DTO, verb, route) and
 served on its own route and on ServiceStack's predefined routes
@@ -10,138 +10,52 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from orchestrator import auth, store
+from orchestrator import auth
+from orchestrator.api import members, sessions
 from orchestrator.api.authn import USER_ROLE, authenticate
-from orchestrator.api.binding import field_error, read_dto
+from orchestrator.api.binding import Value, read_dto
 from orchestrator.api.responses import dto_response
 from orchestrator.dto import (
+    ADD_CONFERENCE_MEMBER_DTO,
+    DELETE_CHAT_MEMBER_DTO,
+    END_SESSION_DTO,
+    GET_ACTIVE_SESSIONS_DTO,
+    GET_ACTIVE_SESSIONS_RESPONSE_DTO,
     GET_SESSION_DTO,
+    HOLD_SESSION_DTO,
     INVITE_CHAT_MEMBER_DTO,
+    LIST_SESSIONS_DTO,
+    LIST_SESSIONS_RESPONSE_DTO,
+    PATCH_SESSION_DTO,
+    REDIRECT_SESSION_DTO,
     SESSION_INFO_DTO,
+    UPDATE_CONFERENCE_MEMBER_DTO,
     Dto,
-    SessionView,
 )
-from orchestrator.errors import (
-    ApiError,
-    FieldError,
-    conflict,
-    not_found,
-    validation,
-)
-from orchestrator.jobs import dial_job
-from orchestrator.phone import InvalidPhoneNumber, normalise
+from orchestrator.errors import ApiError, not_found
 
-
-def _session_id(value: str | None) -> str:
-    value = (value or "").strip()
-    if not value:
-        raise validation([field_error("sessionId", "NotEmpty", "{field} must not be empty.")])
-    return value
-
-
-def _member_target(text: str, region: str) -> tuple[str, str]:
-    """('user', id-or-email) or ('phone', E.164) for memberToAdd."""
-    if "@" in text or text.startswith("usr_"):
-        return "user", text.lower()
-    try:
-        return "phone", normalise(text, region)
-    except InvalidPhoneNumber:
-        raise validation(
-            [
-                field_error(
-                    "memberToAdd",
-                    "InvalidPhoneNumber",
-                    "{field} must be a phone number (E.164, e.g. +14155550100) "
-                    "or the ID or email of a user of this account.",
-                )
-            ]
-        ) from None
-
-
-async def invite_member(
-    request: Request, principal: auth.Principal, dto: dict[str, str | None]
-) -> SessionView:
-    settings = request.app.state.settings
-    errors: list[FieldError] = []
-    sid = (dto["sessionId"] or "").strip()
-    member_text = (dto["memberToAdd"] or "").strip()
-    caller_text = (dto["callerId"] or "").strip()
-    if not sid:
-        errors.append(field_error("sessionId", "NotEmpty", "{field} must not be empty."))
-    if not member_text:
-        errors.append(field_error("memberToAdd", "NotEmpty", "{field} must not be empty."))
-    caller_id = None
-    if caller_text:
-        try:
-            caller_id = normalise(caller_text, settings.phone_region)
-        except InvalidPhoneNumber:
-            errors.append(
-                field_error(
-                    "callerId",
-                    "InvalidPhoneNumber",
-                    "{field} must be a phone number in E.164 form, e.g. +14155550100.",
-                )
-            )
-    if errors:
-        raise validation(errors)
-    kind, ref = _member_target(member_text, settings.phone_region)
-
-    member_id = store.new_id("mem")
-    result = await store.invite(
-        request.app.state.scripts,
-        sid=sid,
-        account_id=principal.account_id,
-        kind=kind,
-        ref=ref,
-        member_id=member_id,
-        caller_id=caller_id,
-        job=dial_job(sid, member_id, settings.dial_retry_backoff, settings.dial_job_timeout),
-    )
-    if result.outcome == "notfound":
-        raise not_found(f"Session '{sid}' does not exist")
-    if result.outcome == "ended":
-        raise conflict(f"Session '{sid}' has ended")
-    if result.outcome == "nouser":
-        raise validation(
-            [
-                field_error(
-                    "memberToAdd",
-                    "NotFound",
-                    f"{{field}}: no user '{member_text}' in this account.",
-                )
-            ]
-        )
-    assert result.session is not None
-    return result.session
-
-
-async def get_session(
-    request: Request, principal: auth.Principal, dto: dict[str, str | None]
-) -> SessionView:
-    sid = _session_id(dto["sessionId"])
-    session = await store.get_session(request.app.state.scripts, sid, principal.account_id)
-    if session is None:
-        raise not_found(f"Session '{sid}' does not exist")
-    return session
-
-
-Handler = Callable[[Request, auth.Principal, dict[str, str | None]], Awaitable[SessionView]]
+Handler = Callable[[Request, auth.Principal, dict[str, Value]], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
 class Operation:
+    """One API operation; `response` None is a void one (204 No Content)."""
+
     request: Dto
-    response: Dto
+    response: Dto | None
     verb: str
     path: str
     handler: Handler
     role: str = USER_ROLE
     summary: str = ""
+    # The Twilio work it causes, for the docs (OpenAPI description).
+    twilio: str = ""
 
 
 OPERATIONS = (
@@ -150,16 +64,104 @@ OPERATIONS = (
         SESSION_INFO_DTO,
         "POST",
         "/sessions/{sessionId}/members",
-        invite_member,
+        members.invite_chat_member,
         summary="Add a member to the chat session",
+        twilio="The worker dials the member into the session's conference (a participant "
+        "create); its call state then follows Twilio's callbacks.",
     ),
     Operation(
         GET_SESSION_DTO,
         SESSION_INFO_DTO,
         "GET",
         "/sessions/{sessionId}",
-        get_session,
+        sessions.get_session,
         summary="Get a session by its ID",
+    ),
+    Operation(
+        ADD_CONFERENCE_MEMBER_DTO,
+        SESSION_INFO_DTO,
+        "POST",
+        "/sessions/{sessionId}/conference/members",
+        members.add_conference_member,
+        summary="Add a member to the conference: InviteChatMember with memberToAdd = "
+        "destination, callerId = fromNumber",
+        twilio="As InviteChatMember.",
+    ),
+    Operation(
+        DELETE_CHAT_MEMBER_DTO,
+        SESSION_INFO_DTO,
+        "DELETE",
+        "/sessions/{sessionId}/members/{memberId}",
+        members.delete_chat_member,
+        summary="Remove a member from the session",
+        twilio="Not yet dialled: never dialled. Being dialled or ringing: the leg is "
+        "cancelled (Calls update Status=canceled). In the call: the participant is removed "
+        "from the conference (participant delete, by the conference's CF sid).",
+    ),
+    Operation(
+        UPDATE_CONFERENCE_MEMBER_DTO,
+        SESSION_INFO_DTO,
+        "PATCH",
+        "/sessions/{sessionId}/conference/members/{callSid}",
+        members.update_conference_member,
+        summary="Hold or mute one member of the conference",
+        twilio="Participant update Hold (with HOLD_MUSIC_URL) / Muted; the member's Hold "
+        "and muted follow Twilio's participant-hold and participant-mute callbacks.",
+    ),
+    Operation(
+        HOLD_SESSION_DTO,
+        SESSION_INFO_DTO,
+        "POST",
+        "/sessions/{sessionId}/hold",
+        sessions.hold_session,
+        summary="Put every member in the call but the holder on hold",
+        twilio="Participant update Hold=true with hold music, for each member held.",
+    ),
+    Operation(
+        PATCH_SESSION_DTO,
+        SESSION_INFO_DTO,
+        "PATCH",
+        "/sessions/{sessionId}",
+        sessions.patch_session,
+        summary="Update the session: console data, queue state; callState Connected takes "
+        "it off hold, Hold holds it",
+        twilio="callState Connected: participant update Hold=false for each member the "
+        "session held.",
+    ),
+    Operation(
+        REDIRECT_SESSION_DTO,
+        None,
+        "POST",
+        "/sessions/{sessionId}/redirect",
+        sessions.redirect_session,
+        summary="Blind transfer: invite the destination, every member but the caller leaves",
+        twilio="The destination is dialled; every other leg is hung up; the caller is held "
+        "(hold music) until the destination connects, then taken off hold.",
+    ),
+    Operation(
+        END_SESSION_DTO,
+        None,
+        "DELETE",
+        "/sessions/{sessionId}",
+        sessions.end_session,
+        summary="End the session: the conference is ended and every leg hung up",
+        twilio="Conference update Status=completed; every leg still ringing is cancelled.",
+    ),
+    Operation(
+        GET_ACTIVE_SESSIONS_DTO,
+        GET_ACTIVE_SESSIONS_RESPONSE_DTO,
+        "GET",
+        "/sessions/active",
+        sessions.get_active_sessions,
+        summary="The account's sessions that have not ended, newest first",
+    ),
+    Operation(
+        LIST_SESSIONS_DTO,
+        LIST_SESSIONS_RESPONSE_DTO,
+        "GET",
+        "/sessions",
+        sessions.list_sessions,
+        summary="The account's sessions still kept (ended ones for seven days), a page at a time",
     ),
 )
 _BY_NAME = {op.request.name.lower(): op for op in OPERATIONS}
@@ -171,7 +173,10 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
         principal = await authenticate(request, op.role)
         dto = await read_dto(request, op.request.fields)
-        return dto_response(request, await op.handler(request, principal, dto))
+        result = await op.handler(request, principal, dto)
+        if op.response is None:
+            return Response(status_code=204)
+        return dto_response(request, result)
 
     return handle
 
@@ -194,8 +199,10 @@ async def predefined(request: Request) -> Response:
     return await _ENDPOINTS[name.lower()](request)
 
 
+# Fixed paths before templated ones: /sessions/active is not the session "active".
 routes = [
-    Route(op.path, _ENDPOINTS[op.request.name.lower()], methods=[op.verb]) for op in OPERATIONS
+    Route(op.path, _ENDPOINTS[op.request.name.lower()], methods=[op.verb])
+    for op in sorted(OPERATIONS, key=lambda op: op.path.count("{"))
 ]
 routes += [
     Route(prefix + "/{operation}", predefined, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])

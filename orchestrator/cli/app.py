@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from orchestrator import auth, redis_client
+from orchestrator import auth, jobs, redis_client
 from orchestrator.api import metadata, operations
 from orchestrator.api.formats import FormatSuffixMiddleware
 from orchestrator.api.responses import error_response
@@ -27,6 +27,7 @@ from orchestrator.settings import Settings
 from webhooks import routes as webhook_routes
 
 log = logging.getLogger("orchestrator.web")
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -79,6 +80,8 @@ def redis_lifespan(
         gc.freeze()
         client = redis_client.connect(settings.redis_url)
         scripts = AsyncScripts(client)
+        with contextlib.suppress(*REDIS_ERRORS):  # the scripts install it once Redis is back
+            await jobs.install_control_template(client)
         app.state.redis, app.state.scripts = client, scripts
         try:
             yield

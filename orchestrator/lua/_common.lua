@@ -49,6 +49,56 @@ local function member_name(m)
   return f[1] or f[2] or '?'
 end
 
+-- Twilio work that a change calls for (end a leg, hold, mute, end the conference)
+-- goes to the control queue as an RQ job written by the same script as the change:
+-- no change without its job. The job is a copy of a template RQ built
+-- (orchestrator/jobs.py; every web and worker process installs it); its id names
+-- the session, and the job does whatever the session's state then asks of Twilio.
+-- A script asks for one with want_control() and writes it last, with flush_control().
+local CONTROL_TEMPLATE = P .. 'jobtemplate:control'
+local CONTROL_WANTED = false
+local function control_ready()
+  return redis.call('EXISTS', CONTROL_TEMPLATE) == 1
+end
+local function want_control() CONTROL_WANTED = true end
+local function flush_control(sid, now)
+  if not CONTROL_WANTED then return end
+  CONTROL_WANTED = false
+  local keys = redis.call('HMGET', CONTROL_TEMPLATE .. ':keys', 'queue', 'queues', 'job')
+  local id = 'ctl-' .. sid .. '-' .. redis.call('HINCRBY', skey(sid), '_ctlseq', 1)
+  local jk = keys[3] .. id
+  redis.call('HSET', jk, unpack(redis.call('HGETALL', CONTROL_TEMPLATE)))
+  redis.call('HSET', jk, 'created_at', now, 'enqueued_at', now, 'description', 'settle ' .. sid)
+  redis.call('RPUSH', keys[1], id)
+  redis.call('SADD', keys[2], keys[1])
+end
+-- Every script that may ask for Twilio work calls this before it changes anything.
+local function require_control()
+  if not control_ready() then
+    return redis.error_reply('NOTEMPLATE the control job template is not installed')
+  end
+  return nil
+end
+
+local function caller_of(sid)
+  for _, mid in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
+    if redis.call('HGET', mkey(sid, mid), 'role') == 'Caller' then return mid end
+  end
+  return nil
+end
+
+-- A blind transfer (RedirectSession) is over once its destination connects or
+-- cannot: the caller comes off the hold music either way.
+local function end_redirect(sid, now, mid, message)
+  local sk = skey(sid)
+  if redis.call('HGET', sk, '_redirect') ~= mid then return end
+  redis.call('HDEL', sk, '_redirect')
+  local caller = caller_of(sid)
+  if caller then redis.call('HSET', mkey(sid, caller), '_wanthold', '0') end
+  append_log(sid, now, message)
+  want_control()
+end
+
 -- Ends a member for good: callState None, no longer counted as in the session.
 local function finalize(sid, mid, now, message)
   local m = mkey(sid, mid)
@@ -61,6 +111,7 @@ local function finalize(sid, mid, now, message)
     if holder == mid then redis.call('HDEL', activekey(sid), f[2]) end
   end
   append_log(sid, now, message)
+  end_redirect(sid, now, mid, member_name(m) .. ' did not connect; the caller stays in the session')
   return true
 end
 
@@ -144,4 +195,153 @@ local function cache_new_member(sid, m)
   else
     redis.call('DEL', mjkey(sid))  -- none, or an empty one: rebuilt on the next read
   end
+end
+
+-- The account's sessions, for listing: all it keeps (by creation time), the
+-- live ones, and the ended ones by end time (to forget them after a week).
+local function sessionsidx(account) return P .. 'account:' .. account .. ':sessions' end
+local function activeidx(account) return P .. 'account:' .. account .. ':active' end
+local function endedidx(account) return P .. 'account:' .. account .. ':ended' end
+
+local function clock_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Drops, a bounded batch at a time, the index entries of sessions that ended more
+-- than RETAIN_SECONDS ago (their keys have expired by themselves).
+local function purge_ended(account, ms)
+  local old = redis.call('ZRANGEBYSCORE', endedidx(account), '-inf', '(' .. (ms - RETAIN_SECONDS * 1000),
+    'LIMIT', 0, 100)
+  if #old > 0 then
+    redis.call('ZREM', endedidx(account), unpack(old))
+    redis.call('ZREM', sessionsidx(account), unpack(old))
+  end
+end
+
+-- Changes made through the API name who made them.
+local function touch_api(sid, actor, now)
+  if actor == '' then return end
+  local sk = skey(sid)
+  redis.call('HSETNX', sk, 'createdBy', actor)
+  redis.call('HSET', sk, 'lastModifiedBy', actor, 'dateLastModified', now)
+end
+
+-- "Ada Agent put the call on hold", or "The call was put on hold" for a key with no user.
+local function said(name, active, passive)
+  if name ~= '' then return name .. ' ' .. active end
+  return passive
+end
+
+-- The session ends once: Disconnected, its outcome set, off the active list; its
+-- keys expire a week later (retain). '' lets the outcome follow from what happened.
+local function end_session(sid, now, outcome, message)
+  local sk = skey(sid)
+  local f = redis.call('HMGET', sk, 'ended', 'accountId', '_anyconnected', 'direction')
+  if f[1] == 'true' then return false end
+  local missed = f[4] == 'Incoming' and f[3] ~= '1'
+  if outcome == '' then
+    if missed then outcome = 'Missed' else outcome = 'Completed' end
+  end
+  redis.call('HSET', sk, 'ended', 'true', 'callState', 'Disconnected', 'dialState', 'None',
+    'dateCompleted', now, 'outcome', outcome, 'wasMissed', tostring(missed))
+  redis.call('HDEL', sk, '_redirect')
+  append_log(sid, now, message)
+  if f[2] then
+    local ms = clock_ms()
+    redis.call('ZREM', activeidx(f[2]), sid)
+    redis.call('ZADD', endedidx(f[2]), ms, sid)
+    purge_ended(f[2], ms)
+  end
+  retain(sid)
+  want_control()  -- the conference ended at Twilio, every leg still up hung up
+  return true
+end
+
+-- A member's leg is in the call: who answered, whether the session was missed,
+-- and whatever Twilio work waited for the leg to connect.
+local function on_connected(sid, mid, m, now)
+  local f = redis.call('HMGET', m, 'role', 'identity', 'displayName', '_removed', '_wanthold',
+    '_wantmute')
+  if f[1] == 'Caller' then return end
+  local sk = skey(sid)
+  redis.call('HSET', sk, '_anyconnected', '1')
+  if f[1] == 'Agent' and not redis.call('HGET', sk, 'answeredById') then
+    redis.call('HSET', sk, 'answeredById', f[2], 'answeredByName', f[3] or f[2])
+  end
+  if f[4] == '1' or f[5] == '1' or f[6] == 'true'
+    or redis.call('HGET', sk, 'ended') == 'true' then
+    want_control()
+  end
+  end_redirect(sid, now, mid, 'Transferred to ' .. (f[3] or f[2] or '?'))
+end
+
+-- Adds a member and enqueues its dial job (shared by InviteChatMember and
+-- RedirectSession): returns 'created'|'exists', the member id, or an error word.
+-- job = {queue key, queues set key, job key, job id, field, value, ...}.
+local function add_member(sid, account, kind, ref, mid, now, caller, actor_name, job)
+  local to, fields
+  if kind == 'user' then
+    local uid = redis.call('GET', P .. 'account:' .. account .. ':user:' .. ref)
+    if not uid then return 'nouser' end
+    local u = redis.call('HMGET', P .. 'user:' .. uid, 'name', 'email', 'avatarUrl')
+    to = 'client:' .. uid
+    fields = {'identity', uid, 'endpointId', uid, 'displayName', u[1] or u[2] or uid, 'role', 'Agent'}
+    if u[3] then table.insert(fields, 'avatarUrl'); table.insert(fields, u[3]) end
+  else
+    to = ref
+    fields = {'identity', ref, 'displayName', ref, 'role', 'Transfer'}
+  end
+
+  local existing = redis.call('HGET', activekey(sid), to)
+  if existing then return 'exists', existing end
+
+  local m = mkey(sid, mid)
+  redis.call('HSET', m, 'id', mid, 'isOriginalMember', 'false', 'callState', 'None',
+    'muted', 'false', '_rank', '0', '_hold', '0', '_to', to, '_job', job[4], unpack(fields))
+  if caller ~= '' then redis.call('HSET', m, '_from', caller) end
+  redis.call('RPUSH', idskey(sid), mid)
+  cache_new_member(sid, m)
+  redis.call('HSET', activekey(sid), to, mid)
+  append_log(sid, now, said(actor_name, 'invited ' .. member_name(m), 'Invited ' .. member_name(m)))
+
+  local hash = {}
+  for i = 5, #job do hash[#hash + 1] = job[i] end
+  redis.call('HSET', job[3], unpack(hash))
+  redis.call('RPUSH', job[1], job[4])
+  redis.call('SADD', job[2], job[1])
+  return 'created', mid
+end
+
+-- The session a change through the API is for: its hash fields, or an error word.
+local function live_session(sid, account)
+  local s = redis.call('HMGET', skey(sid), 'accountId', 'ended')
+  if not s[1] or s[1] ~= account then return 'notfound' end
+  if s[2] == 'true' then return 'ended' end
+  return nil
+end
+
+-- A member of the session by its id, its CallSid, its identity (E.164 or user id)
+-- or a user's email; the live one first when several share an identity.
+local function find_member(sid, account, ref)
+  if ref == '' then return nil end
+  if redis.call('EXISTS', mkey(sid, ref)) == 1 then return ref end
+  local known = redis.call('GET', callkey(ref))
+  if known then
+    local ksid, kmid = string.match(known, '^(%S+) (%S+)$')
+    if ksid == sid then return kmid end
+    return nil
+  end
+  local ident = ref
+  local uid = redis.call('GET', P .. 'account:' .. account .. ':user:' .. string.lower(ref))
+  if uid then ident = uid end
+  local found = nil
+  for _, mid in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
+    local f = redis.call('HMGET', mkey(sid, mid), 'identity', '_rank')
+    if f[1] == ident then
+      if tonumber(f[2] or '0') < 3 then return mid end
+      found = mid
+    end
+  end
+  return found
 end

@@ -5,6 +5,8 @@
 -- ARGV: prefix, FriendlyName, StatusCallbackEvent, ConferenceSid, CallSid,
 --       ParticipantLabel, SequenceNumber ('' if none), now, idempotency token ('' if none)
 local sid, event, conf, callsid, label, seq, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local err = require_control()
+if err then return err end
 if replayed(ARGV[9]) then return 'replayed' end
 local sk = skey(sid)
 if redis.call('EXISTS', sk) == 0 then return 'unknown' end
@@ -14,17 +16,16 @@ if conf ~= '' and not redis.call('HGET', sk, 'conferenceSid') then
 end
 
 if event == 'conference-start' then
-  if ended or redis.call('HGET', sk, 'callState') == 'Connected' then return 'unchanged' end
+  if ended or redis.call('HGET', sk, 'callState') ~= 'Ringing' then return 'unchanged' end
   redis.call('HSET', sk, 'callState', 'Connected')
   append_log(sid, now, 'Conference started')
   return 'applied'
 end
 if event == 'conference-end' then
   if ended then return 'final' end
-  redis.call('HSET', sk, 'ended', 'true', 'callState', 'Disconnected', 'dialState', 'None',
-    'dateCompleted', now)
-  append_log(sid, now, 'Conference ended')
-  retain(sid)
+  -- Legs still ringing are not ended with the conference: the control job cancels them.
+  end_session(sid, now, '', 'Conference ended')
+  flush_control(sid, now)
   return 'applied'
 end
 
@@ -49,6 +50,11 @@ local n = tonumber(seq)
 
 if event == 'participant-leave' then
   finalize(sid, mid, now, member_name(m) .. ' left the conference')
+  -- When the caller's leg ends, the session ends: the conference and every other leg.
+  if redis.call('HGET', m, 'role') == 'Caller' then
+    end_session(sid, now, '', 'The caller hung up')
+  end
+  flush_control(sid, now)
   return 'applied'
 end
 if event == 'participant-join' then
@@ -58,6 +64,8 @@ if event == 'participant-join' then
   end
   set_member(sid, m, '_rank', '2', 'callState', derive(2, f[2]))
   append_log(sid, now, member_name(m) .. ' joined the conference')
+  on_connected(sid, mid, m, now)
+  flush_control(sid, now)
   return 'applied'
 end
 

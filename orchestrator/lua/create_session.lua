@@ -20,5 +20,8 @@ redis.call('HSET', mkey(sid, mid),
 redis.call('RPUSH', idskey(sid), mid)
 redis.call('HSET', activekey(sid), from, mid)
 record_call_sid(sid, mid, callsid)
+local ms = clock_ms()
+redis.call('ZADD', sessionsidx(account), ms, sid)
+redis.call('ZADD', activeidx(account), ms, sid)
 append_log(sid, now, 'Incoming call from ' .. from .. ' to ' .. to)
 return {'created', sid}

@@ -1,0 +1,47 @@
+-- RedirectSession, a blind transfer: the destination is invited as with
+-- InviteChatMember, every member other than the caller leaves at once, and the
+-- caller hears hold music until the destination connects (end_redirect, called
+-- when it connects or when it cannot).
+-- ARGV: prefix, session id, account id, kind, address or user ref, new member id, now,
+--       caller id (''), actor id, actor name, destination as given, queue key, queues set
+--       key, job key, job id, then the job hash as field/value pairs.
+local sid, account, kind, ref, mid, now, caller = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local actor, actor_name, destination = ARGV[9], ARGV[10], ARGV[11]
+local err = require_control()
+if err then return err end
+local bad = live_session(sid, account)
+if bad then return {bad} end
+local job = {}
+for i = 12, #ARGV do job[#job + 1] = ARGV[i] end
+local outcome, target = add_member(sid, account, kind, ref, mid, now, caller, actor_name, job)
+if outcome ~= 'created' and outcome ~= 'exists' then return {outcome} end
+local sk = skey(sid)
+local name = member_name(mkey(sid, target))
+append_log(sid, now, said(actor_name, 'transferred the call to ' .. name,
+  'The call was transferred to ' .. name))
+for _, other in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
+  local m = mkey(sid, other)
+  local f = redis.call('HMGET', m, '_rank', 'role', '_removed')
+  if other ~= target and f[2] ~= 'Caller' and tonumber(f[1] or '0') < 3 and f[3] ~= '1' then
+    local t = redis.call('TIME')
+    local g = redis.call('HMGET', m, '_lease', '_attempts', 'callSid')
+    local dialling = tonumber(g[1] or '0') > tonumber(t[1]) or tonumber(g[2] or '0') > 0
+    if f[1] == '0' and not dialling and not g[3] then
+      finalize(sid, other, now, member_name(m) .. ' left for the transfer')
+    else
+      redis.call('HSET', m, '_removed', '1')
+    end
+  end
+end
+redis.call('HSET', sk, 'destination', destination)
+if redis.call('HGET', mkey(sid, target), '_rank') == '2' then
+  append_log(sid, now, 'Transferred to ' .. name)  -- already in the call
+else
+  redis.call('HSET', sk, '_redirect', target)
+  local c = caller_of(sid)
+  if c then redis.call('HSET', mkey(sid, c), '_wanthold', '1') end
+end
+touch_api(sid, actor, now)
+want_control()
+flush_control(sid, now)
+return {'ok', target}

@@ -1,0 +1,103 @@
+"""The control job: make Twilio match what a session's state asks of it.
+
+The scripts enqueue one (`ctl-{session id}-{n}`) with every change that needs
+Twilio work: a member removed, held, muted or unheld, a session ended. The job
+is level-triggered: it reads the session as it stands and does whatever is
+still to do, so running it twice, late, or after a newer change does no harm,
+and a worker killed mid-job loses nothing (RQ runs it again). What Twilio then
+does comes back through its callbacks, which move the members' states.
+
+Twilio is addressed as it requires: a leg is cancelled only while queued or
+ringing, a participant in the call is removed through its conference's CF sid,
+and a conference is ended by its CF sid.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import requests
+from rq import get_current_job
+from twilio.base.exceptions import TwilioRestException
+
+from orchestrator import store
+from orchestrator.jobs import session_of_control_job
+from workers.conference import end_conference, end_leg, find_participant
+from workers.context import Context, context
+
+log = logging.getLogger("orchestrator.control")
+
+
+class TransientControlError(Exception):
+    """Twilio could not take a request now (429, 5xx, network); RQ retries with backoff."""
+
+
+def settle() -> str:
+    """RQ entry point (the job's id names the session). Returns what it did."""
+    job = get_current_job()
+    assert job is not None
+    sid = session_of_control_job(job.id)
+    ctx = context()
+    try:
+        return _settle(ctx, sid)
+    except TwilioRestException as exc:
+        if exc.status == 429 or exc.status >= 500:
+            raise TransientControlError(f"Twilio {exc.status}: {exc.msg}") from exc
+        raise
+    except requests.RequestException as exc:
+        raise TransientControlError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _settle(ctx: Context, sid: str) -> str:
+    state = store.control_state(ctx.redis, sid)
+    if state is None:
+        return "gone"
+    done: list[str] = []
+    if state.ended and end_conference(ctx, sid):
+        done.append("conference ended")
+    for member in state.members:
+        if member.rank >= 3 or not member.call_sid:
+            continue
+        if state.ended or member.removed:
+            status = end_leg(ctx, sid, member.call_sid)
+            done.append(f"{member.id} {status}")
+        elif member.rank == 2:
+            done += _apply_wishes(ctx, sid, member)
+    log.info("session %s settled: %s", sid, ", ".join(done) or "nothing to do")
+    return "settled"
+
+
+def _apply_wishes(ctx: Context, sid: str, member: store.ControlMember) -> list[str]:
+    """Hold and mute as asked through the API, where Twilio does not show them yet."""
+    changes: dict[str, object] = {}
+    if member.want_hold is not None and member.want_hold != member.hold:
+        changes["hold"] = member.want_hold
+        if member.want_hold and ctx.settings.hold_music_url:
+            changes["hold_url"] = ctx.settings.hold_music_url
+            changes["hold_method"] = "GET"
+    if member.want_muted is not None and member.want_muted != member.muted:
+        changes["muted"] = member.want_muted
+    if not changes:
+        return []
+    participant = find_participant(ctx, sid, member.call_sid)
+    if participant is None:  # the leg ended meanwhile; its callbacks tell the rest
+        return []
+    conference = ctx.twilio.api.v2010.account.conferences(participant.conference_sid)
+    try:
+        conference.participants(member.call_sid).update(**changes)
+    except TwilioRestException as exc:
+        if exc.status != 404:
+            raise
+        return []
+    return [f"{member.id} {changes}"]
+
+
+def settle_failed(job, connection, exc_type, exc_value, traceback) -> None:
+    """RQ failure callback: once no retry follows, the session's log says what failed."""
+    if job.retries_left:
+        return
+    sid = session_of_control_job(job.id)
+    reason = f"{exc_type.__name__}: {exc_value}" if exc_type else "worker failure"
+    message = f"Twilio did not take a change to the call: {reason}"
+    store.log_entry(context().redis, sid, message)
+    log.error("session %s: %s", sid, message)
