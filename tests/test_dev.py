@@ -65,29 +65,57 @@ def dev(tmp_path) -> dict[str, str]:
             process.kill()
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the banner's commands use curl")
-def test_printed_commands_dial_a_member_who_connects(dev: dict[str, str]) -> None:
-    assert dev["redis"].startswith("redis://127.0.0.1:")  # embedded, not the machine's
-    commands = [
+def _commands(block: str) -> list[str]:
+    return [
         line
-        for line in dev["banner"].splitlines()
+        for line in block.splitlines()
         if re.match(r"^  (SESSION=|curl )", line) or re.match(r"^      \S", line)
     ]
-    assert len(commands) == 5, commands
-    script = "set -e\n" + "\n".join(commands) + "\necho\necho SESSION=$SESSION\n"
 
+
+def _run(commands: list[str], session: str = "") -> str:
+    script = "set -e\n" + (f"SESSION={session}\n" if session else "") + "\n".join(commands)
+    script += "\necho\necho SESSION=$SESSION\n"
     run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stderr
-    assert '"responseStatus"' not in run.stdout
-    sid = re.search(r"SESSION=(ses_\w+)", run.stdout).group(1)
+    assert '"responseStatus"' not in run.stdout, run.stdout
+    return run.stdout
 
-    def connected() -> bool:
-        session = httpx.get(
-            f"{dev['api']}/sessions/{sid}", headers={"Authorization": f"Bearer {dev['key']}"}
-        ).json()
-        return any(
-            m["identity"] == "+14155550123" and m["callState"] == "Connected"
-            for m in session["members"]
-        )
 
-    wait_for(connected, 15, "the demo member to connect")
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the banner's commands use curl")
+def test_printed_commands_dial_a_member_who_connects_then_a_warm_transfer(
+    dev: dict[str, str],
+) -> None:
+    assert dev["redis"].startswith("redis://127.0.0.1:")  # embedded, not the machine's
+    first, transfer = dev["banner"].split("A warm transfer")
+    commands = _commands(first)
+    assert len(commands) == 5, commands
+    sid = re.search(r"SESSION=(ses_\w+)", _run(commands)).group(1)
+    user = re.search(r"user\s+(usr_\w+)", dev["banner"]).group(1)
+    headers = {"Authorization": f"Bearer {dev['key']}"}
+
+    def members() -> dict[str, dict]:
+        session = httpx.get(f"{dev['api']}/sessions/{sid}", headers=headers).json()
+        return {m["identity"]: m for m in session["members"]}
+
+    def state(identity: str, value: str) -> bool:
+        return members().get(identity, {}).get("callState") == value
+
+    wait_for(lambda: state(user, "Connected"), 15, "the demo agent to connect")
+
+    commands = _commands(transfer)
+    assert len(commands) == 5, commands
+    hold, invite, leave, resume = commands[:1], commands[1:3], commands[3:4], commands[4:5]
+    _run(hold + invite, sid)
+    caller = next(i for i, m in members().items() if m["role"] == "Caller")
+    wait_for(lambda: state(caller, "Hold"), 15, "the customer on hold")
+    wait_for(lambda: state("+14155550123", "Connected"), 15, "the colleague to connect")
+    assert state("+14155550123", "Connected")  # joined while held, and not held
+    _run(leave + resume, sid)
+    wait_for(lambda: state(caller, "Connected"), 15, "the customer off hold")
+    wait_for(lambda: state(user, "None"), 15, "the demo agent to leave")
+    session = httpx.get(f"{dev['api']}/sessions/{sid}", headers=headers).json()
+    log = [e["message"] for e in session["log"]]
+    assert "Demo Agent put the call on hold to transfer it" in log, log
+    assert "Demo Agent took the call off hold" in log, log
+    assert session["callState"] == "Connected" and session["heldByUserId"] is None

@@ -120,7 +120,8 @@ def run(port: int = 8000) -> int:
         account = provision.create_account(r, "Demo")
         provision.add_number(r, DEMO_NUMBER, account)
         user = provision.add_user(r, "agent@example.com", account, name="Demo Agent")
-        key = provision.create_key(r, account, ["User"])
+        # The demo key acts as the demo user: what it does is logged as "Demo Agent ...".
+        key = provision.create_key(r, account, ["User"], user=user)
         print(_banner(base, emulator_url, redis_url, account, user, key), flush=True)
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
@@ -137,6 +138,7 @@ def run(port: int = 8000) -> int:
 
 def _banner(base: str, emulator: str, redis_url: str, account: str, user: str, key: str) -> str:
     auth = f'-H "Authorization: Bearer {key}"'
+    json = "-H 'Content-Type: application/json'"
     return f"""
 Conference orchestrator (dev) is running.
 
@@ -144,17 +146,29 @@ Conference orchestrator (dev) is running.
   Twilio emulator {emulator}
   Redis           {redis_url}
   demo account    {account}   number {DEMO_NUMBER}   user {user} (agent@example.com)
-  API key         {key}
+  API key         {key}   (acts as the demo user, "Demo Agent")
 
 Try it: a customer calls the demo number, then we invite a phone number into the call.
 
   SESSION=$(curl -s -H 'Accept: text/plain' -X POST {emulator}/_emulator/incoming \\
       --data-urlencode From={DEMO_CALLER} --data-urlencode To={DEMO_NUMBER})
   curl -s -X POST {base}/sessions/$SESSION/members {auth} \\
-      -H 'Content-Type: application/json' -d '{{"memberToAdd": "{DEMO_MEMBER}"}}'
+      {json} -d '{{"memberToAdd": "agent@example.com"}}'
   curl -s {base}/sessions/$SESSION {auth}
 
-Run the last command again: the member goes Ringing, then Connected after ~2 s.
-Invite "agent@example.com" to dial the demo user; numbers ending 0001 are busy,
-0002 never answer, 0003 fail. Ctrl-C stops everything.
+Run the last command again: the demo agent goes Ringing, then Connected after ~2 s.
+Numbers ending 0001 are busy, 0002 never answer, 0003 fail.
+
+A warm transfer, once the agent is Connected: hold the customer, bring in a
+colleague, the agent leaves, the customer is taken off hold with the colleague.
+
+  curl -s -X POST {base}/sessions/$SESSION/hold {auth} {json} -d '{{"reason": "Transferring"}}'
+  curl -s -X POST {base}/sessions/$SESSION/members {auth} \\
+      {json} -d '{{"memberToAdd": "{DEMO_MEMBER}"}}'
+  curl -s -X DELETE {base}/sessions/$SESSION/members/agent@example.com {auth}
+  curl -s -X PATCH {base}/sessions/$SESSION {auth} {json} -d '{{"callState": "Connected"}}'
+
+(wait for the colleague to be Connected before the last two). Ending the call is
+DELETE {base}/sessions/$SESSION; every operation is described at
+{base}/openapi.json. Ctrl-C stops everything.
 """
