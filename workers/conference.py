@@ -49,11 +49,17 @@ def find_participant(ctx: Context, session_id: str, label_or_call_sid: str):
 
 
 def end_conference(ctx: Context, session_id: str) -> bool:
-    """End the session's live conference (every participant leaves); False if none."""
+    """End the session's live conference (every participant leaves); False if none.
+
+    Only a conference still running is updated: Twilio ends one that the last
+    participant (or the caller, who ends it on exit) has left by itself."""
     ended = False
     for conference_sid in list(conference_sids(ctx, session_id)):
+        conference = ctx.twilio.api.v2010.account.conferences(conference_sid)
         try:
-            ctx.twilio.api.v2010.account.conferences(conference_sid).update(status="completed")
+            if conference.fetch().status == "completed":
+                continue
+            conference.update(status="completed")
             ended = True
         except TwilioRestException as exc:
             if exc.status != 404:

@@ -43,7 +43,12 @@ def settle() -> str:
     except TwilioRestException as exc:
         if exc.status == 429 or exc.status >= 500:
             raise TransientControlError(f"Twilio {exc.status}: {exc.msg}") from exc
-        raise
+        # Twilio refused: asking again would not change its answer. Say so where the
+        # agent looks; the next change to the session tries again.
+        message = f"Twilio refused a change to the call: {exc.msg} (Twilio error {exc.code})"
+        store.log_entry(ctx.redis, sid, message)
+        log.warning("session %s: %s", sid, message)
+        return "refused"
     except requests.RequestException as exc:
         raise TransientControlError(f"{type(exc).__name__}: {exc}") from exc
 
