@@ -158,6 +158,7 @@ def _twilio(handler: Handler) -> Callable[[TwilioApi, Request], Awaitable[Respon
 
     @functools.wraps(handler)
     async def endpoint(self: TwilioApi, request: Request) -> Response:
+        request.state.received = time.time()  # for the call's record (``Call.requests``)
         try:
             self.authorize(request)
             return await handler(self, request)
@@ -174,6 +175,14 @@ FAULT_BODIES = {
     503: (20503, "Service Unavailable"),
 }
 FAULT_MODES = ("status", "delay", "reset")
+#: The REST operations a fault can be armed for (form field ``operation``).
+FAULT_OPERATIONS = (
+    "participant-create",
+    "participant-update",
+    "participant-delete",
+    "calls-update",
+    "conference-update",
+)
 
 #: The 502 body ``mode=reset`` falls back to when no TCP front can reset the connection.
 NO_FRONT_MESSAGE = (
@@ -184,19 +193,23 @@ NO_FRONT_MESSAGE = (
 
 @dataclass
 class Fault:
-    """What happens to participant creates, for the next ``count`` or until ``until``.
+    """What happens to requests of ``operation`` (participant creates unless armed for
+    another), for the next ``count`` or until ``until``.
 
     ``until`` is a ``time.monotonic()`` deadline; when set, ``count`` is unused.
     """
 
     mode: str = "status"
+    operation: str = "participant-create"
     status: int = 503  # mode=status: the HTTP status to answer
     seconds: float = 0.0  # mode=delay: how long to hold the response
     count: int = 0
     until: float | None = None
 
-    def take(self, now: float) -> bool:
-        """Whether this create gets the fault (and use up one of ``count``)."""
+    def take(self, now: float, operation: str = "participant-create") -> bool:
+        """Whether this request gets the fault (and use up one of ``count``)."""
+        if operation != self.operation:
+            return False
         if self.until is not None:
             return now < self.until
         if self.count > 0:
@@ -211,6 +224,8 @@ class Fault:
         ``remaining`` as null while the window is open (0 once it has closed).
         """
         body: dict[str, Any] = {"remaining": self.count, "served": served}
+        if self.operation != "participant-create":
+            body["operation"] = self.operation
         if self.mode != "status":
             body["mode"] = self.mode
         if self.mode == "delay":
@@ -238,6 +253,9 @@ def parse_fault(form: FormData, now: float) -> Fault:
     mode = str(form.get("mode", "status"))
     if mode not in FAULT_MODES:
         raise ValueError(f"mode must be one of {list(FAULT_MODES)}, not {mode!r}")
+    operation = str(form.get("operation", "participant-create"))
+    if operation not in FAULT_OPERATIONS:
+        raise ValueError(f"operation must be one of {list(FAULT_OPERATIONS)}, not {operation!r}")
     if "count" in form and "for_seconds" in form:
         raise ValueError("give count or for_seconds, not both")
     if "for_seconds" in form:
@@ -247,6 +265,7 @@ def parse_fault(form: FormData, now: float) -> Fault:
         fault = Fault(mode, count=_number(form, "count", int) if "count" in form else 1)
     if not fault.count and fault.until is None:
         return Fault()  # count=0 / for_seconds=0: nothing armed
+    fault.operation = operation
     if mode == "status":
         fault.status = _number(form, "status", int) if "status" in form else 503
         if fault.status not in FAULT_BODIES:
@@ -341,6 +360,16 @@ class TwilioApi:
         return call
 
     @staticmethod
+    def _record(call: Call, operation: str, request: Request, form: FormData | None) -> None:
+        """Note a REST request about ``call`` (shown by ``GET /_emulator/calls/{sid}``)."""
+        params: dict[str, str | list[str]] = {}
+        for key in dict.fromkeys(form.keys()) if form is not None else ():
+            values = _texts(form, key)
+            params[key] = values[0] if len(values) == 1 else values  # repeated: a list
+        entry = {"operation": operation, "time": request.state.received, "params": params}
+        call.requests.append(entry)
+
+    @staticmethod
     def _paging(request: Request) -> tuple[int, int]:
         """``Page`` (>= 0) and ``PageSize`` (1 to 1000), as Twilio's description bounds them."""
         try:
@@ -354,13 +383,40 @@ class TwilioApi:
             )
         return page, page_size
 
+    async def _faulty(
+        self, operation: str, request: Request, act: Callable[[], Awaitable[Response]]
+    ) -> Response:
+        """``act()`` (the request's work and answer), or the fault armed for ``operation``.
+
+        Requests other than creates get it once they have been read and have found what
+        they name (an unknown sid stays a 404), so the call's ``requests`` list them.
+        """
+        fault = self.fault
+        if not fault.take(time.monotonic(), operation):
+            return await act()
+        self.faults_served += 1
+        if fault.mode == "status":
+            raise TwilioError(fault.status, *FAULT_BODIES[fault.status])
+        if fault.mode == "reset":
+            if self.reset_connection is not None and self.reset_connection(
+                request.scope.get("client")
+            ):
+                return Response(status_code=502)  # the connection is gone: nobody reads this
+            return JSONResponse({"message": NO_FRONT_MESSAGE, "status": 502}, status_code=502)
+        try:  # mode=delay: done now, answered late
+            response = await act()
+        except TwilioError as exc:
+            response = exc.response()
+        await asyncio.sleep(fault.seconds)
+        return response
+
     # ------------------------------------------------------------------ participants
 
     @_twilio
     async def create_participant(self, request: Request) -> Response:
         self.create_attempts += 1
         fault = self.fault
-        if not fault.take(time.monotonic()):
+        if not fault.take(time.monotonic(), "participant-create"):
             return await self._create_participant(request)
         self.faults_served += 1
         if fault.mode == "status":
@@ -419,6 +475,7 @@ class TwilioApi:
             call = self._dial(form, conference, to, from_)
         except CoachingError as exc:
             raise bad_request(INVALID_PARAMETER, str(exc)) from None
+        self._record(call, "CreateParticipant", request, form)
         # Normally the call starts right after the 201 is sent; the timer is a fallback for a
         # client that vanished mid-response (Twilio would still place the call).
         asyncio.get_running_loop().call_later(
@@ -488,32 +545,43 @@ class TwilioApi:
     @_twilio
     async def fetch_participant(self, request: Request) -> Response:
         call = self._participant(request)
+        self._record(call, "FetchParticipant", request, None)
         return JSONResponse(participant_json(self.account_sid, call))
 
     @_twilio
     async def update_participant(self, request: Request) -> Response:
         call = self._participant(request)
         form = await request.form()
-        check_parameters(form)
-        update = ParticipantUpdate(
-            muted=_optional_flag(form, "Muted"),
-            hold=_optional_flag(form, "Hold"),
-            end_conference_on_exit=_optional_flag(form, "EndConferenceOnExit"),
-            coaching=_optional_flag(form, "Coaching"),
-            call_sid_to_coach=_text(form, "CallSidToCoach"),
-            settings=_stored(form, STORED_UPDATE_PARAMETERS),
-        )
-        try:
-            self.switchboard.update_participant(call, update)
-        except CoachingError as exc:
-            raise bad_request(INVALID_PARAMETER, str(exc)) from None
-        return JSONResponse(participant_json(self.account_sid, call))
+        self._record(call, "UpdateParticipant", request, form)
+
+        async def update_it() -> Response:
+            check_parameters(form)
+            update = ParticipantUpdate(
+                muted=_optional_flag(form, "Muted"),
+                hold=_optional_flag(form, "Hold"),
+                end_conference_on_exit=_optional_flag(form, "EndConferenceOnExit"),
+                coaching=_optional_flag(form, "Coaching"),
+                call_sid_to_coach=_text(form, "CallSidToCoach"),
+                settings=_stored(form, STORED_UPDATE_PARAMETERS),
+            )
+            try:
+                self.switchboard.update_participant(call, update)
+            except CoachingError as exc:
+                raise bad_request(INVALID_PARAMETER, str(exc)) from None
+            return JSONResponse(participant_json(self.account_sid, call))
+
+        return await self._faulty("participant-update", request, update_it)
 
     @_twilio
     async def delete_participant(self, request: Request) -> Response:
         call = self._participant(request)
-        self.switchboard.hang_up_via_api(call)
-        return Response(status_code=204)
+        self._record(call, "DeleteParticipant", request, None)
+
+        async def delete_it() -> Response:
+            self.switchboard.hang_up_via_api(call)
+            return Response(status_code=204)
+
+        return await self._faulty("participant-delete", request, delete_it)
 
     # ------------------------------------------------------------------ conferences
 
@@ -549,16 +617,22 @@ class TwilioApi:
         """``Status=completed`` ends the conference (a no-op once it has ended)."""
         conference = self._conference(request)
         form = await request.form()
-        check_parameters(form)
-        if _status(form, CONFERENCE_UPDATE_STATUSES) == "completed":
-            self.switchboard.end_conference_via_api(conference)
-        return JSONResponse(conference_json(self.account_sid, conference))
+
+        async def update_it() -> Response:
+            check_parameters(form)
+            if _status(form, CONFERENCE_UPDATE_STATUSES) == "completed":
+                self.switchboard.end_conference_via_api(conference)
+            return JSONResponse(conference_json(self.account_sid, conference))
+
+        return await self._faulty("conference-update", request, update_it)
 
     # ------------------------------------------------------------------ calls
 
     @_twilio
     async def fetch_call(self, request: Request) -> Response:
-        return JSONResponse(call_json(self.account_sid, self._call(request)))
+        call = self._call(request)
+        self._record(call, "FetchCall", request, None)
+        return JSONResponse(call_json(self.account_sid, call))
 
     @_twilio
     async def update_call(self, request: Request) -> Response:
@@ -570,13 +644,18 @@ class TwilioApi:
         """
         call = self._call(request)
         form = await request.form()
-        check_parameters(form)
-        status = _status(form, CALL_UPDATE_STATUSES)
-        if status == "completed":
-            self.switchboard.hang_up_via_api(call)
-        elif status == "canceled":
-            self.switchboard.cancel_via_api(call)
-        return JSONResponse(call_json(self.account_sid, call))
+        self._record(call, "UpdateCall", request, form)
+
+        async def update_it() -> Response:
+            check_parameters(form)
+            status = _status(form, CALL_UPDATE_STATUSES)
+            if status == "completed":
+                self.switchboard.hang_up_via_api(call)
+            elif status == "canceled":
+                self.switchboard.cancel_via_api(call)
+            return JSONResponse(call_json(self.account_sid, call))
+
+        return await self._faulty("calls-update", request, update_it)
 
     # ------------------------------------------------------------------ /_emulator
 
@@ -605,6 +684,7 @@ class TwilioApi:
             "conferenceName": conference.friendly_name if conference is not None else None,
             "conferenceSid": conference.sid if conference is not None else None,
             "settings": dict(call.settings),
+            "requests": list(call.requests),
             "callbacks": [d.as_json() for d in call.history if d.delivered],
             "failedCallbacks": [d.as_json() for d in call.history if not d.delivered],
             # The webhook being sent now, while Twilio's retries of it are still under way.
@@ -657,7 +737,8 @@ class TwilioApi:
         )
 
     async def set_faults(self, request: Request) -> Response:
-        """Arm a fault for the next ``count`` creates or for ``for_seconds`` (README)."""
+        """Arm a fault for the next ``count`` requests of an operation (participant creates
+        by default) or for ``for_seconds`` (README)."""
         form = await request.form()
         try:
             self.fault = parse_fault(form, time.monotonic())

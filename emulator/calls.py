@@ -196,6 +196,9 @@ class Call:
     ended_at: datetime | None = None
     sequence: int = 0
     history: list[Delivery] = field(default_factory=list)
+    # REST requests about this call (create, fetch, update, delete of the call or its
+    # participant), in order: {operation, time (time.time() when received), params}.
+    requests: list[dict[str, object]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
     @property

@@ -145,7 +145,11 @@ SESSION_INFO_OWN = (
     Field("queueMemberId", "string", "The ID of the queue member assigned to this call"),
     Field("channel", FlowChannels, "The flow channel"),
     Field("ended", "bool", "Has the session ended"),
-    Field("outcome", "string", "The outcome of the call"),
+    Field(
+        "outcome",
+        "string",
+        "The outcome of the call: Completed, Missed, or Ended by <user name, or API key id>",
+    ),
     Field("callSid", "string", "The twilio Call SID of this session"),
     Field("consoleData", "string", "Any console data for this session"),
     Field("holdQueueName", "string", "The name of the hold queue for this call"),

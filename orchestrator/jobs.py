@@ -101,10 +101,13 @@ def dial_job(
     )
 
 
-# Control jobs retry Twilio 429/5xx and lost workers on this schedule (seconds), and may
-# take this long: ending a session may end a conference and several legs.
+# Control jobs retry Twilio 429/5xx and lost workers on this schedule (seconds); the first
+# retry is immediate, as a dial's, because it is what recovers a job whose worker died. A
+# job may take CONTROL_TIMEOUT (a few Twilio requests per leg it ends); one whose worker
+# died is noticed that long plus 2 s after it started, so it is short: a live call waits.
+# A job cut short by it is retried, and picks up what is still to do.
 CONTROL_BACKOFF = (0, 1, 2, 4, 8, 16)
-CONTROL_TIMEOUT = 60
+CONTROL_TIMEOUT = 15
 
 
 def control_template(

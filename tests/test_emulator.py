@@ -625,6 +625,41 @@ def test_hanging_up_a_ringing_leg_cancels_it(
         assert events == ["initiated", "ringing", "canceled", "participant-leave"]
 
 
+def test_each_call_records_the_rest_requests_about_it(
+    emu_client: Client, emu_hooks: EmuHooks, emu_url: str
+) -> None:
+    """`GET /_emulator/calls/{sid}` lists the REST requests naming the call, each with the
+    time.time() it was received (to time how soon an app cancels or removes a leg)."""
+    ringing = emu_dial(emu_client, emu_hooks, "room-rq", "r1", "+14155550002")
+    emu_hooks.wait_event("ringing", ringing.call_sid)
+    before = time.time()
+    emu_client.calls(ringing.call_sid).fetch()
+    emu_client.calls(ringing.call_sid).update(status="canceled")
+    after = time.time()
+    answered = emu_dial(emu_client, emu_hooks, "room-rq", "up", "+14155550172")
+    emu_hooks.wait_event("participant-join", answered.call_sid)
+    room = emu_client.conferences(answered.conference_sid)
+    room.participants("up").update(muted=True)
+    room.participants(answered.call_sid).delete()
+
+    cancelled = emu_get(emu_url, f"calls/{ringing.call_sid}").json()["requests"]
+    assert [r["operation"] for r in cancelled] == ["CreateParticipant", "FetchCall", "UpdateCall"]
+    assert cancelled[2]["params"] == {"Status": "canceled"}
+    assert cancelled[0]["params"]["Label"] == "r1"
+    assert cancelled[0]["params"]["StatusCallbackEvent"] == ALL_CALL_EVENTS
+    assert before <= cancelled[1]["time"] <= cancelled[2]["time"] <= after
+    removed = emu_get(emu_url, f"calls/{answered.call_sid}").json()["requests"]
+    assert [r["operation"] for r in removed] == [
+        "CreateParticipant",
+        "UpdateParticipant",
+        "DeleteParticipant",
+    ]
+    assert removed[1]["params"] == {"Muted": "true"}
+    assert removed[2]["params"] == {}
+    # A request refused before it names a call (unknown sid) is nobody's.
+    assert emu_api(emu_url, "GET", "Calls/CA" + "0" * 32 + ".json").status_code == 404
+
+
 def test_the_first_participants_conference_callback_is_the_conferences(
     emu_client: Client, emu_hooks: EmuHooks
 ) -> None:

@@ -235,14 +235,23 @@ def test_conference_end_is_final(stack: Stack, account: Account) -> None:
 
 
 def test_unknown_sessions_and_calls_are_acknowledged(stack: Stack) -> None:
-    keys_before = stack.redis.dbsize()
+    # Other tests' calls may still be settling on the shared stack: look for what these
+    # callbacks could have written, not at the key count.
+    def written() -> list[str]:
+        return [
+            k
+            for pattern in ("*ses_x*", "*mem_y*", "*7777777777*")
+            for k in stack.redis.keys(pattern)
+        ]
+
+    assert not written()
     ringing = {"CallSid": "CA" + "7" * 32, "CallStatus": "ringing"}
     assert post(stack, "/twilio/call-status?session=ses_x&member=mem_y", ringing).status_code == 204
     assert post(stack, "/twilio/conference-status",
                 {"FriendlyName": "ses_x", "StatusCallbackEvent": "participant-join",
                  "CallSid": "CA" + "7" * 32}).status_code == 204  # fmt: skip
     assert post(stack, "/twilio/call-status", {"CallStatus": "ringing"}).status_code == 204
-    assert stack.redis.dbsize() == keys_before
+    assert not written()
 
 
 def test_voice_for_a_number_we_do_not_own_is_rejected_in_twiml(stack: Stack) -> None:

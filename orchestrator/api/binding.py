@@ -87,10 +87,14 @@ def _typed(field: Field, value: Any) -> Value:
             return _BOOLS[value.strip().lower()]
         raise ValueError(f"{label} must be true or false.")
     if kind == "int":
+        number = None
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value.strip())
+            number = value
+        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            number = int(value.strip())
+        # An Int32, as the DTO declares it: a bigger one would reach Redis as a float.
+        if number is not None and _INT32_MIN <= number <= _INT32_MAX:
+            return number
         raise ValueError(f"{label} must be a whole number.")
     if isinstance(kind, type) and issubclass(kind, Enum):
         names = {m.value.lower(): m.value for m in kind}
@@ -105,6 +109,7 @@ def _typed(field: Field, value: Any) -> Value:
 
 
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 def _pascal(name: str) -> str:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from orchestrator import auth, store
 from orchestrator.api.binding import Value, field_error
 from orchestrator.dto import SessionView
-from orchestrator.errors import FieldError, conflict, not_found, validation
+from orchestrator.errors import ApiError, FieldError, conflict, not_found, validation
 from orchestrator.jobs import dial_job
 from orchestrator.phone import InvalidPhoneNumber, normalise
 
@@ -92,12 +92,18 @@ async def add_member(
     errors: list[FieldError] = []
     sid = session_id(dto, errors)
     member_text = text(dto, member_field)
+    target: tuple[str, str] | None = None
     if not member_text:
         errors.append(field_error(member_field, "NotEmpty", "{field} must not be empty."))
+    else:
+        try:  # reported with the other fields' errors, one entry per bad field
+            target = member_target(member_field, member_text, settings.phone_region)
+        except ApiError as exc:
+            errors += exc.errors
     caller = caller_id(caller_field, text(dto, caller_field), settings.phone_region, errors)
-    if errors:
+    if errors or target is None:
         raise validation(errors)
-    kind, ref = member_target(member_field, member_text, settings.phone_region)
+    kind, ref = target
     member_id = store.new_id("mem")
     result = await store.invite(
         request.app.state.scripts,
@@ -163,10 +169,13 @@ def change_result(sid: str, change: store.Change, what: str) -> SessionView:
 async def delete_chat_member(
     request: Request, principal: auth.Principal, dto: dict[str, Value]
 ) -> SessionView:
-    sid = session_id(dto)
+    errors: list[FieldError] = []
+    sid = session_id(dto, errors)
     member = text(dto, "memberToRemove") or request.path_params.get("memberId", "").strip()
     if not member:
-        raise validation([field_error("memberToRemove", "NotEmpty", "{field} must not be empty.")])
+        errors.append(field_error("memberToRemove", "NotEmpty", "{field} must not be empty."))
+    if errors:
+        raise validation(errors)
     change = await store.remove_member(
         request.app.state.scripts,
         sid=sid,

@@ -124,7 +124,8 @@ OPERATIONS = (
         "/sessions/{sessionId}",
         sessions.patch_session,
         summary="Update the session: console data, queue state; callState Connected takes "
-        "it off hold, Hold holds it",
+        "it off hold, Hold holds it. Once the session has ended, consoleData and queueState "
+        "may still be written (wrap-up notes); callState and holdReason then answer 409",
         twilio="callState Connected: participant update Hold=false for each member the "
         "session held.",
     ),
@@ -166,7 +167,8 @@ OPERATIONS = (
 )
 _BY_NAME = {op.request.name.lower(): op for op in OPERATIONS}
 PREDEFINED_PREFIXES = ("/api", "/json/reply", "/jsv/reply")
-API_PREFIXES = ("/sessions/", *(p + "/" for p in PREDEFINED_PREFIXES))
+# "/sessions." too: ListSessions' route takes a format suffix as well (/sessions.jsv).
+API_PREFIXES = ("/sessions/", "/sessions.", *(p + "/" for p in PREDEFINED_PREFIXES))
 
 
 def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:

@@ -40,7 +40,7 @@ async def hold_session(
         hold_reason=text(dto, "reason") or "None",
         holder_call_sid=text(dto, "callSid"),
     )
-    return change_result(sid, change, "session")
+    return change_result(sid, change, f"member with call '{text(dto, 'callSid')}'")
 
 
 async def patch_session(

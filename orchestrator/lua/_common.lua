@@ -276,10 +276,20 @@ local function on_connected(sid, mid, m, now)
   end_redirect(sid, now, mid, 'Transferred to ' .. (f[3] or f[2] or '?'))
 end
 
+-- job = {queue key, queues set key, job key, job id, field, value, ...}.
+local function enqueue_dial(job)
+  local hash = {}
+  for i = 5, #job do hash[#hash + 1] = job[i] end
+  redis.call('HSET', job[3], unpack(hash))
+  redis.call('RPUSH', job[1], job[4])
+  redis.call('SADD', job[2], job[1])
+end
+
 -- Adds a member and enqueues its dial job (shared by InviteChatMember and
 -- RedirectSession): returns 'created'|'exists', the member id, or an error word.
--- job = {queue key, queues set key, job key, job id, field, value, ...}.
-local function add_member(sid, account, kind, ref, mid, now, caller, actor_name, job)
+-- With `defer` the caller enqueues the job itself (enqueue_dial), after its control
+-- job: an idle worker takes the job whose queue was pushed first in a script.
+local function add_member(sid, account, kind, ref, mid, now, caller, actor_name, job, defer)
   local to, fields
   if kind == 'user' then
     local uid = redis.call('GET', P .. 'account:' .. account .. ':user:' .. ref)
@@ -304,12 +314,7 @@ local function add_member(sid, account, kind, ref, mid, now, caller, actor_name,
   cache_new_member(sid, m)
   redis.call('HSET', activekey(sid), to, mid)
   append_log(sid, now, said(actor_name, 'invited ' .. member_name(m), 'Invited ' .. member_name(m)))
-
-  local hash = {}
-  for i = 5, #job do hash[#hash + 1] = job[i] end
-  redis.call('HSET', job[3], unpack(hash))
-  redis.call('RPUSH', job[1], job[4])
-  redis.call('SADD', job[2], job[1])
+  if not defer then enqueue_dial(job) end
   return 'created', mid
 end
 

@@ -1,6 +1,7 @@
 -- An incoming call to one of our numbers. Idempotent on the CallSid, because
 -- Twilio may fetch the voice URL again for the same call.
--- ARGV: prefix, call sid, from, to, now, new session id, new member id
+-- ARGV: prefix, call sid, from, to, now, new session id, new member id, now in epoch ms
+-- (the listing's order and date filters follow dateCreated; Redis' clock if absent)
 local callsid, from, to, now, sid, mid = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local known = redis.call('GET', callkey(callsid))
 if known then return {'exists', string.match(known, '^(%S+)')} end
@@ -20,7 +21,7 @@ redis.call('HSET', mkey(sid, mid),
 redis.call('RPUSH', idskey(sid), mid)
 redis.call('HSET', activekey(sid), from, mid)
 record_call_sid(sid, mid, callsid)
-local ms = clock_ms()
+local ms = tonumber(ARGV[8]) or clock_ms()
 redis.call('ZADD', sessionsidx(account), ms, sid)
 redis.call('ZADD', activeidx(account), ms, sid)
 append_log(sid, now, 'Incoming call from ' .. from .. ' to ' .. to)

@@ -15,6 +15,12 @@ local sk = skey(sid)
 local s = redis.call('HMGET', sk, 'accountId', 'ended', 'callState')
 if not s[1] or s[1] ~= account then return {'notfound'} end
 if s[2] == 'true' and (state ~= '' or reason ~= '') then return {'ended'} end
+-- A holder named by a CallSid that is no leg of this session is an unknown member (404),
+-- not a reason to hold everyone, the agent who asked included.
+if state == 'Hold' and holder_sid ~= '' then
+  local known = redis.call('GET', callkey(holder_sid))
+  if not known or string.match(known, '^(%S+) ') ~= sid then return {'nomember'} end
+end
 
 local changed = false
 for i = 11, #ARGV, 2 do
@@ -41,8 +47,10 @@ if state == 'Hold' and s[3] ~= 'Hold' then
   local keep = holder()
   for _, mid in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
     local m = mkey(sid, mid)
-    local f = redis.call('HMGET', m, '_rank', '_removed')
-    if mid ~= keep and f[1] == '2' and f[2] ~= '1' then
+    local f = redis.call('HMGET', m, '_rank', '_removed', '_wanthold')
+    -- A member already held on its own (UpdateConferenceMember) stays its own: resuming
+    -- the session must not take it off hold.
+    if mid ~= keep and f[1] == '2' and f[2] ~= '1' and f[3] ~= '1' then
       redis.call('HSET', m, '_wanthold', '1', '_sessionhold', '1')
     end
   end

@@ -13,7 +13,7 @@ local bad = live_session(sid, account)
 if bad then return {bad} end
 local job = {}
 for i = 12, #ARGV do job[#job + 1] = ARGV[i] end
-local outcome, target = add_member(sid, account, kind, ref, mid, now, caller, actor_name, job)
+local outcome, target = add_member(sid, account, kind, ref, mid, now, caller, actor_name, job, true)
 if outcome ~= 'created' and outcome ~= 'exists' then return {outcome} end
 local sk = skey(sid)
 local name = member_name(mkey(sid, target))
@@ -44,4 +44,7 @@ end
 touch_api(sid, actor, now)
 want_control()
 flush_control(sid, now)
+-- Dialled after the control job is queued, so that the others leave and the caller is
+-- held before the destination can answer (an idle worker serves the first queue pushed).
+if outcome == 'created' then enqueue_dial(job) end
 return {'ok', target}

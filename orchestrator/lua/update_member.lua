@@ -15,7 +15,8 @@ if not known then return {'nomember'} end
 local ksid, mid = string.match(known, '^(%S+) (%S+)$')
 if ksid ~= sid then return {'nomember'} end
 local m = mkey(sid, mid)
-local f = redis.call('HMGET', m, '_rank', '_removed', '_wanthold', '_wantmute', '_hold', 'muted')
+local f = redis.call('HMGET', m, '_rank', '_removed', '_wanthold', '_wantmute', '_hold', 'muted',
+  '_sessionhold')
 if tonumber(f[1] or '0') >= 3 or f[2] == '1' then return {'gone'} end
 local name = member_name(m)
 local changed = false
@@ -23,6 +24,8 @@ if hold ~= '' then
   local want = '0'
   if hold == 'true' then want = '1' end
   local current = f[3] or f[5] or '0'
+  -- Held by the session and now on hold on its own too: resuming the session leaves it be.
+  if want == '1' and current == '1' and f[7] == '1' then current = '' end
   if want ~= current then
     -- An agent's own hold is not the session's: resuming the session leaves it be.
     redis.call('HSET', m, '_wanthold', want, '_sessionhold', '0')
