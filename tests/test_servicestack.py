@@ -13,7 +13,7 @@ import pytest
 from servicestack import JsonServiceClient, WebServiceException
 
 from orchestrator import jsv
-from tests.conftest import Account, Stack, random_number
+from tests.conftest import Account, Stack, random_number, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +214,134 @@ def test_predefined_routes(stack: Stack, account: Account, prefix: str) -> None:
         assert any(m["identity"] == target for m in body["members"])
     assert wrong_verb.status_code == 405
     assert unknown.status_code == 404
+
+
+# --- every operation through the official client ----------------------------------------------
+
+# Each operation's verb interface and whether it returns nothing (IReturnVoid), as the seed's
+# metadata pages document them.
+CLIENT_VERBS = {
+    "InviteChatMember": ("IPost", False),
+    "GetSession": ("IGet", False),
+    "AddConferenceMember": ("IPost", False),
+    "DeleteChatMember": ("IDelete", False),
+    "UpdateConferenceMember": ("IPatch", False),
+    "HoldSession": ("IPost", False),
+    "PatchSession": ("IPatch", False),
+    "RedirectSession": ("IPost", True),
+    "EndSession": ("IDelete", True),
+    "GetActiveSessions": ("IGet", False),
+    "ListSessions": ("IGet", False),
+}
+
+
+def _send(client: JsonServiceClient, request):
+    """Call the operation with the verb its DTO's interface names, and only that one."""
+    import servicestack
+
+    name = type(request).__name__
+    verb, void = CLIENT_VERBS[name]
+    assert isinstance(request, getattr(servicestack, verb)), name
+    assert isinstance(request, servicestack.IReturnVoid) is void, name
+    assert isinstance(request, servicestack.IReturn) is not void, name
+    method = {"IGet": client.get, "IPost": client.post, "IPatch": client.patch}.get(verb)
+    return (method or client.delete)(request)
+
+
+def _wait_connected(stack: Stack, key: str, sid: str, identity: str) -> dict:
+    def connected():
+        with stack.client(key) as c:
+            session = c.get(f"/sessions/{sid}").json()
+        found = [m for m in session["members"] if m["identity"] == identity]
+        return found[0] if found and found[0]["callState"] == "Connected" else None
+
+    return wait_for(connected, 10, f"{identity} connected")
+
+
+def test_official_client_calls_every_operation(
+    stack: Stack, account: Account, dtos: ModuleType
+) -> None:
+    caller = random_number()
+    call = stack.incoming_call(caller, account.number)
+    sid = call["conferenceName"]
+    _wait_connected(stack, account.key, sid, caller)
+    client = _client(stack, account.key)
+    first, second, third = random_number(), random_number(), random_number()
+
+    session = _send(client, dtos.InviteChatMember(session_id=sid, member_to_add=first))
+    assert isinstance(session, dtos.SessionInfo) and first in [m.identity for m in session.members]
+    fetched = _send(client, dtos.GetSession(session_id=sid))
+    assert isinstance(fetched, dtos.SessionInfo) and fetched.id == sid
+    added = _send(
+        client,
+        dtos.AddConferenceMember(
+            session_id=sid, call_sid=call["callSid"], destination=second, from_number=account.number
+        ),
+    )
+    assert [m.role for m in added.members if m.identity == second] == [
+        dtos.SessionMemberRoles.TRANSFER
+    ]
+    leg = _wait_connected(stack, account.key, sid, first)["callSid"]
+    muted = _send(client, dtos.UpdateConferenceMember(session_id=sid, call_sid=leg, muted=True))
+    assert f"Mute requested for {first}" in [entry.message for entry in muted.log]
+    removed = _send(client, dtos.DeleteChatMember(session_id=sid, member_to_remove=second))
+    assert f"{second} was removed" in [entry.message for entry in removed.log]
+    with pytest.raises(WebServiceException) as unknown:
+        _send(client, dtos.DeleteChatMember(session_id=sid, member_to_remove="+14155550199"))
+    assert unknown.value.status_code == 404
+    assert unknown.value.response_status.error_code == "NotFound"
+
+    held = _send(
+        client, dtos.HoldSession(session_id=sid, reason=dtos.SessionHoldReasons.TRANSFERRING)
+    )
+    assert held.call_state == dtos.SessionCallState.HOLD
+    assert held.hold_reason == dtos.SessionHoldReasons.TRANSFERRING
+    patched = _send(
+        client,
+        dtos.PatchSession(
+            session_id=sid,
+            call_state=dtos.SessionCallState.CONNECTED,
+            console_data="Wants a refund, {urgent}",
+            queue_state=dtos.SessionQueueStates.QUEUED,
+        ),
+    )
+    assert patched.call_state == dtos.SessionCallState.CONNECTED
+    assert patched.hold_reason == dtos.SessionHoldReasons.NONE and patched.held_by_user_id is None
+    assert patched.console_data == "Wants a refund, {urgent}"
+    assert patched.queue_state == dtos.SessionQueueStates.QUEUED
+    with pytest.raises(WebServiceException) as bad:
+        _send(client, dtos.PatchSession(session_id=sid, call_state=dtos.SessionCallState.RINGING))
+    assert bad.value.status_code == 400
+    assert [e.field_name for e in bad.value.response_status.errors] == ["CallState"]
+
+    active = _send(client, dtos.GetActiveSessions())
+    assert isinstance(active, dtos.GetActiveSessionsResponse)
+    assert [s.id for s in active.sessions] == [sid]  # a fresh account: only this call
+    page = _send(
+        client, dtos.ListSessions(page=0, count_per_page=1, sort_order=dtos.SortOrders.DESCEND)
+    )
+    assert isinstance(page, dtos.ListSessionsResponse)
+    assert [s.id for s in page.items] == [sid]
+    assert page.total_count == 1 and page.total_pages == 1 and page.has_more_pages is False
+
+    assert _send(client, dtos.RedirectSession(session_id=sid, destination=third)) is None
+    assert _send(client, dtos.GetSession(session_id=sid)).destination == third
+    assert _send(client, dtos.EndSession(session_id=sid, call_sid=call["callSid"])) is None
+    assert _send(client, dtos.EndSession(session_id=sid)) is None  # ended already: 204 too
+    ended = _send(client, dtos.GetSession(session_id=sid))
+    assert ended.ended is True and ended.call_state == dtos.SessionCallState.DISCONNECTED
+    assert ended.outcome.startswith("Ended by key_")
+    with pytest.raises(WebServiceException) as conflict:
+        _send(client, dtos.HoldSession(session_id=sid))
+    assert conflict.value.status_code == 409
+    assert conflict.value.response_status.error_code == "Conflict"
+    assert _send(client, dtos.GetActiveSessions()).sessions == []
+
+
+def test_python_types_declare_every_operation(stack: Stack, dtos: ModuleType) -> None:
+    text = httpx.get(f"{stack.base_url}/types/python").text
+    for name, (verb, void) in CLIENT_VERBS.items():
+        returns = "IReturnVoid" if void else "IReturn["
+        (line,) = [x for x in text.splitlines() if x.startswith(f"class {name}(")]
+        assert returns in line and line.endswith(f", {verb}):"), line
+        assert isinstance(getattr(dtos, name)(), dtos.IReturnVoid if void else dtos.IReturn)
