@@ -27,8 +27,8 @@ def parse(argv: list[str] | None = None) -> Options:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
     p.add_argument("--duration", type=float, default=None, help="seconds per measurement (5)")
-    p.add_argument("--quick", action="store_true", help="tiny numbers: a smoke run in ~1 min")
-    p.add_argument("--output", type=Path, default=Path("bench/RESULTS.md"))
+    p.add_argument("--quick", action="store_true", help="tiny numbers: a smoke run in ~2 min")
+    p.add_argument("--output", type=Path, default=None, help="default bench/RESULTS.md")
     p.add_argument(
         "--rss-requests", type=int, default=None, help="requests for the RSS check (100000)"
     )
@@ -39,8 +39,19 @@ def parse(argv: list[str] | None = None) -> Options:
         help="measure again while other processes use >25%% of a core (default 2)",
     )
     p.add_argument("--no-profile", action="store_true", help="skip py-spy even if installed")
+    p.add_argument(
+        "--only",
+        choices=["control"],
+        help="only this section (with B0, in the same runs); RESULTS.md then goes to the "
+        "work directory unless --output is given",
+    )
+    p.add_argument("--skip", choices=["control"], help="leave this section out")
     a = p.parse_args(argv)
-    o = Options(output=a.output)
+    if a.only and a.skip == a.only:
+        p.error("--only and --skip name the same section")
+    # A partial run goes to the work directory: it does not overwrite bench/RESULTS.md.
+    output = a.output or (None if a.only else Path("bench/RESULTS.md"))
+    o = Options(output=output, only=a.only, control=a.skip != "control")
     if a.quick:
         o.runs, o.duration, o.rss_requests, o.memory_sessions, o.retries = 1, 1.0, 3000, 100, 0
     o.runs = a.runs if a.runs is not None else o.runs
@@ -64,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="orchestrator-bench-"))
+    output = options.output or workdir / "RESULTS.md"
     results = Suite(options, workdir, log).run()
     raw = {"samples": {k: [dataclasses.asdict(x) for x in v] for k, v in results.samples.items()}}
     (workdir / "results.json").write_text(json.dumps({**raw, "facts": results.facts}, indent=1))
     text = render(results, environment(), command.strip())
-    options.output.parent.mkdir(parents=True, exist_ok=True)
-    options.output.write_text(text)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
     print(text)
-    log(f"wrote {options.output}; logs in {workdir}")
+    log(f"wrote {output}; logs in {workdir}")
     return 0
 
 

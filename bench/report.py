@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench import control
 from bench.suite import Results, Sample
 
 B0 = "b0"
@@ -31,6 +32,7 @@ class Target:
     limit: float
     below: bool  # pass when value < limit (else value >= limit)
     shown: str
+    digits: int = 2
 
     @property
     def verdict(self) -> str:
@@ -168,6 +170,37 @@ def targets(results: Results) -> list[Target]:
     growth = (rss["after_kib"] - rss["before_kib"]) / rss["before_kib"] * 100 if rss else math.nan
     requests = rss["requests"] if rss else 0
     out.append(Target(f"web RSS growth < 10% over {requests:,} requests", growth, 10, True, "%"))
+    out += control_targets(results)
+    return out
+
+
+def control_targets(results: Results) -> list[Target]:
+    """Session control (bench/control.py): removals reach Twilio fast, a page of
+    ListSessions costs the same whatever the account keeps, and nothing answers non-2xx."""
+    s = results.samples
+    out = []
+    for case in control.REMOVAL_CASES:
+        value = median(s.get(control.removal_key(case), []), "p50")
+        name = (
+            f"DeleteChatMember 200 → emulator receives {control.REMOVAL_WHAT[case]}, p50 < 10 ms "
+            f"({case} member, {control.REMOVAL_RATE:g} removals/s, worker running)"
+        )
+        out.append(Target(name, value, 10, True, "ms"))
+    small, big = min(control.LIST_SIZES), max(control.LIST_SIZES)
+    for q in ("p50", "p99"):
+        ratio = paired(
+            s.get(f"{control.KEY}list@{big}", []), s.get(f"{control.KEY}list@{small}", []), q
+        )
+        spread = max(ratio, 1 / ratio) if ratio and not math.isnan(ratio) else math.nan
+        name = (
+            f"ListSessions page 0 {q}: {big:,} and {small:,} sessions kept within 1.5 x of "
+            "each other"
+        )
+        out.append(Target(name, spread, 1.5 + 1e-9, True, "x"))
+    ops = [x for op in control.OPS for x in s.get(control.KEY + op.key, [])]
+    errors = float(sum(x.errors for x in ops)) if ops else math.nan
+    name = f"session-control loads ({len(control.OPS)}, 32 connections): answers other than 2xx"
+    out.append(Target(name, errors, 1, True, "", digits=0))
     return out
 
 
@@ -252,13 +285,16 @@ def render(results: Results, env: dict[str, str], command: str) -> str:
         "|---|---|---|---|",
     ]
     for t in targets(results):
-        lines.append(
-            f"| {t.name} | {_num(t.value, 2)} {t.shown} | {t.limit:g} {t.shown} | {t.verdict} |"
-        )
+        count = t.digits == 0 and not math.isnan(t.value)  # a count: "0", limit "< 1"
+        value = f"{t.value:,.0f}" if count else _num(t.value, 2)
+        limit = f"< {t.limit:g}" if t.digits == 0 else f"{t.limit:g}"
+        shown = f"{value} {t.shown}".strip(), f"{limit} {t.shown}".strip()
+        lines.append(f"| {t.name} | {shown[0]} | {shown[1]} | {t.verdict} |")
     lines += ["", "## Figures", "", *figures(results), ""]
     if any(x.exhausted for v in results.samples.values() for x in v):
         lines += ["\\* some runs used up their pre-built requests before the time was up.", ""]
-    lines += _method(results)
+    if any(k.startswith(("1p:webhook", "1p:invite")) for k in results.samples):
+        lines += _method(results)
     phases = results.samples.get("1p:dispatch", [])
     if phases and not math.isnan(median(phases, "to_start")):
         lines += [
@@ -277,6 +313,7 @@ def render(results: Results, env: dict[str, str], command: str) -> str:
             "run inside scripts): " + ", ".join(f"{name} {n:.1f}" for name, n in commands) + ".",
             "",
         ]
+    lines += _control(results)
     lines += _memory(f.get("memory"))
     lines += _rss(f.get("rss"))
     lines += _profile(f.get("profile"))
@@ -316,6 +353,95 @@ def _method(results: Results) -> list[str]:
         "machine, which lowers throughput and raises latency of that run.",
         "",
     ]
+
+
+def _control(results: Results) -> list[str]:
+    """The session-control section: each operation against B0, removals, ListSessions."""
+    s = results.samples
+    ops = [op for op in control.OPS if s.get(control.KEY + op.key)]
+    removals = [c for c in control.REMOVAL_CASES if s.get(control.removal_key(c))]
+    if not ops and not removals:
+        return []
+    base = s.get("1p:b0", [])
+    lines = [
+        "## Session control (SPEC 4)",
+        "",
+        "One web process, closed loop at 32 connections, the worker stopped (the control "
+        "jobs the changes write wait in the queue), each run against its own B0; every "
+        "request acts on state prepared for it (what each does is listed below the table). "
+        "A row fails if any request got an answer other than 2xx (or none).",
+        "",
+        "| operation | req/s (min / **median** / max) | x B0 | p50 ms | x B0 | p99 ms | x B0 "
+        "| web CPU ms/req | Redis cmds/req (of them EVALSHA) "
+        "| CPU: web / Redis / generator / not ours | non-2xx | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for op in ops:
+        samples = s[control.KEY + op.key]
+        errors = sum(x.errors for x in samples)
+        cpu = " / ".join(
+            f"{median(samples, a):.0%}" for a in ("web_cpu", "redis_cpu", "gen_cpu", "other_cpu")
+        )
+        rps = _spread(samples, "rps") + (" *" if any(x.exhausted for x in samples) else "")
+        cells = [f"{op.name}: `{op.route}`", rps, _ratio(samples, base, "rps")]
+        for q in ("p50", "p99"):
+            cells += [_spread(samples, q), _ratio(samples, base, q)]
+        cells.append(f"{median(samples, 'web_ms_per_request'):.2f}")
+        cells.append(
+            f"{median(samples, 'redis_calls'):.1f} ({median(samples, 'redis_scripts'):.1f})"
+        )
+        cells += [cpu, str(errors), "PASS" if errors == 0 else "**FAIL**"]
+        rows = "| " + " | ".join(cells) + " |"
+        lines.append(rows)
+    lines += ["", "What each request does:", ""]
+    lines += [f"- {op.name} `{op.route}`: {op.does}." for op in ops]
+    lines.append("")
+    small, big = min(control.LIST_SIZES), max(control.LIST_SIZES)
+    listed = [s.get(f"{control.KEY}list@{n}", []) for n in (small, big)]
+    if all(listed):
+        p50 = paired(listed[1], listed[0], "p50")
+        p99 = paired(listed[1], listed[0], "p99")
+        lines += [
+            f"ListSessions, page 0 of {control.PAGE_SIZE}: with {big:,} sessions kept, p50 "
+            f"{median(listed[1], 'p50'):.2f} ms and p99 {median(listed[1], 'p99'):.2f} ms "
+            f"against {median(listed[0], 'p50'):.2f} / {median(listed[0], 'p99'):.2f} ms with "
+            f"{small:,} ({p50:.2f} x and {p99:.2f} x; web CPU "
+            f"{median(listed[1], 'web_ms_per_request'):.2f} vs "
+            f"{median(listed[0], 'web_ms_per_request'):.2f} ms per request).",
+            "",
+        ]
+    if removals:
+        missing = results.facts.get("ctl_missing", {})
+        lines += [
+            f"Removals at a steady {control.REMOVAL_RATE:g}/s, worker running: the time from "
+            "each DeleteChatMember's 200 (client clock) to the emulator receiving that leg's "
+            "cancel or participant DELETE (its clock: the same machine's). Each session is a "
+            "real incoming call (the caller in the conference) with one member the worker "
+            "dialled; a ringing member's number ends 0002 and never answers. The control job "
+            "first fetches the call (and, for a connected leg, its participant), as Twilio "
+            "requires; the split is at the first of its requests the emulator received.",
+            "",
+            "| member | removals timed | 200 → Twilio gets it: p50 ms | p99 ms "
+            "| 200 → first Twilio request (median ms) | first request → the cancel/DELETE "
+            "| never arrived | non-2xx |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for case in removals:
+            key = control.removal_key(case)
+            samples = s[key]
+            cells = [
+                f"{case}: {control.REMOVAL_WHAT[case]}",
+                str(sum(x.count for x in samples)),
+                _spread(samples, "p50"),
+                _spread(samples, "p99"),
+                _num(median(samples, "to_start"), 2),
+                _num(median(samples, "to_accept"), 2),
+                str(missing.get(key, 0)),
+                str(sum(x.errors for x in samples)),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _memory(mem: dict[str, Any] | None) -> list[str]:
@@ -460,6 +586,7 @@ def notes(results: Results) -> list[str]:
             f"32 connections it manages {median(naive, 'rps'):.0f} req/s, the twilio client "
             f"costing {per_request:.1f} ms of CPU per invite in the thread pool."
         )
+    out += _control_notes(results)
     profile = results.facts.get("profile") or {}
     for name, p in profile.items():
         top = [f"{k} {v:.0%}" for k, v in p.get("components", [])[:4]]
@@ -469,6 +596,57 @@ def notes(results: Results) -> list[str]:
         out.append(
             f"- uvicorn runs with {environment_http()}: httptools/uvloop (`uvicorn[standard]`) "
             "are not installed, so HTTP parsing is pure Python (h11) for the service and B0 alike."
+        )
+    return out
+
+
+def _control_notes(results: Results) -> list[str]:
+    """What the session-control figures say: which operations cost the web process most,
+    and where a removal's time goes before Twilio hears of it."""
+    s = results.samples
+    out = []
+    costs = [
+        (median(s[control.KEY + op.key], "web_ms_per_request"), op)
+        for op in control.OPS
+        if s.get(control.KEY + op.key)
+    ]
+    b0 = median(s.get("1p:b0", []), "web_ms_per_request")
+    if costs and not math.isnan(b0):
+        single = [
+            c for c, op in costs if op.name.split()[0] not in ("ListSessions", "GetActiveSessions")
+        ]
+        listing = [
+            (c, op)
+            for c, op in costs
+            if op.name.split()[0] in ("ListSessions", "GetActiveSessions")
+        ]
+        if single:
+            out.append(
+                f"- Session control: an operation on one session costs the web process "
+                f"{min(single):.2f}-{max(single):.2f} ms of CPU per request (B0 {b0:.2f} ms): one "
+                "script call, pipelined with its neighbours', and the SessionInfo read after it "
+                "in the same MULTI/EXEC."
+            )
+        if listing:
+            out.append(
+                "- A listing answers many SessionInfos, "
+                + ", ".join(f"{op.name} {c:.2f} ms" for c, op in listing)
+                + f" of web CPU per request (a page of {control.PAGE_SIZE}, or the "
+                f"{control.ACTIVE_SESSIONS} live sessions): the cost is per session rendered "
+                "(one pipelined read of three keys each, then the JSON joined), not per "
+                "session kept."
+            )
+    for case in control.REMOVAL_CASES:
+        samples = s.get(control.removal_key(case), [])
+        if not samples:
+            continue
+        first, rest = median(samples, "to_start"), median(samples, "to_accept")
+        before = "a FetchCall" if case == "ringing" else "a FetchCall and a FetchParticipant"
+        out.append(
+            f"- Removing a {case} member: {first:.2f} ms from the 200 to the control job's first "
+            f"request at Twilio (the worker takes the job from the control queue, ahead of any "
+            f"dial, and reads the session), then {rest:.2f} ms to {control.REMOVAL_WHAT[case]}, "
+            f"which follows {before} (the job asks Twilio for the leg's state first)."
         )
     return out
 

@@ -22,6 +22,7 @@ from orchestrator import callback_urls, processes, redis_server
 ACCOUNT_SID = "AC" + "be4c" * 8
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+NO_ANSWER_SECONDS = 900.0  # the emulator's ring time of a callee that never answers
 UVICORN_SETTINGS = ["--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "5"]
 
 
@@ -127,9 +128,14 @@ class Stack:
             "--account-sid", ACCOUNT_SID, "--auth-token", self.token,
             "--voice-url", callback_urls.voice(self.public_base_url),
         ]  # fmt: skip
+        help_text = _help(["-m", "emulator", "--help"])
         # The TCP front only exists to inject connection resets; Twilio has no such hop.
-        if "--no-front" in _help(["-m", "emulator", "--help"]):
+        if "--no-front" in help_text:
             args.append("--no-front")
+        # A number ending 0002 rings until it is cancelled: the removal of a ringing member
+        # is timed on it (bench/control.py); no other load dials such a number.
+        if "--no-answer-seconds" in help_text:
+            args += ["--no-answer-seconds", str(NO_ANSWER_SECONDS)]
         self._start("emulator", args)
         wait_http(f"{self.emulator_url}/_emulator/health", self.procs["emulator"])
 

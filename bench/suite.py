@@ -2,10 +2,16 @@
 
 Each run starts from an empty Redis (FLUSHDB, a new tenant) and takes every measurement
 once, so slow drift of the machine spreads over all of them; figures are the median of the
-runs with their min and max. The worker runs only while dispatch latency is measured:
+runs with their min and max. The worker runs only while dispatch latency (and the time a
+removal takes to reach Twilio) is measured:
 invites are measured with it stopped (their jobs wait in the queue and go with the next
 FLUSHDB), so the invite figures are the web process alone, not web plus the emulator's
 callbacks and the worker competing for the same two cores.
+
+With one web process, each run also takes the session-control measurements of
+bench/control.py (SPEC 4: every new operation against the same run's B0, removals reaching
+Twilio, ListSessions at 100 and 10,000 sessions); `--only control` runs just those (with
+B0), `--skip control` leaves them out.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ import httpx
 import redis
 
 from bench import loadgen, stack, workload
+from bench.control import KEY as CONTROL_KEY
+from bench.control import OPS as CONTROL_OPS
+from bench.control import Control
 from bench.profile import summarise
 from orchestrator.jobs import job_id
 from orchestrator.store import PREFIX, new_id
@@ -44,13 +53,15 @@ POLL_SECONDS = 300.0
 class Options:
     runs: int = 3
     duration: float = 5.0
-    output: Path = Path("bench/RESULTS.md")
+    output: Path | None = Path("bench/RESULTS.md")  # None: the work directory
     rss_requests: int = 100_000
     sizes: tuple[int, ...] = (1, 10, 100)
     web_processes: tuple[int, ...] = (1, 2)
     py_spy: str | None = None
     memory_sessions: int = 1000
     retries: int = 2
+    control: bool = True  # the session-control section (bench/control.py)
+    only: str | None = None  # "control": that section alone (with its B0)
 
 
 @dataclass
@@ -106,6 +117,7 @@ class Suite:
         self.r: redis.Redis
         self.seeder: workload.Seeder
         self.tenant: workload.Tenant
+        self.control = Control(self)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -125,6 +137,9 @@ class Suite:
         s.start_emulator()
         self.log(f"work directory {s.workdir}; Redis on {s.redis.port}")
         self._ceiling()
+        if self.o.only == "control":
+            self._control_only()
+            return
         for procs in self.o.web_processes:
             s.start_web(procs)
             s.start_floor(procs)
@@ -158,6 +173,28 @@ class Suite:
             loads.append((s.naive_port, self._invites(s.naive_port, sessions)))
         for port, reqs in loads:
             loadgen.run(loadgen.Load(port, reqs, duration=1.0))
+        if procs == 1 and self.o.control:
+            self.control.warmup()
+
+    def _control_only(self) -> None:
+        """`--only control`: the session-control section, each run with its own B0."""
+        s = self.stack
+        s.start_web(1)
+        s.start_floor(1)
+        self._fresh()
+        members = workload.flatten(self.seeder.sessions(self.tenant, 250, 1))
+        loadgen.run(loadgen.Load(s.floor_port, self._b0_requests("1p"), duration=1.0))
+        loadgen.run(loadgen.Load(s.web_port, self._webhooks(members, s.web_port), duration=1.0))
+        self.control.warmup()
+        for run in range(1, self.o.runs + 1):
+            self.log(f"control: run {run}/{self.o.runs}")
+            self._fresh()
+            self._measure("1p:b0", s.floor_port, lambda: self._b0_requests("1p"), "floor", "1p:b0")
+            self.control.run()
+        if self.o.py_spy:
+            self._profile_control()
+        s.stop("web")
+        s.stop("floor")
 
     def _fresh(self) -> None:
         """Empty Redis and a new tenant (account, number, API key)."""
@@ -292,12 +329,7 @@ class Suite:
         if procs == 1:
             self._dispatch()
 
-        # B0: the same callback bodies and headers, to the bare route.
-        def b0() -> list[bytes]:
-            count = self._pool(f"{p}:b0", 15000) // 4 + 1  # before any run: ample
-            fake = [workload.Member(new_id("ses"), new_id("mem"), "+14155550199")] * count
-            return self._webhooks(fake, s.floor_port, path="/floor")
-
+        b0 = functools.partial(self._b0_requests, p)
         self._measure(f"{p}:b0", s.floor_port, b0, "floor", kind=f"{p}:b0")
         sizes = self.o.sizes if procs == 1 else self.o.sizes[:1]
         for n in sizes:
@@ -308,6 +340,14 @@ class Suite:
             self._measure(f"{p}:invite@{n}", s.web_port, build, "web", kind=f"{p}:invite")
         if procs == 1:
             self._naive()
+            if self.o.control:
+                self.control.run()
+
+    def _b0_requests(self, p: str) -> list[bytes]:
+        """B0: the same callback bodies and headers as the webhooks, to the bare route."""
+        count = self._pool(f"{p}:b0", 15000) // 4 + 1  # before any run: ample
+        fake = [workload.Member(new_id("ses"), new_id("mem"), "+14155550199")] * count
+        return self._webhooks(fake, self.stack.floor_port, path="/floor")
 
     def _webhook_load(self, p: str, n: int) -> list[bytes]:
         """Call-status callbacks for members of fresh sessions of `n` members."""
@@ -722,6 +762,24 @@ class Suite:
         with self._spy("web, invites at 32 connections", web, d):
             self._apply("profile:invite", s.web_port, invites, "web")
         self._dispatch(prefix="profile")
+        if self.o.control:
+            self._profile_control()
+
+    def _profile_control(self) -> None:
+        """py-spy on the web process (DeleteChatMember) and on the worker (removals)."""
+        s = self.stack
+        self.control._fresh()
+        delete = next(op for op in CONTROL_OPS if op.key == "delete")
+        reqs = self.control.requests(delete, self.control._pool(CONTROL_KEY + "delete"))
+        with self._spy(
+            "web, DeleteChatMember at 32 connections", s.procs["web"].pid, self.o.duration
+        ):
+            self._apply("profile:ctl-delete", s.web_port, reqs, "web")
+        name = (
+            "worker, removing connected members at 20/s (busy samples only: the wait for "
+            "the next job is left out)"
+        )
+        self.control.removals(spy=lambda pid, seconds: self._spy(name, pid, seconds, idle=False))
 
 
 def _rq_time(value: bytes) -> float:

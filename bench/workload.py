@@ -20,12 +20,13 @@ import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import redis
 from twilio.request_validator import RequestValidator
 
-from orchestrator import callback_urls, provision
+from orchestrator import callback_urls, jobs, provision
 from orchestrator.scripts import source
 from orchestrator.store import PREFIX, new_id, now
 
@@ -46,6 +47,12 @@ class Member:
 class Session:
     sid: str
     members: list[Member]
+    caller: str = ""  # the incoming caller's member id
+
+
+def call_sid(member: Member) -> str:
+    """The CallSid a seeded member's callbacks carry (and `Seeder.connect` records)."""
+    return "CA" + member.mid[-24:].rjust(32, "0")
 
 
 @dataclass(frozen=True)
@@ -72,23 +79,30 @@ class Seeder:
         self.numbers = numbers()
         self._create = r.register_script(source("create_session"))
         self._invite = r.register_script(source("invite"))
+        self._call_event = r.register_script(source("call_event"))
+        self._conference_event = r.register_script(source("conference_event"))
+        self._render = r.register_script(source("render"))
 
     def tenant(self) -> Tenant:
         account = provision.create_account(self.r, "Bench Co")
         number = provision.add_number(self.r, next(self.numbers), account)
         return Tenant(account, number, provision.create_key(self.r, account, ["User"]))
 
-    def sessions(self, tenant: Tenant, count: int, members: int) -> list[Session]:
-        """`count` incoming-call sessions, each with `members` invited phone members."""
+    def sessions(
+        self, tenant: Tenant, count: int, members: int, caller: str | None = None
+    ) -> list[Session]:
+        """`count` incoming-call sessions, each with `members` invited phone members; the
+        callers are distinct numbers, or all `caller`."""
         out: list[Session] = []
         for start in range(0, count, SEED_CHUNK):
             chunk = []
             pipe = self.r.pipeline(transaction=False)
             for _ in range(min(SEED_CHUNK, count - start)):
-                sid = new_id("ses")
-                args = [PREFIX, "CA" + secrets.token_hex(16), next(self.numbers), tenant.number]
-                self._create(args=[*args, now(), sid, new_id("mem")], client=pipe)
-                chunk.append(Session(sid, []))
+                sid, caller_mid = new_id("ses"), new_id("mem")
+                number = caller or next(self.numbers)
+                args = [PREFIX, "CA" + secrets.token_hex(16), number, tenant.number]
+                self._create(args=[*args, now(), sid, caller_mid], client=pipe)
+                chunk.append(Session(sid, [], caller_mid))
             _check(pipe.execute(), "sessions")
             for base in range(0, len(chunk) * members, SEED_CHUNK):
                 pipe = self.r.pipeline(transaction=False)
@@ -96,14 +110,46 @@ class Seeder:
                     session = chunk[slot // members]
                     member = Member(session.sid, new_id("mem"), next(self.numbers))
                     args = [PREFIX, session.sid, tenant.account, "phone", member.number]
-                    self._invite(
-                        args=[*args, member.mid, now(), "", *SEED_JOB, "x", "1"], client=pipe
-                    )
+                    args += [member.mid, now(), "", "", ""]  # caller id, actor id, actor name
+                    self._invite(args=[*args, *SEED_JOB, "x", "1"], client=pipe)
                     session.members.append(member)
                 _check(pipe.execute(), "members")
             out += chunk
         self.r.delete(*SEED_JOB)
         return out
+
+    def connect(self, sessions: list[Session]) -> None:
+        """Put every seeded session's conference up and its members and caller in the call,
+        as their callbacks would: conference-start (conference_event.lua), then ringing and
+        in-progress for each leg (call_event.lua; a member's CallSid is `call_sid`)."""
+        jobs.install_control_template(self.r)  # the scripts refuse to run without it
+        steps = [(m.sid, m.mid, call_sid(m)) for s in sessions for m in s.members]
+        steps += [(s.sid, s.caller, "") for s in sessions if s.caller]
+        for start in range(0, len(sessions), SEED_CHUNK):
+            pipe = self.r.pipeline(transaction=False)
+            for session in sessions[start : start + SEED_CHUNK]:
+                conference = "CF" + secrets.token_hex(16)
+                args = [PREFIX, session.sid, "conference-start", conference, "", "", "0", now()]
+                self._conference_event(args=[*args, ""], client=pipe)
+            if any(reply != b"applied" for reply in pipe.execute()):
+                raise RuntimeError("starting the seeded sessions' conferences failed")
+        for start in range(0, len(steps), SEED_CHUNK):
+            pipe = self.r.pipeline(transaction=False)
+            for sid, mid, csid in steps[start : start + SEED_CHUNK]:
+                for seq, status in enumerate(("ringing", "in-progress"), start=1):
+                    args = [PREFIX, sid, mid, status, csid, str(seq), now(), ""]
+                    self._call_event(args=args, client=pipe)
+            replies = pipe.execute()
+            if any(reply not in (b"applied", b"unchanged") for reply in replies):
+                raise RuntimeError(f"connecting seeded members failed: {replies[:4]}")
+
+    def render(self, tenant: Tenant, sessions: list[Session]) -> None:
+        """Cache each session's members JSON, as the first read of it would."""
+        for start in range(0, len(sessions), SEED_CHUNK):
+            pipe = self.r.pipeline(transaction=False)
+            for session in sessions[start : start + SEED_CHUNK]:
+                self._render(args=[PREFIX, session.sid, tenant.account], client=pipe)
+            pipe.execute()
 
 
 def _check(replies: list, what: str) -> None:
@@ -125,15 +171,20 @@ def _http(method: str, target: str, port: int, headers: dict[str, str], body: by
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def api(
+    port: int, tenant: Tenant, method: str, target: str, body: dict[str, Any] | None = None
+) -> bytes:
+    """One API request as an agent console sends it: the tenant's key, JSON in and out."""
+    headers = {"Authorization": f"Bearer {tenant.key}", "Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    data = b"" if body is None else json.dumps(body).encode()
+    return _http(method, target, port, headers, data)
+
+
 def invite(port: int, tenant: Tenant, sid: str, number: str) -> bytes:
     """POST /sessions/{sid}/members as an agent console would send it."""
-    body = json.dumps({"memberToAdd": number}).encode()
-    headers = {
-        "Authorization": f"Bearer {tenant.key}",
-        "Content-Type": "application/json",
-        "Accept": "application/json",
-    }
-    return _http("POST", f"/sessions/{sid}/members", port, headers, body)
+    return api(port, tenant, "POST", f"/sessions/{sid}/members", {"memberToAdd": number})
 
 
 def callback_params(account_sid: str, tenant: Tenant, member: Member, step: int) -> dict[str, str]:
@@ -172,7 +223,10 @@ def webhooks(
         block = members[start : start + BLOCK]
         for step in range(len(CALL_LIFE)):
             for member in block:
-                url = callback_urls.call_status(public_base_url, member.sid, member.mid)
+                # Twilio signs the URL without its fragment (the connection overrides).
+                url = callback_urls.without_fragment(
+                    callback_urls.call_status(public_base_url, member.sid, member.mid)
+                )
                 params = callback_params(account_sid, tenant, member, step)
                 parts = urlsplit(url)
                 target = f"{parts.path}?{parts.query}"
