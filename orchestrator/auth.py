@@ -43,11 +43,6 @@ class Principal:
         """What createdBy, lastModifiedBy and heldByUserId record: the user, else the key."""
         return self.user_id or self.key_id
 
-    @property
-    def actor_name(self) -> str:
-        """How the session's log names who acted ("Ada Agent put the call on hold")."""
-        return self.user_name or self.user_id or f"API key {self.key_id}"
-
 
 def key_from_header(header: str | None) -> str | None:
     """The API key of `Authorization: Bearer <key>` or `Basic base64(<key>:)`."""
