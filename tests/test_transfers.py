@@ -202,7 +202,7 @@ def test_warm_transfer(slow_stack: Stack, desk: Desk) -> None:
         f"{caller} is on hold",
         "Ada Agent invited Bob Builder",
         "Bob Builder answered",
-        "Ada Agent removed Ada Agent",
+        "Ada Agent left the call through the API",
         "Ada Agent left the",
         "Ada Agent took the call off hold",
         f"{caller} is off hold",

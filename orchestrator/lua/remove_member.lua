@@ -20,6 +20,9 @@ if rank >= 3 or f[2] == '1' then
 end
 local name = member_name(m)
 local message = said(actor_name, 'removed ' .. name, name .. ' was removed')
+if actor ~= '' and redis.call('HGET', m, 'identity') == actor then
+  message = name .. ' left the call through the API'  -- an agent leaving (warm transfer)
+end
 touch_api(sid, actor, now)
 local t = redis.call('TIME')
 local dialling = tonumber(f[3] or '0') > tonumber(t[1]) or tonumber(f[4] or '0') > 0
