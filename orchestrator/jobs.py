@@ -158,3 +158,14 @@ def _control_fields() -> dict[str, Any]:
 def session_of_control_job(job_id: str) -> str:
     """`ctl-{sid}-{n}` -> sid."""
     return job_id.removeprefix("ctl-").rsplit("-", 1)[0]
+
+
+QUEUES = (QUEUE, CONTROL_QUEUE)
+
+
+async def queue_lengths(r: Any) -> dict[str, int]:
+    """Each queue's waiting jobs, in one round trip (an asyncio client)."""
+    pipe = r.pipeline(transaction=False)
+    for name in QUEUES:
+        pipe.llen(Queue.redis_queue_namespace_prefix + name)
+    return dict(zip(QUEUES, map(int, await pipe.execute()), strict=True))

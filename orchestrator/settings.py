@@ -7,8 +7,11 @@ first live call.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -38,6 +41,10 @@ class Settings:
     dial_retry_backoff: tuple[int, ...] = (0, 2, 4, 8, 16, 30)
     dial_job_timeout: int = 30
     hold_music_url: str | None = None  # None: Twilio's own hold music
+    log_format: str = "text"
+    log_level: str = "INFO"
+    # prometheus_client's multiprocess directory, shared by this machine's processes.
+    metrics_dir: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +98,13 @@ class Settings:
         hold_music = env.get("HOLD_MUSIC_URL", "").strip()
         hold_music_url = _http_url(env, "HOLD_MUSIC_URL", hold_music) if hold_music else None
 
+        log_format = (env.get("LOG_FORMAT") or "text").strip().lower()
+        if log_format not in ("text", "json"):
+            raise ConfigError("LOG_FORMAT must be text or json")
+        log_level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
+        if log_level not in logging.getLevelNamesMapping():
+            raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
         return cls(
             redis_url=redis_url,
             twilio_account_sid=sid,
@@ -103,7 +117,20 @@ class Settings:
             dial_retry_backoff=backoff,
             dial_job_timeout=int(raw_timeout),
             hold_music_url=hold_music_url,
+            log_format=log_format,
+            log_level=log_level,
+            metrics_dir=_metrics_dir(env, redis_url),
         )
+
+
+def _metrics_dir(env: Mapping[str, str], redis_url: str) -> str:
+    """METRICS_DIR, else PROMETHEUS_MULTIPROC_DIR, else one temporary directory per Redis
+    URL: the web and worker processes of one deployment on a machine meet there."""
+    given = (env.get("METRICS_DIR") or env.get("PROMETHEUS_MULTIPROC_DIR") or "").strip()
+    if given:
+        return os.path.abspath(given)
+    digest = hashlib.sha256(redis_url.encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"orchestrator-metrics-{digest}")
 
 
 def _http_url(env: Mapping[str, str], name: str, value: str) -> str:

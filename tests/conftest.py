@@ -178,8 +178,10 @@ def start_stack(
     env: dict[str, str] | None = None,
     workers: int = 1,
     emulator_args: tuple[str, ...] = ("--ring-seconds", "0.1", "--no-answer-seconds", "0.3"),
+    web_args: tuple[str, ...] = (),
 ) -> Stack:
-    """Emulator, web and `workers` dial workers, started as the Procfile starts them."""
+    """Emulator, web and `workers` dial workers, started as the Procfile starts them;
+    `web_args` are more arguments of `orchestrator web` (e.g. `--workers 2`)."""
     web_port, emulator_port = redis_server.free_port(), redis_server.free_port()
     base = f"http://127.0.0.1:{web_port}"
     emulator_url = f"http://127.0.0.1:{emulator_port}"
@@ -194,6 +196,8 @@ def start_stack(
         "TWILIO_CPS": "100",
         "DIAL_RETRY_BACKOFF": "1,1,1",
         "PORT": str(web_port),
+        # The stack's web and workers share it: /metrics adds up all of theirs.
+        "METRICS_DIR": str(workdir / "metrics"),
         **(env or {}),
     }
     workdir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +207,7 @@ def start_stack(
         "--account-sid", ACCOUNT_SID, "--auth-token", token,
         "--voice-url", callback_urls.voice(base), *emulator_args,
     )  # fmt: skip
-    stack.start("web", "-m", "orchestrator", "web", "--host", "127.0.0.1")
+    stack.start("web", "-m", "orchestrator", "web", "--host", "127.0.0.1", *web_args)
     for n in range(workers):
         stack.start("worker" if n == 0 else f"worker{n}", "-m", "orchestrator", "worker")
     try:

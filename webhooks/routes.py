@@ -12,7 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from orchestrator import callback_urls, store
+from orchestrator import callback_urls, metrics, store
+from orchestrator.logs import ids
 from webhooks.signature import signed_form
 
 log = logging.getLogger("orchestrator.webhooks")
@@ -34,19 +35,36 @@ async def voice(request: Request) -> Response:
     form = await signed_form(request)
     call_sid, from_, to = form.get("CallSid", ""), form.get("From", ""), form.get("To", "")
     if not call_sid or not to:
-        log.warning("voice webhook without CallSid/To; rejecting the call")
+        metrics.callback("incoming-call", "ignored")
+        log.warning(
+            "voice webhook without CallSid/To; rejecting the call", extra=ids(call=call_sid)
+        )
         response = VoiceResponse()
         response.reject()
         return _twiml(response)
     outcome, sid = await store.create_session(
         request.app.state.scripts, call_sid=call_sid, from_=from_, to=to
     )
+    metrics.callback("incoming-call", outcome)
     response = VoiceResponse()
     if sid is None:
-        log.warning("incoming call %s to %s: not one of our numbers; rejected", call_sid, to)
+        log.warning(
+            "incoming call %s to %s: not one of our numbers; rejected",
+            call_sid,
+            to,
+            extra=ids(call=call_sid),
+        )
         response.reject()
         return _twiml(response)
-    log.info("incoming call %s from %s to %s: session %s (%s)", call_sid, from_, to, sid, outcome)
+    log.info(
+        "incoming call %s from %s to %s: session %s (%s)",
+        call_sid,
+        from_,
+        to,
+        sid,
+        outcome,
+        extra=ids(sid, call=call_sid),
+    )
     dial = Dial()
     dial.conference(
         sid,
@@ -67,6 +85,7 @@ async def conference_status(request: Request) -> Response:
     form = await signed_form(request)
     sid, event = form.get("FriendlyName", ""), form.get("StatusCallbackEvent", "")
     if not sid or not event:
+        metrics.callback(event, "ignored")
         log.info("conference callback without FriendlyName/StatusCallbackEvent ignored")
         return _ack()
     outcome = await store.conference_event(
@@ -79,8 +98,15 @@ async def conference_status(request: Request) -> Response:
         seq=form.get("SequenceNumber", ""),
         token=request.headers.get(IDEMPOTENCY_HEADER, ""),
     )
+    metrics.callback(event, outcome)
     if outcome.startswith("unknown"):
-        log.info("conference callback %s for %s: %s; acknowledged", event, sid, outcome)
+        log.info(
+            "conference callback %s for %s: %s; acknowledged",
+            event,
+            sid,
+            outcome,
+            extra=ids(sid, form.get("ParticipantLabel"), form.get("CallSid")),
+        )
     return _ack()
 
 
@@ -90,6 +116,7 @@ async def call_status(request: Request) -> Response:
     mid = request.query_params.get("member", "")
     status = form.get("CallStatus", "")
     if not sid or not mid or not status:
+        metrics.callback(status, "ignored")
         log.info("call-status callback without session/member/CallStatus ignored")
         return _ack()
     outcome = await store.call_event(
@@ -101,8 +128,15 @@ async def call_status(request: Request) -> Response:
         seq=form.get("SequenceNumber", ""),
         token=request.headers.get(IDEMPOTENCY_HEADER, ""),
     )
+    metrics.callback(status, outcome)
     if outcome == "unknown":
-        log.info("call-status %s for unknown member %s/%s; acknowledged", status, sid, mid)
+        log.info(
+            "call-status %s for unknown member %s/%s; acknowledged",
+            status,
+            sid,
+            mid,
+            extra=ids(sid, mid, form.get("CallSid")),
+        )
     return _ack()
 
 

@@ -16,12 +16,17 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from twilio.request_validator import RequestValidator
 
+from orchestrator import metrics
 from orchestrator.body import read_body
 from orchestrator.errors import ApiError
 
 
 class SignatureError(ApiError):
     pass
+
+
+# The metric's label for each webhook: its path's last part.
+_WEBHOOKS = {f"/twilio/{name}": name for name in ("call-status", "conference-status", "voice")}
 
 
 def public_url(request: Request, public_base_url: str) -> str:
@@ -71,5 +76,6 @@ async def signed_form(request: Request) -> FormData:
     validator: RequestValidator = request.app.state.validator
     url = public_url(request, request.app.state.settings.public_base_url)
     if pairs is None or not signature or not valid(validator, url, pairs, form, signature):
+        metrics.SIGNATURE_FAILURES.labels(_WEBHOOKS.get(request.scope["path"], "other")).inc()
         raise SignatureError(403, "Forbidden", "Invalid or missing X-Twilio-Signature")
     return form

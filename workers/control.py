@@ -18,10 +18,12 @@ import logging
 
 import requests
 from rq import get_current_job
+from rq.job import Job
 from twilio.base.exceptions import TwilioRestException
 
-from orchestrator import store
+from orchestrator import metrics, store
 from orchestrator.jobs import session_of_control_job
+from orchestrator.logs import ids
 from workers.conference import end_conference, end_leg, find_participant
 from workers.context import Context, context
 
@@ -39,18 +41,28 @@ def settle() -> str:
     sid = session_of_control_job(job.id)
     ctx = context()
     try:
-        return _settle(ctx, sid)
+        outcome = _settle(ctx, sid)
     except TwilioRestException as exc:
         if exc.status == 429 or exc.status >= 500:
+            _retried(job)
             raise TransientControlError(f"Twilio {exc.status}: {exc.msg}") from exc
         # Twilio refused: asking again would not change its answer. Say so where the
         # agent looks; the next change to the session tries again.
         message = f"Twilio refused a change to the call: {exc.msg} (Twilio error {exc.code})"
         store.log_entry(ctx.redis, sid, message)
-        log.warning("session %s: %s", sid, message)
-        return "refused"
+        log.warning("session %s: %s", sid, message, extra=ids(sid))
+        outcome = "refused"
     except requests.RequestException as exc:
+        _retried(job)
         raise TransientControlError(f"{type(exc).__name__}: {exc}") from exc
+    metrics.CONTROL_JOBS.labels(outcome).inc()
+    return outcome
+
+
+def _retried(job: Job) -> None:
+    """Count a run RQ will retry; one with no retry left is counted by settle_failed."""
+    if job.retries_left:
+        metrics.CONTROL_JOBS.labels("retried").inc()
 
 
 def _settle(ctx: Context, sid: str) -> str:
@@ -68,7 +80,7 @@ def _settle(ctx: Context, sid: str) -> str:
             done.append(f"{member.id} {status}")
         elif member.rank == 2:
             done += _apply_wishes(ctx, sid, member)
-    log.info("session %s settled: %s", sid, ", ".join(done) or "nothing to do")
+    log.info("session %s settled: %s", sid, ", ".join(done) or "nothing to do", extra=ids(sid))
     return "settled"
 
 
@@ -105,4 +117,5 @@ def settle_failed(job, connection, exc_type, exc_value, traceback) -> None:
     reason = f"{exc_type.__name__}: {exc_value}" if exc_type else "worker failure"
     message = f"Twilio did not take a change to the call: {reason}"
     store.log_entry(context().redis, sid, message)
-    log.error("session %s: %s", sid, message)
+    metrics.CONTROL_JOBS.labels("failed").inc()
+    log.error("session %s: %s", sid, message, extra=ids(sid))

@@ -21,7 +21,8 @@ import requests
 from rq import get_current_job
 from twilio.base.exceptions import TwilioRestException
 
-from orchestrator import callback_urls, store
+from orchestrator import callback_urls, metrics, store
+from orchestrator.logs import ids
 from orchestrator.phone import display
 from workers.conference import find_participant
 from workers.context import Context, context
@@ -46,6 +47,25 @@ def _last_attempt() -> bool:
     return job is None or not job.retries_left
 
 
+def _outcome(outcome: str, twilio_code: object = None) -> str:
+    """Count how an attempt ended (when it was not handed back for a retry)."""
+    metrics.DIALS.labels(outcome, "" if twilio_code is None else str(twilio_code)).inc()
+    return outcome
+
+
+def _retry(reason: str, message: str) -> TransientDialError:
+    metrics.DIAL_RETRIES.labels(reason).inc()
+    return TransientDialError(message)
+
+
+def _dispatched() -> None:
+    """Invite to Twilio's answer: the job was made with the member (its created_at, which
+    RQ keeps across retries, is the member's dateCreated)."""
+    job = get_current_job()
+    if job is not None and job.created_at is not None:
+        metrics.DISPATCH.observe(max(0.0, time.time() - job.created_at.timestamp()))
+
+
 def dial_member(session_id: str, member_id: str) -> str:
     """RQ entry point. Returns what happened, for the job's result and the logs."""
     ctx = context()
@@ -54,14 +74,22 @@ def dial_member(session_id: str, member_id: str) -> str:
     claim = store.begin_dial(
         ctx.redis, ctx.scripts, session_id, member_id, ctx.settings.default_caller_id, timeout + 1
     )
+    fields = ids(session_id, member_id)
     if claim == "busy":
         # Another run holds the member (its lease outlives its timeout): let it finish.
         if _last_attempt():
-            log.warning("member %s of %s: left to the attempt in progress", member_id, session_id)
-            return claim
-        raise TransientDialError("another attempt is dialling this member")
+            log.warning(
+                "member %s of %s: left to the attempt in progress",
+                member_id,
+                session_id,
+                extra=fields,
+            )
+            return _outcome(claim)
+        raise _retry("busy", "another attempt is dialling this member")
     if isinstance(claim, str):
-        log.info("member %s of %s not dialled: %s", member_id, session_id, claim)
+        log.info("member %s of %s not dialled: %s", member_id, session_id, claim, extra=fields)
+        # "dialled": an earlier attempt's leg, whose callbacks told us its CallSid.
+        _outcome("reconciled" if claim == "dialled" else claim)
         return claim
     if claim.removed:
         return _removed_while_dialling(ctx, session_id, member_id, claim.to)
@@ -72,16 +100,22 @@ def dial_member(session_id: str, member_id: str) -> str:
         except (TwilioRestException, requests.RequestException) as exc:
             # Not knowing whether the member is already dialled, dialling could call twice.
             reason = f"looking for an earlier dial failed: {_describe(exc)}"
-            return _transient(ctx, session_id, member_id, claim.to, reason)
+            return _transient(ctx, session_id, member_id, claim.to, reason, "lookup", exc)
         if found is not None:
             store.record_dial(
                 ctx.redis, ctx.scripts, session_id, member_id, found.call_sid, found.conference_sid
             )
-            log.info("member %s already dialled as %s; recorded", member_id, found.call_sid)
-            return "reconciled"
+            log.info(
+                "member %s already dialled as %s; recorded",
+                member_id,
+                found.call_sid,
+                extra=ids(session_id, member_id, found.call_sid),
+            )
+            return _outcome("reconciled")
     try:
         if not ctx.limiter.acquire(deadline=started + timeout * LIMITER_SHARE):
-            return _transient(ctx, session_id, member_id, claim.to, "dial rate limit (TWILIO_CPS)")
+            reason = "dial rate limit (TWILIO_CPS)"
+            return _transient(ctx, session_id, member_id, claim.to, reason, "rate-limit")
         public = ctx.settings.public_base_url
         participant = ctx.twilio.api.v2010.account.conferences(session_id).participants.create(
             from_=claim.from_,
@@ -99,15 +133,16 @@ def dial_member(session_id: str, member_id: str) -> str:
         )
     except TwilioRestException as exc:
         if exc.status == 429 or exc.status >= 500:
-            return _transient(
-                ctx, session_id, member_id, claim.to, f"Twilio {exc.status}: {exc.msg}"
-            )
+            reason = f"Twilio {exc.status}: {exc.msg}"
+            return _transient(ctx, session_id, member_id, claim.to, reason, "twilio", exc)
         message = f"Could not dial {_name(claim.to)}: {exc.msg} (Twilio error {exc.code})"
         store.fail_dial(ctx.redis, ctx.scripts, session_id, member_id, message)
-        log.warning("member %s of %s: %s", member_id, session_id, message)
-        return "rejected"
+        log.warning("member %s of %s: %s", member_id, session_id, message, extra=fields)
+        return _outcome("rejected", exc.code)
     except requests.RequestException as exc:
-        return _transient(ctx, session_id, member_id, claim.to, f"{type(exc).__name__}: {exc}")
+        reason = f"{type(exc).__name__}: {exc}"
+        return _transient(ctx, session_id, member_id, claim.to, reason, "network")
+    _dispatched()
     store.record_dial(
         ctx.redis,
         ctx.scripts,
@@ -116,8 +151,14 @@ def dial_member(session_id: str, member_id: str) -> str:
         participant.call_sid,
         participant.conference_sid or "",
     )
-    log.info("dialled member %s of %s: %s", member_id, session_id, participant.call_sid)
-    return "dialled"
+    log.info(
+        "dialled member %s of %s: %s",
+        member_id,
+        session_id,
+        participant.call_sid,
+        extra=ids(session_id, member_id, participant.call_sid),
+    )
+    return _outcome("dialled")
 
 
 def _removed_while_dialling(ctx: Context, session_id: str, member_id: str, to: str) -> str:
@@ -131,18 +172,23 @@ def _removed_while_dialling(ctx: Context, session_id: str, member_id: str, to: s
             store.fail_dial(
                 ctx.redis, ctx.scripts, session_id, member_id, f"Not dialled {_name(to)}: removed"
             )
-            return "removed"
-        raise TransientDialError(f"looking for an earlier dial failed: {_describe(exc)}") from exc
+            return _outcome("removed")
+        raise _retry("lookup", f"looking for an earlier dial failed: {_describe(exc)}") from exc
     if found is not None:
         store.record_dial(
             ctx.redis, ctx.scripts, session_id, member_id, found.call_sid, found.conference_sid
         )
-        log.info("member %s removed while dialled as %s; ending it", member_id, found.call_sid)
-        return "removed"
+        log.info(
+            "member %s removed while dialled as %s; ending it",
+            member_id,
+            found.call_sid,
+            extra=ids(session_id, member_id, found.call_sid),
+        )
+        return _outcome("removed")
     store.fail_dial(
         ctx.redis, ctx.scripts, session_id, member_id, f"Not dialled {_name(to)}: removed"
     )
-    return "removed"
+    return _outcome("removed")
 
 
 def _describe(exc: Exception) -> str:
@@ -151,16 +197,27 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _transient(ctx: Context, session_id: str, member_id: str, to: str, reason: str) -> str:
-    """Retry later through RQ, or end the member with a clear log once retries run out."""
+def _transient(
+    ctx: Context,
+    session_id: str,
+    member_id: str,
+    to: str,
+    reason: str,
+    kind: str,
+    exc: Exception | None = None,
+) -> str:
+    """Retry later through RQ, or end the member with a clear log once retries run out.
+    `kind` is the retry's reason for the metrics; `exc` Twilio's error, if it was one."""
     store.release_dial(ctx.redis, session_id, member_id)
+    fields = ids(session_id, member_id)
     if _last_attempt():
         message = f"Could not dial {_name(to)}: Twilio unavailable after retries ({reason})"
         store.fail_dial(ctx.redis, ctx.scripts, session_id, member_id, message)
-        log.error("member %s of %s: %s", member_id, session_id, message)
-        return "gave-up"
-    log.warning("member %s of %s: %s; will retry", member_id, session_id, reason)
-    raise TransientDialError(reason)
+        log.error("member %s of %s: %s", member_id, session_id, message, extra=fields)
+        code = exc.code if isinstance(exc, TwilioRestException) else None
+        return _outcome("gave-up", code)
+    log.warning("member %s of %s: %s; will retry", member_id, session_id, reason, extra=fields)
+    raise _retry(kind, reason)
 
 
 def dial_failed(job, connection, exc_type, exc_value, traceback) -> None:
@@ -176,4 +233,7 @@ def dial_failed(job, connection, exc_type, exc_value, traceback) -> None:
     reason = exc_type.__name__ if exc_type else "worker failure"
     message = f"Could not dial member {member_id}: the dial job failed ({reason})"
     if store.fail_dial(ctx.redis, ctx.scripts, session_id, member_id, message) == "ended":
-        log.error("member %s of %s: %s", member_id, session_id, message)
+        _outcome("failed")
+        log.error(
+            "member %s of %s: %s", member_id, session_id, message, extra=ids(session_id, member_id)
+        )

@@ -13,11 +13,16 @@ dial is felt within seconds:
 And the process outlives a Redis outage: RQ's worker gives up when Redis
 vanishes mid-job, so `run` waits for Redis to come back and starts a fresh
 worker; the interrupted job is found abandoned and retried.
+
+RQ logs its routine at INFO (registry clean-ups every 5 s, each job taken,
+done and kept); its loggers are held at WARNING unless LOG_LEVEL is DEBUG, so
+what remains is job failures and abandoned jobs, next to our own lines.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import redis
@@ -25,6 +30,7 @@ import redis.exceptions
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
+from orchestrator import metrics
 from orchestrator.jobs import CONTROL_QUEUE, QUEUE, install_control_template
 
 log = logging.getLogger("orchestrator.worker")
@@ -42,8 +48,22 @@ class DialWorker(SimpleWorker):
         return super().get_heartbeat_ttl(job, working_time)
 
 
+def rq_logging_level(level: str) -> str:
+    """RQ's loggers: WARNING (failures only), or DEBUG when that is what is asked for."""
+    number = logging.getLevelName(level)
+    return level if number <= logging.DEBUG or number >= logging.WARNING else "WARNING"
+
+
 def run(connection: redis.Redis, logging_level: str = "INFO") -> None:
     """Work until stopped (SIGTERM/SIGINT), across Redis outages."""
+    try:
+        _run(connection, logging_level)
+    finally:
+        metrics.process_exited()
+
+
+def _run(connection: redis.Redis, logging_level: str) -> None:
+    log.info("worker started (pid %d): queues %s, %s", os.getpid(), CONTROL_QUEUE, QUEUE)
     while True:
         _install_template(connection)
         worker = DialWorker(
@@ -54,7 +74,7 @@ def run(connection: redis.Redis, logging_level: str = "INFO") -> None:
             worker_ttl=WORKER_TTL,
         )
         try:
-            worker.work(with_scheduler=True, logging_level=logging_level)
+            worker.work(with_scheduler=True, logging_level=rq_logging_level(logging_level))
         except REDIS_ERRORS as exc:
             log.warning("Redis unavailable (%s)", exc)
         # RQ's work() also returns, after logging, when an error ends its loop.

@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis.exceptions
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from orchestrator import auth
+from orchestrator import auth, metrics
 from orchestrator.api import members, sessions
 from orchestrator.api.authn import USER_ROLE, authenticate
 from orchestrator.api.binding import Value, read_dto
@@ -171,14 +172,35 @@ PREDEFINED_PREFIXES = ("/api", "/json/reply", "/jsv/reply")
 API_PREFIXES = ("/sessions/", "/sessions.", *(p + "/" for p in PREDEFINED_PREFIXES))
 
 
+_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
 def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
+    """The operation's route handler; counts each answer by operation and status (what the
+    app's exception handlers make of an error: its status, 503 for Redis away, else 500)."""
+    requests = metrics.REQUESTS
+    name = op.request.name
+
     async def handle(request: Request) -> Response:
-        principal = await authenticate(request, op.role)
-        dto = await read_dto(request, op.request.fields)
-        result = await op.handler(request, principal, dto)
-        if op.response is None:
-            return Response(status_code=204)
-        return dto_response(request, result)
+        try:
+            principal = await authenticate(request, op.role)
+            dto = await read_dto(request, op.request.fields)
+            result = await op.handler(request, principal, dto)
+            if op.response is None:
+                response = Response(status_code=204)
+            else:
+                response = dto_response(request, result)
+        except ApiError as exc:
+            requests.labels(name, str(exc.status)).inc()
+            raise
+        except _REDIS_ERRORS:
+            requests.labels(name, "503").inc()
+            raise
+        except Exception:
+            requests.labels(name, "500").inc()
+            raise
+        requests.labels(name, str(response.status_code)).inc()
+        return response
 
     return handle
 

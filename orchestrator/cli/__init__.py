@@ -9,13 +9,13 @@ capture it; everything else (errors, hints) goes to stderr.
 from __future__ import annotations
 
 import argparse
-import logging
+import logging.config
 import os
 import sys
 
 import redis
 
-from orchestrator import provision
+from orchestrator import logs, provision
 from orchestrator.phone import InvalidPhoneNumber, normalise
 from orchestrator.settings import ConfigError, Settings
 
@@ -32,27 +32,45 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(url)
 
 
-def _logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # The twilio client logs every request's headers at INFO.
-    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+def _metrics(settings: Settings) -> None:
+    """Point prometheus_client at this machine's metrics directory (multiprocess mode):
+    before anything imports it, since it picks its mode at import."""
+    path = settings.metrics_dir
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"METRICS_DIR {path}: cannot create it ({exc.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"METRICS_DIR {path}: not a directory this process can write to")
+    if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        raise RuntimeError("prometheus_client was imported before its directory was set")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
 
 
 def cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from orchestrator.cli.app import create_app
-
+    if args.workers < 1:
+        return _fail("--workers must be 1 or more")
     settings = Settings.from_env()
-    _logging()
+    _metrics(settings)
+    log_config = logs.config(settings.log_format, settings.log_level)
+    logging.config.dictConfig(log_config)
     port = args.port or int(os.environ.get("PORT", "8000"))
+    app: object = "orchestrator.cli.app:create_app"
+    if args.workers == 1:
+        from orchestrator.cli.app import create_app
+
+        app = create_app(settings)
+    # Else each of uvicorn's processes imports the app and reads the same environment (it
+    # spawns them): the metrics directory set above is theirs too, and log_config their logs.
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=args.workers > 1,
+        workers=args.workers,
         host=args.host,
         port=port,
+        log_config=log_config,
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=5,
@@ -61,11 +79,12 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    _metrics(settings)
+    logging.config.dictConfig(logs.config(settings.log_format, settings.log_level))
     from workers.worker import run
 
-    settings = Settings.from_env()
-    _logging()
-    run(redis.Redis.from_url(settings.redis_url), os.environ.get("LOG_LEVEL", "INFO").upper())
+    run(redis.Redis.from_url(settings.redis_url), settings.log_level)
     return 0
 
 
@@ -125,6 +144,9 @@ def parser() -> argparse.ArgumentParser:
     web = sub.add_parser("web", help="serve the API and webhooks (uvicorn)")
     web.add_argument("--host", default="0.0.0.0")
     web.add_argument("--port", type=int, default=None, help="default: $PORT, else 8000")
+    web.add_argument(
+        "--workers", type=int, default=1, help="web processes sharing the port (default 1)"
+    )
     web.set_defaults(func=cmd_web)
 
     worker = sub.add_parser("worker", help="run a dial worker (RQ, no fork per job)")

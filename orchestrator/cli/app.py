@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import redis.asyncio
 import redis.exceptions
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -17,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from orchestrator import auth, jobs, redis_client
+from orchestrator import auth, jobs, metrics, redis_client
 from orchestrator.api import metadata, operations
 from orchestrator.api.formats import FormatSuffixMiddleware
 from orchestrator.api.responses import error_response
@@ -28,6 +30,9 @@ from webhooks import routes as webhook_routes
 
 log = logging.getLogger("orchestrator.web")
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# /ready answers within this, whatever Redis does; /metrics waits this long for the queues.
+READY_SECONDS = 2.0
+QUEUE_DEPTH_SECONDS = 1.0
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -56,6 +61,30 @@ async def health(request: Request) -> Response:
     """For load balancers and `orchestrator dev`: up, and Redis answers."""
     await request.app.state.redis.ping()
     return JSONResponse({"ok": True})
+
+
+async def ready(request: Request) -> Response:
+    """Ready to serve: Redis answers. 503 (a ResponseStatus) otherwise, within READY_SECONDS."""
+    try:
+        await asyncio.wait_for(request.app.state.redis.ping(), READY_SECONDS)
+    except (*REDIS_ERRORS, TimeoutError) as exc:
+        reason = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
+        log.warning("not ready: Redis unavailable: %s", reason)
+        return error_response(request, unavailable("State store unavailable; retry shortly"))
+    return JSONResponse({"ok": True})
+
+
+async def metrics_text(request: Request) -> Response:
+    """Prometheus text format: this machine's web and worker processes (orchestrator.metrics),
+    and the queues' depth, read from Redis now in one round trip (left out if it is away)."""
+    try:
+        lengths = await asyncio.wait_for(
+            jobs.queue_lengths(request.app.state.redis), QUEUE_DEPTH_SECONDS
+        )
+    except (*REDIS_ERRORS, TimeoutError):
+        lengths = None
+    body = await run_in_threadpool(metrics.exposition, lengths)
+    return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
 async def openapi(request: Request) -> Response:
@@ -88,6 +117,7 @@ def redis_lifespan(
         finally:
             await scripts.aclose()
             await client.aclose()
+            metrics.process_exited()
 
     return lifespan
 
@@ -100,6 +130,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *webhook_routes.routes,
             *operations.routes,
             Route("/health", health),
+            Route("/ready", ready),
+            Route("/metrics", metrics_text),
             Route("/openapi.json", openapi),
             Route("/types/python", python_types),
         ],

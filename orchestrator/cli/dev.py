@@ -80,6 +80,8 @@ def run(port: int = 8000) -> int:
         "PUBLIC_BASE_URL": base,
         "TWILIO_CPS": os.environ.get("TWILIO_CPS", "10"),
         "PORT": str(port),
+        # One metrics directory for the web and the worker, new with each run.
+        "METRICS_DIR": os.environ.get("METRICS_DIR") or str(workdir / "metrics"),
     }
     env.pop("TWILIO_REGION", None)
     env.pop("TWILIO_EDGE", None)
