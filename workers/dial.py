@@ -102,15 +102,7 @@ def dial_member(session_id: str, member_id: str) -> str:
             reason = f"looking for an earlier dial failed: {_describe(exc)}"
             return _transient(ctx, session_id, member_id, claim.to, reason, "lookup", exc)
         if found is not None:
-            store.record_dial(
-                ctx.redis, ctx.scripts, session_id, member_id, found.call_sid, found.conference_sid
-            )
-            log.info(
-                "member %s already dialled as %s; recorded",
-                member_id,
-                found.call_sid,
-                extra=ids(session_id, member_id, found.call_sid),
-            )
+            _record_found(ctx, session_id, member_id, found, "already dialled; recorded")
             return _outcome("reconciled")
     try:
         if not ctx.limiter.acquire(deadline=started + timeout * LIMITER_SHARE):
@@ -161,29 +153,32 @@ def dial_member(session_id: str, member_id: str) -> str:
     return _outcome("dialled")
 
 
+def _record_found(ctx: Context, session_id: str, member_id: str, found, what: str) -> None:
+    """Record the leg an earlier attempt placed (found by its label at Twilio)."""
+    store.record_dial(
+        ctx.redis, ctx.scripts, session_id, member_id, found.call_sid, found.conference_sid
+    )
+    log.info(
+        "member %s %s as %s",
+        member_id,
+        what,
+        found.call_sid,
+        extra=ids(session_id, member_id, found.call_sid),
+    )
+
+
 def _removed_while_dialling(ctx: Context, session_id: str, member_id: str, to: str) -> str:
     """Removed while an earlier attempt was under way: dial nobody, but find the leg that
     attempt may have placed, so that the control job ends it."""
     try:
         found = find_participant(ctx, session_id, member_id)
     except (TwilioRestException, requests.RequestException) as exc:
-        if _last_attempt():
-            # Any leg it placed still reports its CallSid through its own callbacks.
-            store.fail_dial(
-                ctx.redis, ctx.scripts, session_id, member_id, f"Not dialled {_name(to)}: removed"
-            )
-            return _outcome("removed")
-        raise _retry("lookup", f"looking for an earlier dial failed: {_describe(exc)}") from exc
+        if not _last_attempt():
+            reason = f"looking for an earlier dial failed: {_describe(exc)}"
+            raise _retry("lookup", reason) from exc
+        found = None  # any leg it placed still reports its CallSid through its own callbacks
     if found is not None:
-        store.record_dial(
-            ctx.redis, ctx.scripts, session_id, member_id, found.call_sid, found.conference_sid
-        )
-        log.info(
-            "member %s removed while dialled as %s; ending it",
-            member_id,
-            found.call_sid,
-            extra=ids(session_id, member_id, found.call_sid),
-        )
+        _record_found(ctx, session_id, member_id, found, "removed while dialled; ending it")
         return _outcome("removed")
     store.fail_dial(
         ctx.redis, ctx.scripts, session_id, member_id, f"Not dialled {_name(to)}: removed"
