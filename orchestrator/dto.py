@@ -180,8 +180,10 @@ SESSION_INFO_OWN = (
     Field("ringQueueId", "string", "The ring queue that the call is currently in"),
 )
 
+SESSION_ID = Field("sessionId", "string", "The ID of the session")
+
 INVITE_CHAT_MEMBER = (
-    Field("sessionId", "string", "The ID of the session"),
+    SESSION_ID,
     Field(
         "memberToAdd",
         "string",
@@ -191,9 +193,7 @@ INVITE_CHAT_MEMBER = (
 )
 
 
-GET_SESSION = (Field("sessionId", "string", "The ID of the session"),)
-
-SESSION_ID = Field("sessionId", "string", "The ID of the session")
+GET_SESSION = (SESSION_ID,)
 
 ADD_CONFERENCE_MEMBER = (
     SESSION_ID,
