@@ -300,10 +300,6 @@ class DialClaim:
     removed: bool = False
 
 
-def _sync_change(r: redis.Redis, scripts: Scripts, name: str, args: list[Any]) -> Any:
-    return scripts.run(name, args, r)
-
-
 @dataclass(frozen=True)
 class ControlMember:
     id: str
@@ -377,7 +373,7 @@ def begin_dial(
 ) -> DialClaim | str:
     """Claim a member for dialling, or say why not ('missing', 'final', 'dialled', 'busy'...)."""
     args = [PREFIX, sid, mid, now(), default_caller or "", lease_seconds]
-    reply = _text(_sync_change(r, scripts, "begin_dial", args))
+    reply = _text(scripts.run("begin_dial", client=r, args=args))
     if reply[0] == "removed-lookup":
         return DialClaim(to=reply[1], from_="", attempt=int(reply[2]), removed=True)
     if reply[0] != "dial":
@@ -399,8 +395,8 @@ def record_dial(
     r: redis.Redis, scripts: Scripts, sid: str, mid: str, call_sid: str, conference_sid: str
 ) -> str:
     args = [PREFIX, sid, mid, call_sid, now(), conference_sid or ""]
-    return _text(_sync_change(r, scripts, "record_dial", args))
+    return _text(scripts.run("record_dial", client=r, args=args))
 
 
 def fail_dial(r: redis.Redis, scripts: Scripts, sid: str, mid: str, message: str) -> str:
-    return _text(_sync_change(r, scripts, "fail_dial", [PREFIX, sid, mid, now(), message]))
+    return _text(scripts.run("fail_dial", client=r, args=[PREFIX, sid, mid, now(), message]))
