@@ -63,9 +63,6 @@ class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self._scripts = {name: client.register_script(source(name)) for name in NAMES}
 
-    def __getitem__(self, name: str) -> Any:
-        return self._scripts[name]
-
     def run(self, name: str, args: list[Any], client: redis.Redis) -> Any:
         try:
             return self._scripts[name](args=args, client=client)
