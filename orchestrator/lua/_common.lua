@@ -350,3 +350,20 @@ local function find_member(sid, account, ref)
   end
   return found
 end
+
+-- Removes a member still in the session (DeleteChatMember, a blind transfer). One never
+-- dialled ends here, with `ended`; any other is marked removed, logged with `marked` (if
+-- given), and the control job ends its leg, now or once Twilio has placed it.
+local function remove(sid, mid, now, ended, marked)
+  local m = mkey(sid, mid)
+  local f = redis.call('HMGET', m, '_rank', '_lease', '_attempts', 'callSid')
+  local clock = tonumber(redis.call('TIME')[1])
+  local dialling = tonumber(f[2] or '0') > clock or tonumber(f[3] or '0') > 0
+  if f[1] == '0' and not dialling and not f[4] then
+    finalize(sid, mid, now, ended)
+    return
+  end
+  redis.call('HSET', m, '_removed', '1')
+  if marked then append_log(sid, now, marked) end
+  want_control()
+end

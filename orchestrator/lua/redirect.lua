@@ -23,14 +23,7 @@ for _, other in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
   local m = mkey(sid, other)
   local f = redis.call('HMGET', m, '_rank', 'role', '_removed')
   if other ~= target and f[2] ~= 'Caller' and tonumber(f[1] or '0') < 3 and f[3] ~= '1' then
-    local t = redis.call('TIME')
-    local g = redis.call('HMGET', m, '_lease', '_attempts', 'callSid')
-    local dialling = tonumber(g[1] or '0') > tonumber(t[1]) or tonumber(g[2] or '0') > 0
-    if f[1] == '0' and not dialling and not g[3] then
-      finalize(sid, other, now, member_name(m) .. ' left for the transfer')
-    else
-      redis.call('HSET', m, '_removed', '1')
-    end
+    remove(sid, other, now, member_name(m) .. ' left for the transfer', nil)
   end
 end
 redis.call('HSET', sk, 'destination', destination)

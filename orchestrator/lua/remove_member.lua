@@ -12,9 +12,8 @@ if bad then return {bad} end
 local mid = find_member(sid, account, ref)
 if not mid then return {'nomember'} end
 local m = mkey(sid, mid)
-local f = redis.call('HMGET', m, '_rank', '_removed', '_lease', '_attempts', 'callSid', 'role')
-local rank = tonumber(f[1] or '0')
-if rank >= 3 or f[2] == '1' then
+local f = redis.call('HMGET', m, '_rank', '_removed')
+if tonumber(f[1] or '0') >= 3 or f[2] == '1' then
   prepare_render(sid)
   return {'unchanged', mid}
 end
@@ -24,15 +23,7 @@ if actor ~= '' and redis.call('HGET', m, 'identity') == actor then
   message = name .. ' left the call through the API'  -- an agent leaving (warm transfer)
 end
 touch_api(sid, actor, now)
-local t = redis.call('TIME')
-local dialling = tonumber(f[3] or '0') > tonumber(t[1]) or tonumber(f[4] or '0') > 0
-if rank == 0 and not dialling and not f[5] then
-  finalize(sid, mid, now, message)
-else
-  redis.call('HSET', m, '_removed', '1')
-  append_log(sid, now, message)
-  want_control()
-end
+remove(sid, mid, now, message, message)
 flush_control(sid, now)
 prepare_render(sid)
 return {'removed', mid}
