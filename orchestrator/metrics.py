@@ -77,8 +77,16 @@ CONTROL_JOBS = Counter(
 )
 EVENT_SUBSCRIBERS = Gauge(
     "orchestrator_event_subscribers",
-    "Open live event streams (SPEC 8); stays 0 until live events exist",
+    "Open live event streams (SPEC 8)",
     multiprocess_mode="livesum",
+)
+EVENTS_SENT = Counter(
+    "orchestrator_events_sent_total",
+    "Changes handed to live event subscribers (one per change per subscriber)",
+)
+EVENT_DROPS = Counter(
+    "orchestrator_event_subscribers_dropped_total",
+    "Live event subscribers dropped for falling too far behind (they may resume)",
 )
 
 # Event labels are the names Twilio documents (and ours for an incoming call); anything

@@ -28,10 +28,14 @@ def _packing(connection_class: type) -> type:
     return type(f"Hiredis{connection_class.__name__}", (_HiredisPacking, connection_class), {})
 
 
-def connect(url: str) -> redis.asyncio.Redis:
+def connect(url: str, socket_timeout: float = 5, **options: Any) -> redis.asyncio.Redis:
     """The client every web process (and the bench's apps) uses; connects lazily."""
     client = redis.asyncio.Redis.from_url(
-        url, socket_timeout=5, socket_connect_timeout=2, max_connections=256
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=2,
+        max_connections=256,
+        **options,
     )
     pool = client.connection_pool
     if HIREDIS_AVAILABLE:  # the URL's scheme picked the class (TCP, TLS or unix socket)

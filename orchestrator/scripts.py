@@ -42,13 +42,27 @@ NAMES = (
     "redirect",
     "end_call",
     "list_sessions",
+    "note",
 )
+
+
+# A script's own file is the body of a function, so that whichever `return` ends it,
+# flush_events (_common.lua) then writes the events of what it changed.
+_RUN = """
+local function body()
+{}
+end
+local reply = body()
+flush_events()
+return reply
+"""
 
 
 @cache
 def source(name: str) -> str:
     folder = resources.files("orchestrator") / "lua"
-    return (folder / "_common.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+    own = (folder / f"{name}.lua").read_text()
+    return (folder / "_common.lua").read_text() + _RUN.format(own)
 
 
 def _missing_template(reply: Any) -> bool:

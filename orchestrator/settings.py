@@ -45,6 +45,10 @@ class Settings:
     log_level: str = "INFO"
     # prometheus_client's multiprocess directory, shared by this machine's processes.
     metrics_dir: str = ""
+    # Live event streams (SPEC 8): the comment line that keeps an idle one open, and how
+    # many events a subscriber may fall behind before it is dropped (it then resumes).
+    event_heartbeat_seconds: float = 15.0
+    event_buffer: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -105,6 +109,13 @@ class Settings:
         if log_level not in logging.getLevelNamesMapping():
             raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
+        heartbeat = _number(env, "EVENT_HEARTBEAT_SECONDS", cls.event_heartbeat_seconds)
+        if not 0.05 <= heartbeat <= 300:
+            raise ConfigError("EVENT_HEARTBEAT_SECONDS must be a number from 0.05 to 300")
+        buffer = _number(env, "EVENT_BUFFER", cls.event_buffer)
+        if buffer != int(buffer) or not 1 <= buffer <= 1_000_000:
+            raise ConfigError("EVENT_BUFFER must be a whole number from 1 to 1000000")
+
         return cls(
             redis_url=redis_url,
             twilio_account_sid=sid,
@@ -120,7 +131,20 @@ class Settings:
             log_format=log_format,
             log_level=log_level,
             metrics_dir=_metrics_dir(env, redis_url),
+            event_heartbeat_seconds=heartbeat,
+            event_buffer=int(buffer),
         )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    """The variable as a number, NaN (which no range check admits) if it is not one."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        return float("nan")
 
 
 def _metrics_dir(env: Mapping[str, str], redis_url: str) -> str:

@@ -26,7 +26,6 @@ the worker the sync ones. Each returns plain data, never Redis replies.
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -352,15 +351,10 @@ def control_state(r: redis.Redis, sid: str) -> ControlState | None:
     return ControlState(ended=_text(ended) == "true", members=members)
 
 
-def log_entry(r: redis.Redis, sid: str, message: str) -> None:
-    """A line in the session's log for what the worker could not do."""
-    entry = json.dumps(
-        {"date": now(), "message": message}, ensure_ascii=False, separators=(",", ":")
-    )
-    pipe = r.pipeline(transaction=True)
-    pipe.rpush(f"{PREFIX}session:{sid}:log", entry)
-    pipe.hset(f"{PREFIX}session:{sid}", "dateLastModified", now())
-    pipe.execute()
+def log_entry(r: redis.Redis, scripts: Scripts, sid: str, message: str) -> None:
+    """A line in the session's log for what the worker could not do (note.lua: with its
+    event, like every other change)."""
+    scripts.run("note", [PREFIX, sid, now(), message], r)
 
 
 def begin_dial(

@@ -256,6 +256,10 @@ class Account:
 
 @pytest.fixture
 def account(redis_url: str) -> Account:
+    return new_account(redis_url)
+
+
+def new_account(redis_url: str) -> Account:
     """A fresh account with a number, a user and a User key."""
     r = redis.Redis.from_url(redis_url)
     aid = provision.create_account(r, "Test Co")

@@ -66,10 +66,12 @@ def dev(tmp_path) -> dict[str, str]:
 
 
 def _commands(block: str) -> list[str]:
+    """The steps to run one after another (the event stream's `curl -N` runs until stopped)."""
     return [
         line
         for line in block.splitlines()
-        if re.match(r"^  (SESSION=|curl )", line) or re.match(r"^      \S", line)
+        if (re.match(r"^  (SESSION=|curl )", line) or re.match(r"^      \S", line))
+        and "curl -N" not in line
     ]
 
 
@@ -115,6 +117,16 @@ def test_printed_commands_dial_a_member_who_connects_then_a_warm_transfer(
     wait_for(lambda: state(caller, "Connected"), 15, "the customer off hold")
     wait_for(lambda: state(user, "None"), 15, "the demo agent to leave")
     session = httpx.get(f"{dev['api']}/sessions/{sid}", headers=headers).json()
+    # The printed event stream command shows the session's changes (from the start, here).
+    stream = re.search(r"^  (curl -N .*)$", dev["banner"], re.M).group(1)
+    replay = stream.replace("curl -N", "curl -N -s --max-time 2 -H 'Last-Event-ID: 0-0'")
+    shown = subprocess.run(["bash", "-c", replay], capture_output=True, text=True).stdout
+    assert ": connected" in shown and f'"sessionId":"{sid}"' in shown
+    assert "event: SessionAnswered" in shown
+    console = re.search(r"console\s+(\S+)", dev["banner"]).group(1)
+    assert console == f"{dev['api']}/console#key={dev['key']}"
+    page = httpx.get(console.split("#")[0])
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     log = [e["message"] for e in session["log"]]
     assert "Demo Agent put the call on hold to transfer it" in log, log
     assert "Demo Agent took the call off hold" in log, log

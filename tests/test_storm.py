@@ -6,6 +6,7 @@ order, one at a time; both must end in the same state."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import uuid
 
@@ -13,6 +14,7 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from tests.conftest import Account, Stack
+from tests.sse import EventStream
 from tests.test_webhooks import member_state, seed
 
 SESSIONS = 12
@@ -93,6 +95,7 @@ def test_storm_of_shuffled_duplicated_callbacks_ends_as_in_order(
             storm.append(signed(stack, wild_events[1][0], late, uuid.uuid4().hex))
             twins.append((sid, calm, wild))
     rng.shuffle(storm)
+    stream = EventStream(f"{stack.base_url}/sessions/events", account.key).connected()
 
     async def run() -> None:
         # Every in-order twin walks its own callbacks one by one, all twins at once,
@@ -114,6 +117,83 @@ def test_storm_of_shuffled_duplicated_callbacks_ends_as_in_order(
     for sid in {t[0] for t in twins}:
         messages = [e["message"] for e in stack.session_log(sid)]
         assert len(messages) == len(set(messages)) or _only_repeated_toggles(messages)
+
+    # The live events replay every member's state changes: in order, none backwards,
+    # none for a callback that changed nothing, ending where GET ends.
+    try:
+        for sid in {t[0] for t in twins}:
+            final = stack.client(account.key).get(f"/sessions/{sid}").json()
+            stream.wait(
+                lambda s, sid=sid, final=final: s.changes(sid)[-1].session == final,
+                what=f"{sid}'s last event",
+            )
+    finally:
+        stream.close()
+    ids = [tuple(map(int, m.id.split("-"))) for m in stream.changes()]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    by_session: dict[str, list[dict]] = {}
+    for message in stream.changes():
+        by_session.setdefault(message.data["sessionId"], []).append(message.session)
+    for (sid, calm, wild), requests in zip(twins, ordered, strict=True):
+        snapshots = by_session[sid]
+        for before, after in itertools.pairwise(snapshots):
+            assert before != after  # every event is a change
+            assert after["log"][: len(before["log"])] == before["log"]
+        identity = {
+            mid: stack.redis.hget(f"orch:session:{sid}:member:{mid}", "identity")
+            for mid in (calm, wild)
+        }
+        calm_states = _member_states(snapshots, identity[calm])
+        assert calm_states == _in_order([r["data"] for r in requests]), (sid, calm)
+        wild_states = _member_states(snapshots, identity[wild])
+        ranks = [_rank(state) for state in wild_states]
+        assert ranks == sorted(ranks), (sid, wild, wild_states)
+        assert wild_states[-1] == calm_states[-1]
+
+
+FINAL = ("left the call", "was busy", "did not answer", "left the conference", "failed")
+
+
+def _member_states(snapshots: list[dict], identity: str) -> list[tuple[str, bool, bool]]:
+    """The member's (callState, muted, final) in each event, repeats collapsed."""
+    states = [("None", False, False)]  # invited, before the storm
+    for session in snapshots:
+        member = next(m for m in session["members"] if m["identity"] == identity)
+        # A leg placed but not yet ringing is None too: its log line says when it ended.
+        final = any(e["message"].startswith(identity) and e["message"].endswith(FINAL)
+                    for e in session["log"])  # fmt: skip
+        state = (member["callState"], member["muted"], final)
+        if state != states[-1]:
+            states.append(state)
+    return states
+
+
+def _rank(state: tuple[str, bool, bool]) -> int:
+    call_state, _, final = state
+    return 3 if final else {"None": 0, "Ringing": 1}.get(call_state, 2)
+
+
+def _in_order(callbacks: list[dict]) -> list[tuple[str, bool, bool]]:
+    """What one member's callbacks do, applied in Twilio's order."""
+    rank, hold, muted = 0, False, False
+    states = [("None", False, False)]
+    for params in callbacks:
+        event = params.get("CallStatus") or params["StatusCallbackEvent"]
+        if event in ("initiated", "ringing"):
+            rank = max(rank, 1)
+        elif event in ("in-progress", "participant-join"):
+            rank = max(rank, 2)
+        elif event in ("participant-hold", "participant-unhold"):
+            hold = event == "participant-hold"
+        elif event in ("participant-mute", "participant-unmute"):
+            muted = event == "participant-mute"
+        else:
+            rank, hold, muted = 3, False, False
+        call_state = {0: "None", 1: "Ringing", 2: "Hold" if hold else "Connected", 3: "None"}
+        state = (call_state[rank], muted, rank == 3)
+        if state != states[-1]:
+            states.append(state)
+    return states
 
 
 def _only_repeated_toggles(messages: list[str]) -> bool:

@@ -49,7 +49,7 @@ def settle() -> str:
         # Twilio refused: asking again would not change its answer. Say so where the
         # agent looks; the next change to the session tries again.
         message = f"Twilio refused a change to the call: {exc.msg} (Twilio error {exc.code})"
-        store.log_entry(ctx.redis, sid, message)
+        store.log_entry(ctx.redis, ctx.scripts, sid, message)
         log.warning("session %s: %s", sid, message, extra=ids(sid))
         outcome = "refused"
     except requests.RequestException as exc:
@@ -116,6 +116,7 @@ def settle_failed(job, connection, exc_type, exc_value, traceback) -> None:
     sid = session_of_control_job(job.id)
     reason = f"{exc_type.__name__}: {exc_value}" if exc_type else "worker failure"
     message = f"Twilio did not take a change to the call: {reason}"
-    store.log_entry(context().redis, sid, message)
+    ctx = context()
+    store.log_entry(ctx.redis, ctx.scripts, sid, message)
     metrics.CONTROL_JOBS.labels("failed").inc()
     log.error("session %s: %s", sid, message, extra=ids(sid))

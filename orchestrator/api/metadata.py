@@ -142,6 +142,48 @@ def _operation(op: Operation, path_params: bool, verb: str) -> dict[str, Any]:
     return spec
 
 
+_EVENTS_DESCRIPTION = (
+    "Server-sent events (text/event-stream). Each change: `SessionAnswered`, `SessionHeld`, "
+    "`SessionDisconnected` or `ActiveSessionsChanged` where they apply, then "
+    "`SessionInfoChanged` with the event's `id`; `data` is `{sessionId, session}`, the whole "
+    "SessionInfo right after the change. Send `Last-Event-ID` to resume: every event kept "
+    "(an hour at least) after it, then live ones; `Reset` if some are no longer kept. A "
+    "comment line every 15 s keeps the stream open; `Dropped` ends the stream of a client "
+    "that fell too far behind (it resumes with Last-Event-ID)."
+)
+
+
+def _event_streams() -> dict[str, Any]:
+    def stream(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+        last = {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+        return {
+            "get": {
+                "summary": summary,
+                "description": _EVENTS_DESCRIPTION,
+                "parameters": [*params, last],
+                "responses": {
+                    "200": {
+                        "description": "The event stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "400": {"description": "Malformed Last-Event-ID", "content": error},
+                    "401": {"description": "No valid API key", "content": error},
+                    "404": {
+                        "description": "No such session of the key's account",
+                        "content": error,
+                    },
+                },
+            }
+        }
+
+    sid = {"name": "sessionId", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/sessions/events": stream("Live changes of every session of the key's account", []),
+        "/sessions/{sessionId}/events": stream("Live changes of one session", [sid]),
+    }
+
+
 def openapi(server_url: str | None = None) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for op in OPERATIONS:
@@ -149,6 +191,7 @@ def openapi(server_url: str | None = None) -> dict[str, Any]:
         for prefix in PREDEFINED_PREFIXES:
             route = f"{prefix}/{op.request.name}"
             paths.setdefault(route, {})[op.verb.lower()] = _operation(op, False, op.verb)
+    paths |= _event_streams()
     schemas: dict[str, Any] = {
         enum.__name__: {"type": "string", "enum": [m.value for m in enum]} for enum in ENUMS
     }

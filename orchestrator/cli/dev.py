@@ -149,6 +149,10 @@ Conference orchestrator (dev) is running.
   Redis           {redis_url}
   demo account    {account}   number {DEMO_NUMBER}   user {user} (agent@example.com)
   API key         {key}   (acts as the demo user, "Demo Agent")
+  console         {base}/console#key={key}
+
+Open the console in a browser: it shows the account's calls live as the steps
+below change them, and has buttons for the same steps.
 
 Try it: a customer calls the demo number, then we invite a phone number into the call.
 
@@ -158,7 +162,11 @@ Try it: a customer calls the demo number, then we invite a phone number into the
       {json} -d '{{"memberToAdd": "agent@example.com"}}'
   curl -s {base}/sessions/$SESSION {auth}
 
-Run the last command again: the demo agent goes Ringing, then Connected after ~2 s.
+Run the last command again (or watch the console): the demo agent goes Ringing,
+then Connected after ~2 s. The same changes stream live, as server-sent events:
+
+  curl -N {base}/sessions/events {auth}
+
 Numbers ending 0001 are busy, 0002 never answer, 0003 fail.
 
 A warm transfer, once the agent is Connected: hold the customer, bring in a

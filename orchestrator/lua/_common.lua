@@ -21,16 +21,38 @@ local function jbool(v)
   return 'false'
 end
 
+-- Live events (SPEC 8): every change a client can see marks its session with
+-- touched(), and the script's last step (flush_events, run after the script's own
+-- body by orchestrator/scripts.py) writes one entry per changed session to its
+-- account's event stream. So an event exists exactly when its change does, in the
+-- order Redis applied them. `name` adds one of the seed's more specific
+-- notifications (SessionAnswered, ...) to the SessionInfoChanged every change has.
+local CHANGED, CHANGED_ORDER = {}, {}
+local function touched(sid, name)
+  local names = CHANGED[sid]
+  if not names then
+    names = {}
+    CHANGED[sid] = names
+    CHANGED_ORDER[#CHANGED_ORDER + 1] = sid
+  end
+  if name and not names[name] then
+    names[name] = true
+    names[#names + 1] = name
+  end
+end
+
 -- Every change a client can see goes through here: it also drops the session's
 -- cached members JSON (see prepare_render), which is rebuilt on the next read.
 local function set_member(sid, m, ...)
   redis.call('HSET', m, ...)
   redis.call('DEL', mjkey(sid))
+  touched(sid)
 end
 
 local function append_log(sid, now, message)
   redis.call('RPUSH', lkey(sid), '{"date":' .. jstr(now) .. ',"message":' .. jstr(message) .. '}')
   redis.call('HSET', skey(sid), 'dateLastModified', now)
+  touched(sid)
 end
 
 -- Member call state is derived, never stored independently of its inputs:
@@ -222,6 +244,7 @@ end
 -- Changes made through the API name who made them.
 local function touch_api(sid, actor, now)
   if actor == '' then return end
+  touched(sid)
   local sk = skey(sid)
   redis.call('HSETNX', sk, 'createdBy', actor)
   redis.call('HSET', sk, 'lastModifiedBy', actor, 'dateLastModified', now)
@@ -247,6 +270,8 @@ local function end_session(sid, now, outcome, message)
     'dateCompleted', now, 'outcome', outcome, 'wasMissed', tostring(missed))
   redis.call('HDEL', sk, '_redirect')
   append_log(sid, now, message)
+  touched(sid, 'SessionDisconnected')
+  touched(sid, 'ActiveSessionsChanged')
   if f[2] then
     local ms = clock_ms()
     redis.call('ZREM', activeidx(f[2]), sid)
@@ -265,6 +290,7 @@ local function on_connected(sid, mid, m, now)
     '_wantmute')
   if f[1] == 'Caller' then return end
   local sk = skey(sid)
+  touched(sid, 'SessionAnswered')
   redis.call('HSET', sk, '_anyconnected', '1')
   if f[1] == 'Agent' and not redis.call('HGET', sk, 'answeredById') then
     redis.call('HSET', sk, 'answeredById', f[2], 'answeredByName', f[3] or f[2])
@@ -366,4 +392,38 @@ local function remove(sid, mid, now, ended, marked)
   redis.call('HSET', m, '_removed', '1')
   if marked then append_log(sid, now, marked) end
   want_control()
+end
+
+-- The event stream of an account: each entry is what SessionInfo is made of right
+-- after the change (the session hash's own fields, its members' JSON, and how many
+-- log entries it had: the log only grows, so those are read back later), which the
+-- web process renders as GET would (orchestrator/events.py). Entries are kept at
+-- least EVENTS_KEEP_SECONDS (XADD trims older ones as it goes); a stream idle that
+-- long goes by itself.
+local EVENTS_KEEP_SECONDS = 3600
+local function eventskey(account) return P .. 'account:' .. account .. ':events' end
+local function flush_events()
+  for _, sid in ipairs(CHANGED_ORDER) do
+    local sk = skey(sid)
+    local account = redis.call('HGET', sk, 'accountId')
+    if account then
+      prepare_render(sid)
+      local names = CHANGED[sid]
+      names[#names + 1] = 'SessionInfoChanged'
+      local entry = {'@sid', sid, '@events', table.concat(names, ','),
+        '@log', redis.call('LLEN', lkey(sid)), '@members', redis.call('GET', mjkey(sid))}
+      local h = redis.call('HGETALL', sk)
+      for i = 1, #h, 2 do
+        if string.byte(h[i], 1) ~= 95 then  -- '_': internals stay out
+          entry[#entry + 1] = h[i]
+          entry[#entry + 1] = h[i + 1]
+        end
+      end
+      local key = eventskey(account)
+      redis.call('XADD', key, 'MINID', '~', clock_ms() - EVENTS_KEEP_SECONDS * 1000, '*',
+        unpack(entry))
+      redis.call('EXPIRE', key, EVENTS_KEEP_SECONDS + 60)
+    end
+  end
+  CHANGED, CHANGED_ORDER = {}, {}
 end

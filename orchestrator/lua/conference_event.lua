@@ -13,6 +13,7 @@ if redis.call('EXISTS', sk) == 0 then return 'unknown' end
 local ended = redis.call('HGET', sk, 'ended') == 'true'
 if conf ~= '' and not redis.call('HGET', sk, 'conferenceSid') then
   redis.call('HSET', sk, 'conferenceSid', conf)
+  touched(sid)
 end
 
 if event == 'conference-start' then

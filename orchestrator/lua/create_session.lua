@@ -25,4 +25,5 @@ local ms = tonumber(ARGV[8]) or clock_ms()
 redis.call('ZADD', sessionsidx(account), ms, sid)
 redis.call('ZADD', activeidx(account), ms, sid)
 append_log(sid, now, 'Incoming call from ' .. from .. ' to ' .. to)
+touched(sid, 'ActiveSessionsChanged')
 return {'created', sid}

@@ -60,6 +60,7 @@ if state == 'Hold' and s[3] ~= 'Hold' then
   if reason == 'Transferring' then why = ' to transfer it' end
   append_log(sid, now, said(actor_name, 'put the call on hold' .. why,
     'The call was put on hold' .. why))
+  touched(sid, 'SessionHeld')
   want_control()
   changed = true
 elseif state == 'Connected' and s[3] == 'Hold' then
