@@ -5,6 +5,7 @@ anybody up."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import subprocess
@@ -64,7 +65,16 @@ def test_a_call_is_seen_live_from_ring_to_hang_up(
     everything.wait(lambda s: s.named("SessionAnswered", sid), what="SessionAnswered")
     assert stack.client(account.key).delete(f"/sessions/{sid}").status_code == 204
     everything.wait(lambda s: s.named("SessionDisconnected", sid), what="SessionDisconnected")
-    final = get_session(stack, account, sid)
+    # The control job hangs up the agent's leg; its callback is the last change.
+    final = wait_for(
+        lambda: (
+            (s := get_session(stack, account, sid))
+            and all(m["callState"] == "None" for m in s["members"])
+            and s
+        ),
+        15,
+        "every leg to end",
+    )
     everything.wait(lambda s: s.changes(sid)[-1].session == final, what="the final state")
     one.wait(lambda s: s.changes() and s.changes()[-1].session == final, what="one session")
 
@@ -119,8 +129,15 @@ def test_hold_is_seen_as_session_held(
     assert client.patch(f"/sessions/{sid}", json={"consoleData": "vip"}).status_code == 200
     assert client.patch(f"/sessions/{sid}", json={"consoleData": "vip!"}).status_code == 200
     stream.wait(lambda s: s.changes()[-1].session["consoleData"] == "vip!", what="the last note")
-    notes = [m.session["consoleData"] for m in stream.changes()]
-    assert notes.count("vip") == 1, notes
+    assert_every_event_is_a_change(stream.changes())
+
+
+def assert_every_event_is_a_change(changes: list) -> None:
+    """Each event's SessionInfo differs from the one before: no event for a no-op (the
+    caller's own hold callbacks may come at any time, so counting would not do)."""
+    sessions = [m.session for m in changes]
+    for before, after in itertools.pairwise(sessions):
+        assert before != after
 
 
 def test_resume_from_last_event_id_loses_nothing(
@@ -149,12 +166,12 @@ def test_resume_from_last_event_id_loses_nothing(
     # Everything the steady subscriber saw after resume_from, then the live ones, once each.
     assert client.patch(f"/sessions/{sids[1]}", json={"consoleData": "after"}).status_code == 200
     steady.wait(lambda s: s.changes()[-1].session.get("consoleData") == "after", what="live")
-    expected = [m.id for m in steady.changes() if m.id not in seen]
-    again.wait(lambda s: [m.id for m in s.changes()][-1:] == expected[-1:], what="resumed")
-    assert [m.id for m in again.changes()] == expected
-    assert [m.data for m in again.changes()] == [
-        m.data for m in steady.changes() if m.id not in seen
-    ]
+
+    def missed() -> list:  # the invited member's call goes on meanwhile: both lists grow
+        return [(m.id, m.data) for m in steady.changes() if m.id not in seen]
+
+    again.wait(lambda s: [(m.id, m.data) for m in s.changes()] == missed(), what="resumed")
+    assert len(missed()) >= 4
     assert not again.named("Reset")
 
 
@@ -165,9 +182,8 @@ def test_resume_from_an_event_no_longer_kept_says_reset(
     wait_for(lambda: stack.redis.xlen(f"orch:account:{account.id}:events"), 5, "an event")
     # An id older than anything the stream keeps (the client was away too long).
     stream = open_stream(streams, events_url(stack), account.key, last_event_id="1-0").connected()
-    stream.wait(lambda s: s.named("Reset"), what="Reset")
-    assert stream.messages[0].name == "Reset"  # before whatever is still kept
-    assert stream.changes(sid)
+    stream.wait(lambda s: s.changes(sid), what="the events still kept")
+    assert stream.messages[0].name == "Reset"  # before them
 
 
 def test_streams_need_the_accounts_key(
@@ -226,7 +242,9 @@ def test_no_event_for_a_callback_that_changes_nothing(
         == 200
     )
     stream.wait(lambda s: s.changes()[-1].session["consoleData"] == "x", what="the marker")
-    assert len(stream.changes()) == count + 1
+    assert_every_event_is_a_change(stream.changes())
+    muted = [m for m in stream.changes()[count:] if m.session["members"][0]["muted"]]
+    assert [m.session["consoleData"] for m in muted] == ["x"]  # the no-ops made none
 
 
 # --- a slow subscriber, heartbeats, revoked keys: a stack of their own

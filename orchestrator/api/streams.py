@@ -98,13 +98,21 @@ async def _frames(
                 yield events.message("Dropped", "The API key is no longer valid")
                 return
             continue
-        if isinstance(item, bytes):  # Dropped: the subscription has ended
-            yield item
-            return
-        if newest is not None and item.order <= newest:
-            continue  # sent already, from the kept events
-        newest = item.order
-        yield item.frame
+        # Whatever else is queued goes out in the same write: a busy stream costs one
+        # wake-up and one send per batch, not per event.
+        out: list[bytes] = []
+        while True:
+            if isinstance(item, bytes):  # Dropped: the subscription has ended
+                yield b"".join([*out, item])
+                return
+            if newest is None or item.order > newest:  # else sent already, from the kept ones
+                newest = item.order
+                out.append(item.frame)
+            if sub.queue.empty():
+                break
+            item = sub.queue.get_nowait()
+        if out:
+            yield b"".join(out)
 
 
 async def _still_allowed(request: Request) -> bool:

@@ -20,8 +20,9 @@ from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from orchestrator import auth, jobs, metrics, redis_client
-from orchestrator.api import metadata, operations
+from orchestrator.api import console, metadata, operations, streams
 from orchestrator.api.formats import FormatSuffixMiddleware
+from orchestrator.api.hub import Hub
 from orchestrator.api.responses import error_response
 from orchestrator.errors import ApiError, unavailable
 from orchestrator.scripts import AsyncScripts
@@ -111,10 +112,12 @@ def redis_lifespan(
         scripts = AsyncScripts(client)
         with contextlib.suppress(*REDIS_ERRORS):  # the scripts install it once Redis is back
             await jobs.install_control_template(client)
-        app.state.redis, app.state.scripts = client, scripts
+        hub = Hub(settings.redis_url, client, settings.event_buffer)
+        app.state.redis, app.state.scripts, app.state.hub = client, scripts, hub
         try:
             yield
         finally:
+            await hub.aclose()
             await scripts.aclose()
             await client.aclose()
             metrics.process_exited()
@@ -128,7 +131,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[  # Starlette tries them in order: the busiest first
             *webhook_routes.routes,
+            *streams.routes,  # /sessions/events before /sessions/{sessionId}
             *operations.routes,
+            *console.routes,
             Route("/health", health),
             Route("/ready", ready),
             Route("/metrics", metrics_text),

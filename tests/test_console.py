@@ -1,0 +1,384 @@
+"""The agent console (SPEC 8) in a real browser: Debian's Chromium, driven by
+Playwright, against the running web, worker, emulator and Redis.
+
+What an agent does is done through the page (paste the key, invite, remove,
+hold, resume, end), and what the page shows must follow the calls live from
+the event stream, never from a reload. Callees ring for a while here, so the
+page can be seen showing Ringing before Connected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+
+from orchestrator import provision, redis_server
+from tests.conftest import Account, Stack, random_number, start_stack, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+RING_SECONDS = 1.5
+WAIT_MS = 15_000  # what any one expectation may take: a dial, a callback, a reconnect
+
+
+@pytest.fixture(scope="module")
+def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Its own Redis, emulator, web and worker, with callees that ring for 1.5 s."""
+    server = redis_server.start(tmp_path_factory.mktemp("console-redis"))
+    stack = start_stack(
+        tmp_path_factory.mktemp("console-stack"),
+        server.url,
+        emulator_args=(
+            "--ring-seconds", str(RING_SECONDS), "--no-answer-seconds", str(RING_SECONDS * 2),
+        ),
+    )  # fmt: skip
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the console's browser test needs Debian's Chromium "
+            "(apt-get install -y chromium)"
+        )
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def desk(console_stack: Stack) -> Account:
+    """A fresh account with a number, a user and a User key (acting as no user)."""
+    r = redis.Redis.from_url(console_stack.redis_url)
+    aid = provision.create_account(r, "Console Co")
+    number = provision.add_number(r, random_number(), aid)
+    email = f"ada-{secrets.token_hex(3)}@example.com"
+    uid = provision.add_user(r, email, aid, name="Ada Agent", avatar="https://example.com/ada.png")
+    return Account(aid, number, provision.create_key(r, aid, ["User"]), uid, email)
+
+
+class Tab:
+    """A browser tab on the console that records every request it makes and every
+    error its scripts raise, so a test can check the page stayed on this server."""
+
+    def __init__(self, context: BrowserContext, stack: Stack) -> None:
+        self.stack = stack
+        self.page: Page = context.new_page()
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on(
+            "console",
+            lambda message: (
+                self.errors.append(message.text)
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
+
+    def open(self, path: str = "/console") -> None:
+        response = self.page.goto(self.stack.base_url + path)
+        assert response is not None and response.status == 200, response
+
+    def by(self, testid: str, root: Locator | None = None) -> Locator:
+        return (root or self.page).locator(f'[data-testid="{testid}"]')
+
+    def connect(self, key: str) -> None:
+        self.by("key-input").fill(key)
+        self.by("key-submit").click()
+
+    def session(self, sid: str) -> Locator:
+        return self.page.locator(f'[data-testid="session"][data-session-id="{sid}"]')
+
+    def member(self, card: Locator, identity: str) -> Locator:
+        return card.locator(f'[data-testid="member"][data-identity="{identity}"]')
+
+    def state_of(self, row: Locator) -> Locator:
+        return self.by("member-state", row)
+
+    def check_stayed_home(self) -> None:
+        origin = self.stack.base_url + "/"
+        elsewhere = [url for url in self.requests if not url.startswith(origin)]
+        assert not elsewhere, f"the page loaded from other hosts: {elsewhere}"
+        assert any(u.endswith("/console/console.js") for u in self.requests), self.requests
+        assert not self.errors, self.errors
+
+    def screenshot(self, tmp_path: Path, name: str) -> Path:
+        path = tmp_path / name
+        self.page.screenshot(path=str(path), full_page=True)
+        print(f"console screenshot: {path}")
+        if artifacts := os.environ.get("TEST_ARTIFACTS"):
+            Path(artifacts).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, Path(artifacts) / name)
+        return path
+
+
+@pytest.fixture
+def tab(browser: Browser, console_stack: Stack) -> Iterator[Tab]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        yield Tab(context, console_stack)
+    finally:
+        context.close()
+
+
+def _api(stack: Stack, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    with stack.client(key) as client:
+        return client.request(method, path, **kwargs)
+
+
+def _session(stack: Stack, key: str, sid: str) -> dict[str, Any]:
+    response = _api(stack, key, "GET", f"/sessions/{sid}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _api_member(stack: Stack, key: str, sid: str, identity: str) -> dict[str, Any]:
+    return [m for m in _session(stack, key, sid)["members"] if m["identity"] == identity][-1]
+
+
+def test_the_console_follows_a_call_live_and_acts_on_it(
+    tab: Tab, console_stack: Stack, desk: Account, tmp_path: Path
+) -> None:
+    stack = console_stack
+    tab.open()
+    expect(tab.by("key-form")).to_be_visible()
+
+    # A wrong key is refused with the API's own message, and the key is asked for again.
+    tab.connect("not-a-key")
+    expect(tab.by("error-text")).to_contain_text("Invalid API key")
+    expect(tab.by("stream-status")).to_have_text("Key refused")
+    expect(tab.by("key-form")).to_be_visible()
+
+    tab.connect(desk.key)
+    expect(tab.by("stream-status")).to_have_text("Live")
+    expect(tab.by("error")).to_be_hidden()
+    expect(tab.by("empty")).to_be_visible()  # a new account has no calls yet
+    # The stream is opened before the sessions are read, so no change falls between them.
+    paths = [httpx.URL(u).path for u in tab.requests]
+    assert paths.index("/sessions/events") < paths.index("/sessions/active"), paths
+
+    # A customer calls: the session appears without a reload, the caller in the call.
+    caller = random_number()
+    sid = stack.incoming_call(caller, desk.number)["conferenceName"]
+    card = tab.session(sid)
+    expect(card).to_have_count(1)
+    expect(tab.by("session-state", card)).to_have_text("Connected")
+    expect(tab.state_of(tab.member(card, caller))).to_have_text("Connected")
+    expect(tab.by("member-role", tab.member(card, caller))).to_have_text("Caller")
+    expect(tab.by("session-count")).to_have_text("1")
+    expect(tab.by("empty")).to_be_hidden()
+
+    # A failed action shows the API's ResponseStatus message on the error line.
+    refused = _api(stack, desk.key, "POST", f"/sessions/{sid}/members", json={"memberToAdd": "12"})
+    assert refused.status_code == 400, refused.text
+    tab.by("invite-input", card).fill("12")
+    tab.by("invite-button", card).click()
+    expect(tab.by("error-text")).to_contain_text(refused.json()["responseStatus"]["message"])
+    expect(tab.by("error-text")).to_contain_text("Invite failed")
+
+    # Invite a number through the page: Ringing, then Connected, live.
+    colleague = random_number()
+    tab.by("invite-input", card).fill(colleague)
+    tab.by("invite-button", card).click()
+    row = tab.member(card, colleague)
+    expect(tab.state_of(row)).to_have_text("Ringing")
+    expect(tab.by("error")).to_be_hidden()  # the next action that works clears the line
+    expect(tab.by("member-role", row)).to_have_text("Transfer")
+    expect(tab.state_of(row)).to_have_text("Connected")
+    expect(tab.by("invite-input", card)).to_have_value("")
+
+    # Muted by another console (the API): the page shows it.
+    expect(tab.by("member-muted", row)).to_be_hidden()
+    call_sid = _api_member(stack, desk.key, sid, colleague)["callSid"]
+    muted = _api(
+        stack,
+        desk.key,
+        "PATCH",
+        f"/sessions/{sid}/conference/members/{call_sid}",
+        json={"muted": True},
+    )
+    assert muted.status_code == 200, muted.text
+    expect(tab.by("member-muted", row)).to_be_visible()
+
+    # And a user, by email: shown by name, as an Agent.
+    tab.by("invite-input", card).fill(desk.user_email)
+    tab.by("invite-button", card).click()
+    agent = tab.member(card, desk.user_id)
+    expect(tab.by("member-name", agent)).to_have_text("Ada Agent")
+    expect(tab.by("member-role", agent)).to_have_text("Agent")
+    expect(tab.state_of(agent)).to_have_text("Connected")
+    tab.screenshot(tmp_path, "console.png")
+
+    # Hold: a key of no user holds everyone in the call; resume takes them all off hold.
+    expect(tab.by("resume", card)).to_be_disabled()
+    tab.by("hold", card).click()
+    expect(tab.by("session-state", card)).to_have_text("Hold")
+    for identity in (caller, colleague, desk.user_id):
+        expect(tab.state_of(tab.member(card, identity))).to_have_text("Hold")
+    expect(tab.by("hold", card)).to_be_disabled()
+    tab.by("resume", card).click()
+    expect(tab.by("session-state", card)).to_have_text("Connected")
+    for identity in (caller, colleague, desk.user_id):
+        expect(tab.state_of(tab.member(card, identity))).to_have_text("Connected")
+
+    # Remove the colleague: it leaves the call, and the API agrees.
+    tab.by("remove-member", row).click()
+    expect(tab.state_of(row)).to_have_text("None")
+    expect(tab.by("remove-member", row)).to_be_hidden()
+    expect(row).to_have_class(re.compile(r"\binactive\b"))
+    assert _api_member(stack, desk.key, sid, colleague)["callState"] == "None"
+    expect(tab.state_of(tab.member(card, caller))).to_have_text("Connected")
+
+    # End the call: the card says how it ended, then leaves the active view.
+    tab.by("end-call", card).click()
+    expect(tab.by("session-state", card)).to_have_text("Disconnected")
+    expect(tab.by("session-note", card)).to_contain_text("Ended by")
+    expect(tab.by("end-call", card)).to_be_disabled()
+    tab.screenshot(tmp_path, "console-ended.png")
+    expect(card).to_have_count(0)
+    expect(tab.by("session-count")).to_have_text("0")
+    assert _session(stack, desk.key, sid)["ended"] is True
+
+    tab.check_stayed_home()
+
+
+def test_a_key_in_the_address_is_used_then_taken_out_of_it(tab: Tab, desk: Account) -> None:
+    tab.open(f"/console#key={desk.key}")
+    expect(tab.by("stream-status")).to_have_text("Live")
+    assert "#" not in tab.page.url and desk.key not in tab.page.url, tab.page.url
+    assert tab.page.evaluate("Object.values(sessionStorage)") == [desk.key]
+    expect(tab.by("key-form")).to_be_hidden()
+
+    tab.page.reload()  # the tab keeps the key
+    expect(tab.by("stream-status")).to_have_text("Live")
+    expect(tab.by("key-hint")).to_have_text(f"key …{desk.key[-4:]}")
+
+    tab.by("forget-key").click()
+    expect(tab.by("key-form")).to_be_visible()
+    expect(tab.by("stream-status")).to_have_text("Not connected")
+    assert tab.page.evaluate("sessionStorage.length") == 0
+    tab.check_stayed_home()
+
+
+def test_a_key_without_the_user_role_is_refused_with_the_apis_message(
+    tab: Tab, console_stack: Stack, desk: Account
+) -> None:
+    r = redis.Redis.from_url(console_stack.redis_url)
+    key = provision.create_key(r, desk.id, ["Reports"])
+    tab.open()
+    tab.connect(key)
+    expect(tab.by("error-text")).to_contain_text("Invalid Role")
+    expect(tab.by("stream-status")).to_have_text("Key refused")
+    expect(tab.by("key-form")).to_be_visible()
+    assert tab.page.evaluate("sessionStorage.length") == 0
+    tab.check_stayed_home()
+
+
+def test_after_losing_the_stream_the_page_catches_up_from_its_last_event(
+    tab: Tab, console_stack: Stack, desk: Account
+) -> None:
+    """While the page cannot reach the stream, a member is invited and answers; when it
+    reconnects (with Last-Event-ID) it shows that, from the kept events, without a reload."""
+    stack = console_stack
+    tab.open()
+    tab.connect(desk.key)
+    expect(tab.by("stream-status")).to_have_text("Live")
+    caller = random_number()
+    sid = stack.incoming_call(caller, desk.number)["conferenceName"]
+    card = tab.session(sid)
+    expect(tab.state_of(tab.member(card, caller))).to_have_text("Connected")
+    loads = sum(u.endswith("/sessions/active") for u in tab.requests)
+    assert loads == 1, tab.requests
+
+    # The web process dies and comes back while the page may not reach the stream.
+    streams = re.compile(r".*/sessions/events$")
+    tab.page.route(streams, lambda route: route.abort())
+    stack.processes["web"].kill()
+    expect(tab.by("stream-status")).to_have_text("Reconnecting…")
+    stack.start("web", "-m", "orchestrator", "web", "--host", "127.0.0.1")
+    wait_for(lambda: _reachable(stack.base_url + "/health"), 20, "the web process to restart")
+
+    colleague = random_number()
+    invited = _api(
+        stack, desk.key, "POST", f"/sessions/{sid}/members", json={"memberToAdd": colleague}
+    )
+    assert invited.status_code == 200, invited.text
+    wait_for(
+        lambda: _api_member(stack, desk.key, sid, colleague)["callState"] == "Connected",
+        15,
+        "the colleague to connect",
+    )
+    assert tab.member(card, colleague).count() == 0  # the page has not seen it yet
+
+    tab.page.unroute(streams)
+    expect(tab.by("stream-status")).to_have_text("Live", timeout=30_000)
+    expect(tab.state_of(tab.member(card, colleague))).to_have_text("Connected")
+    assert sum(u.endswith("/sessions/active") for u in tab.requests) == loads  # no reload
+    tab.check_stayed_home()
+
+
+def _reachable(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_the_console_files_are_served_from_the_package_and_load_nothing_else(
+    console_stack: Stack,
+) -> None:
+    base = console_stack.base_url
+    expected = {
+        "/console": "text/html",
+        "/console/console.js": "text/javascript",
+        "/console/console.css": "text/css",
+        "/console/icon.svg": "image/svg+xml",
+    }
+    for path, media_type in expected.items():
+        response = httpx.get(base + path, timeout=10)
+        assert response.status_code == 200, (path, response.text)
+        assert response.headers["content-type"].startswith(media_type), response.headers
+        assert response.headers["cache-control"] == "no-cache"
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "connect-src 'self'" in policy, policy
+        sources = re.findall(r"(?:src|href)=\"([^\"]+)\"", response.text)
+        assert all(s.startswith("/console/") for s in sources), sources
+        again = httpx.get(base + path, headers={"If-None-Match": response.headers["etag"]})
+        assert again.status_code == 304 and not again.content
+    # Nothing in the page names another host (the SVG's XML namespace is a name, not a load).
+    for path in expected:
+        text = httpx.get(base + path, timeout=10).text.replace("http://www.w3.org/2000/svg", "")
+        assert not re.search(r"https?://|url\(", text), path
+    missing = httpx.get(base + "/console/secrets.txt", timeout=10)
+    assert missing.status_code == 404
+    assert "responseStatus" in missing.json()
