@@ -9,6 +9,9 @@ Keys (prefix `orch:`):
                                            userId and userName for a key that acts as a user
   apikeyid:{id}                      str   the key's sha256, to revoke it by id
   account:{aid}:apikeys              set   the account's key ids
+  account:{aid}:events               stream one entry per change of its sessions, an hour at
+                                           least (orchestrator/events.py)
+  hub:{host}:{pid}:{random}          stream a web process's wake-ups of its event reader
   session:{sid}                      hash  SessionInfo scalars (+ _number, the called number)
   session:{sid}:members              list  member ids in order of joining
   session:{sid}:member:{mid}         hash  SessionMemberInfo (+ _rank, _hold, _to, ... internals)
