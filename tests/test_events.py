@@ -366,3 +366,20 @@ def test_event_data_is_what_get_answers(
     )
     now = get_session(stack, account, sid)
     stream.wait(lambda s: s.changes() and s.changes()[-1].session == now, what="GET's answer")
+
+
+def test_stopping_the_web_process_ends_its_streams_first(
+    tmp_path, redis_url: str, account: Account, streams: list[EventStream]
+) -> None:
+    """Else uvicorn would wait out its grace period for streams that never end, then cut them."""
+    stack = start_stack(tmp_path, redis_url)
+    try:
+        stream = open_stream(streams, events_url(stack), account.key).connected()
+        stack.processes["web"].stop()
+        assert stream.ended.wait(10)
+        assert stream.messages[-1].name == "Dropped"
+        assert "reconnect with Last-Event-ID" in stream.messages[-1].data["message"]
+        log = stack.processes["web"].log()
+        assert "graceful shutdown exceeded" not in log, log
+    finally:
+        stack.stop_all()

@@ -55,6 +55,16 @@ class Subscription:
             return False
         return True
 
+    def end(self, reason: str) -> None:
+        """After what it has queued, a last `Dropped`; dropped at once if that does not fit."""
+        if self.dropped:
+            return
+        try:
+            self.queue.put_nowait(events.message("Dropped", reason))
+            self.dropped = True
+        except asyncio.QueueFull:
+            self.drop(reason)
+
     def drop(self, reason: str) -> None:
         """What it had not read yet is dropped too: its Last-Event-ID is its last event."""
         if self.dropped:
@@ -118,6 +128,15 @@ class Hub:
         if not by_session:  # the reader stops reading the account's stream
             del self._subscribers[sub.account_id]
             self._positions.pop(sub.account_id, None)
+
+    def end_all(self, reason: str) -> None:
+        """Ends every stream (the process is stopping): its clients reconnect to another
+        process with Last-Event-ID at once, rather than when the shutdown's grace runs out."""
+        for by_session in list(self._subscribers.values()):
+            for subs in list(by_session.values()):
+                for sub in list(subs):
+                    sub.end(reason)
+                    self.unsubscribe(sub)
 
     async def _wake(self) -> None:
         self._idle.set()

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import redis.asyncio
 import redis.exceptions
@@ -114,6 +117,7 @@ def redis_lifespan(
             await jobs.install_control_template(client)
         hub = Hub(settings.redis_url, client, settings.event_buffer)
         app.state.redis, app.state.scripts, app.state.hub = client, scripts, hub
+        _end_streams_on_exit(hub)
         try:
             yield
         finally:
@@ -123,6 +127,25 @@ def redis_lifespan(
             metrics.process_exited()
 
     return lifespan
+
+
+def _end_streams_on_exit(hub: Hub) -> None:
+    """uvicorn waits for open responses before it stops, and a live event stream never
+    ends by itself: on the signal that stops the server, end them all first."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals are the main thread's (a server run in a thread stops otherwise)
+    loop = asyncio.get_running_loop()
+    reason = "The server is stopping; reconnect with Last-Event-ID"
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Callable[..., Any] = previous) -> None:
+            loop.call_soon_threadsafe(hub.end_all, reason)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
