@@ -383,3 +383,32 @@ def test_stopping_the_web_process_ends_its_streams_first(
         assert "graceful shutdown exceeded" not in log, log
     finally:
         stack.stop_all()
+
+
+def test_metrics_count_subscribers_and_what_they_were_sent(
+    stack: Stack, account: Account, streams: list[EventStream]
+) -> None:
+    sid = incoming(stack, account)
+    wait_for(lambda: _gauge(stack, "orchestrator_event_subscribers") == 0, 10, "no subscribers")
+    before = _gauge(stack, "orchestrator_events_sent_total")
+    a = open_stream(streams, events_url(stack), account.key).connected()
+    b = open_stream(streams, events_url(stack, sid), account.key).connected()
+    assert _gauge(stack, "orchestrator_event_subscribers") == 2
+    client = stack.client(account.key)
+    for note in ("one", "two", "three"):
+        assert client.patch(f"/sessions/{sid}", json={"consoleData": note}).status_code == 200
+    for stream in (a, b):
+        stream.wait(lambda s: s.changes() and s.changes()[-1].session["consoleData"] == "three")
+    # (A late callback of the caller's may still be on its way: wait for the two to agree.)
+    wait_for(
+        lambda: (
+            _gauge(stack, "orchestrator_events_sent_total") - before
+            == len(a.changes()) + len(b.changes())
+        ),
+        10,
+        "events sent = events received",
+    )
+    assert len(a.changes()) >= 3
+    a.close()
+    b.close()
+    wait_for(lambda: _gauge(stack, "orchestrator_event_subscribers") == 0, 10, "both gone")
