@@ -23,9 +23,11 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.client
 from redis.exceptions import NoScriptError, ResponseError
 
 from orchestrator import jobs
+from orchestrator.errors import ApiError
 
 NAMES = (
     "render",
@@ -56,6 +58,13 @@ local reply = body()
 flush_events()
 return reply
 """
+
+
+# The changes made through the API: with REDIS_MIN_REPLICAS set, each is answered only
+# once that many replicas have it (WAIT), so a failover cannot lose a change answered 200.
+API_CHANGES = frozenset(
+    {"invite", "redirect", "remove_member", "update_member", "patch_session", "end_call"}
+)
 
 
 @cache
@@ -96,13 +105,47 @@ class _Call:
     args: list[Any]
     reads: tuple[Read, ...]
     future: asyncio.Future[Any]
+    confirm: bool = False
+
+
+class _ConfirmedPipeline(redis.asyncio.client.Pipeline):
+    """A MULTI/EXEC followed, on the same connection, by WAIT: WAIT counts the replicas
+    that have every write of its own connection, so it must follow them there."""
+
+    replicas = 0
+    timeout_ms = 0
+    acked: int | None = None
+
+    async def _execute_transaction(self, connection: Any, commands: Any, raise_on_error: Any):
+        result = await super()._execute_transaction(connection, commands, raise_on_error)
+        if self.replicas:
+            await connection.send_command("WAIT", self.replicas, self.timeout_ms)
+            self.acked = int(await connection.read_response())
+        return result
+
+
+class NotReplicated(ApiError):
+    """An API change Redis applied but fewer replicas than REDIS_MIN_REPLICAS confirmed in
+    time: it stands on the primary, and may not survive a failover right now."""
+
+    def __init__(self, replicas: int, timeout_ms: int) -> None:
+        super().__init__(
+            503,
+            "ServiceUnavailable",
+            f"The change was made, but fewer than {replicas} Redis replica(s) confirmed it "
+            f"within {timeout_ms} ms; it may not survive a failover. Retrying is safe.",
+            headers={"Retry-After": "1"},
+        )
 
 
 class AsyncScripts:
     """Script calls on an asyncio client, pipelined across concurrent callers."""
 
-    def __init__(self, client: redis.asyncio.Redis) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, min_replicas: int = 0, wait_timeout_ms: int = 1000
+    ) -> None:
         self._client = client
+        self._replicas, self._wait_ms = min_replicas, wait_timeout_ms
         self._sha = {n: hashlib.sha1(source(n).encode()).hexdigest() for n in NAMES}
         self._source = {sha: source(name) for name, sha in self._sha.items()}
         self._pending: list[_Call] = []
@@ -123,7 +166,8 @@ class AsyncScripts:
     def _queue(self, name: str, args: list[Any], reads: tuple[Read, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append(_Call(self._sha[name], args, reads, future))
+        confirm = self._replicas > 0 and name in API_CHANGES
+        self._pending.append(_Call(self._sha[name], args, reads, future, confirm))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)  # after the callers that are ready in this turn
         return future
@@ -172,14 +216,26 @@ class AsyncScripts:
         return results
 
     async def _transaction(self, calls: list[_Call], how: str) -> list[tuple[Any, list[Any]]]:
-        pipe = self._client.pipeline(transaction=True)
+        client = self._client
+        pipe = _ConfirmedPipeline(client.connection_pool, client.response_callbacks, True, None)
+        if any(call.confirm for call in calls):
+            pipe.replicas, pipe.timeout_ms = self._replicas, self._wait_ms
         for call in calls:
             script = call.sha if how == "EVALSHA" else self._source[call.sha]
             pipe.execute_command(how, script, 0, *call.args)
             for read in call.reads:
                 pipe.execute_command(*read)
         replies = iter(await pipe.execute(raise_on_error=False))
-        return [(next(replies), [next(replies) for _ in call.reads]) for call in calls]
+        results = [(next(replies), [next(replies) for _ in call.reads]) for call in calls]
+        if pipe.acked is not None and pipe.acked < self._replicas:
+            unconfirmed = NotReplicated(self._replicas, self._wait_ms)
+            # A script that failed changed nothing: its own error says more.
+            results = [
+                (unconfirmed, reads) if call.confirm and not isinstance(reply, Exception) else
+                (reply, reads)
+                for call, (reply, reads) in zip(calls, results, strict=True)
+            ]  # fmt: skip
+        return results
 
     async def aclose(self) -> None:
         """Wait for the calls already sent (at shutdown, before the client closes)."""

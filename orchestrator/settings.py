@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from orchestrator import redis_client
 from orchestrator.phone import InvalidPhoneNumber, normalise
 
 ACCOUNT_SID_RE = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -49,6 +50,10 @@ class Settings:
     # many events a subscriber may fall behind before it is dropped (it then resumes).
     event_heartbeat_seconds: float = 15.0
     event_buffer: int = 1000
+    # An API change is answered once this many replicas have it (Redis WAIT), so a
+    # failover cannot lose it; a wait longer than redis_wait_timeout_ms answers 503.
+    redis_min_replicas: int = 0
+    redis_wait_timeout_ms: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -64,8 +69,10 @@ class Settings:
         if not ACCOUNT_SID_RE.match(sid):
             raise ConfigError("TWILIO_ACCOUNT_SID must look like AC followed by 32 hex digits")
         redis_url = required("REDIS_URL")
-        if urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
-            raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL")
+        try:
+            redis_client.sentinel_group(redis_url)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         public = _http_url(env, "PUBLIC_BASE_URL", required("PUBLIC_BASE_URL"))
         api = _http_url(env, "TWILIO_API_BASE_URL", env.get("TWILIO_API_BASE_URL") or TWILIO_API)
         region = (env.get("PHONE_DEFAULT_REGION") or "US").strip().upper()
@@ -116,6 +123,13 @@ class Settings:
         if buffer != int(buffer) or not 1 <= buffer <= 1_000_000:
             raise ConfigError("EVENT_BUFFER must be a whole number from 1 to 1000000")
 
+        replicas = _number(env, "REDIS_MIN_REPLICAS", cls.redis_min_replicas)
+        if replicas != int(replicas) or not 0 <= replicas <= 100:
+            raise ConfigError("REDIS_MIN_REPLICAS must be a whole number from 0 to 100")
+        wait_ms = _number(env, "REDIS_WAIT_TIMEOUT_MS", cls.redis_wait_timeout_ms)
+        if wait_ms != int(wait_ms) or not 10 <= wait_ms <= 10_000:
+            raise ConfigError("REDIS_WAIT_TIMEOUT_MS must be whole milliseconds from 10 to 10000")
+
         return cls(
             redis_url=redis_url,
             twilio_account_sid=sid,
@@ -133,6 +147,8 @@ class Settings:
             metrics_dir=_metrics_dir(env, redis_url),
             event_heartbeat_seconds=heartbeat,
             event_buffer=int(buffer),
+            redis_min_replicas=int(replicas),
+            redis_wait_timeout_ms=int(wait_ms),
         )
 
 

@@ -9,6 +9,7 @@ from functools import cache
 import redis
 from twilio.rest import Client
 
+from orchestrator import redis_client
 from orchestrator.scripts import Scripts
 from orchestrator.settings import Settings
 from workers.ratelimit import DialRateLimiter
@@ -32,7 +33,9 @@ class Context:
 @cache
 def context() -> Context:
     settings = Settings.from_env()
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    client = redis_client.connect_sync(
+        settings.redis_url, socket_timeout=10, health_check_interval=30
+    )
     return Context(
         settings=settings,
         redis=client,

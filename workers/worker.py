@@ -28,9 +28,11 @@ import time
 import redis
 import redis.exceptions
 from rq import Queue, SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.job import Job
+from rq.scheduler import RQScheduler
 
-from orchestrator import metrics
+from orchestrator import metrics, redis_client
 from orchestrator.jobs import CONTROL_QUEUE, QUEUE, install_control_template
 
 log = logging.getLogger("orchestrator.worker")
@@ -41,11 +43,56 @@ WORKER_TTL = MAINTENANCE_SECONDS + 15
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
+class Scheduler(RQScheduler):
+    """RQ's scheduler, which runs in a process of its own, rebuilds its client from the
+    worker's connection pool settings; a Sentinel pool cannot be rebuilt that way (it needs
+    its Sentinels), so this one connects through REDIS_URL, as every other client does."""
+
+    redis_url = ""
+
+    @property
+    def connection(self) -> redis.Redis:
+        if self._connection is None:
+            self._connection = redis_client.connect_sync(self.redis_url)
+        return self._connection
+
+
 class DialWorker(SimpleWorker):
+    redis_url = ""
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         if job.timeout and job.timeout > 0:
             return int(job.timeout) + 2
         return super().get_heartbeat_ttl(job, working_time)
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """RQ's own, with the Scheduler above."""
+        self.scheduler = Scheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.redis_url = self.redis_url
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()
+                finally:
+                    self.scheduler.release_locks()
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()
 
 
 def rq_logging_level(level: str) -> str:
@@ -54,16 +101,17 @@ def rq_logging_level(level: str) -> str:
     return level if number <= logging.DEBUG or number >= logging.WARNING else "WARNING"
 
 
-def run(connection: redis.Redis, logging_level: str = "INFO") -> None:
-    """Work until stopped (SIGTERM/SIGINT), across Redis outages."""
+def run(redis_url: str, logging_level: str = "INFO") -> None:
+    """Work until stopped (SIGTERM/SIGINT), across Redis outages and failovers."""
     try:
-        _run(connection, logging_level)
+        _run(redis_url, logging_level)
     finally:
         metrics.process_exited()
 
 
-def _run(connection: redis.Redis, logging_level: str) -> None:
+def _run(redis_url: str, logging_level: str) -> None:
     log.info("worker started (pid %d): queues %s, %s", os.getpid(), CONTROL_QUEUE, QUEUE)
+    connection = redis_client.connect_sync(redis_url)
     while True:
         _install_template(connection)
         worker = DialWorker(
@@ -73,6 +121,7 @@ def _run(connection: redis.Redis, logging_level: str) -> None:
             maintenance_interval=MAINTENANCE_SECONDS,
             worker_ttl=WORKER_TTL,
         )
+        worker.redis_url = redis_url
         try:
             worker.work(with_scheduler=True, logging_level=rq_logging_level(logging_level))
         except REDIS_ERRORS as exc:

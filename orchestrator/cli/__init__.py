@@ -15,7 +15,7 @@ import sys
 
 import redis
 
-from orchestrator import logs, provision
+from orchestrator import logs, provision, redis_client
 from orchestrator.phone import InvalidPhoneNumber, normalise
 from orchestrator.settings import ConfigError, Settings
 
@@ -29,7 +29,10 @@ def _redis() -> redis.Redis:
     url = os.environ.get("REDIS_URL", "").strip()
     if not url:
         raise ConfigError("REDIS_URL is required but not set")
-    return redis.Redis.from_url(url)
+    try:
+        return redis_client.connect_sync(url)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _metrics(settings: Settings) -> None:
@@ -84,7 +87,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.config.dictConfig(logs.config(settings.log_format, settings.log_level))
     from workers.worker import run
 
-    run(redis.Redis.from_url(settings.redis_url), settings.log_level)
+    run(settings.redis_url, settings.log_level)
     return 0
 
 

@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import httpx
-import redis
 
-from orchestrator import callback_urls, provision, redis_server
+from orchestrator import callback_urls, provision, redis_client, redis_server
 
 DEV_ACCOUNT_SID = "AC" + "de70" * 8
 DEMO_NUMBER = "+14155550100"
@@ -118,7 +117,7 @@ def run(port: int = 8000) -> int:
         _wait_http(f"{emulator_url}/_emulator/health", processes)
         _wait_http(f"{base}/health", processes)
 
-        r = redis.Redis.from_url(redis_url)
+        r = redis_client.connect_sync(redis_url)
         account = provision.create_account(r, "Demo")
         provision.add_number(r, DEMO_NUMBER, account)
         user = provision.add_user(r, "agent@example.com", account, name="Demo Agent")
