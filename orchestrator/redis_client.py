@@ -26,7 +26,10 @@ import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
+from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -97,10 +100,18 @@ def sentinel_group(url: str) -> SentinelGroup | None:
     )
 
 
+def _retry() -> Retry:
+    """redis-py retries a failed command three times with backoff growing to seconds;
+    while there is no primary that only holds a request up. One quick retry is kept: it
+    is what moves a pooled connection to a new primary after a failover."""
+    return Retry(NoBackoff(), 1)
+
+
 def _sentinel_options(group: SentinelGroup) -> dict[str, Any]:
     options: dict[str, Any] = {
         "socket_timeout": SENTINEL_TIMEOUT,
         "socket_connect_timeout": SENTINEL_TIMEOUT,
+        "retry": Retry(NoBackoff(), 0),  # a Sentinel that is down: ask the next one
     }
     if group.sentinel_password:
         options["password"] = group.sentinel_password
@@ -111,20 +122,26 @@ def _primary_options(group: SentinelGroup, options: dict[str, Any]) -> dict[str,
     return {"db": group.db, "username": group.username, "password": group.password, **options}
 
 
+def _async_retry() -> AsyncRetry:
+    return AsyncRetry(NoBackoff(), 1)
+
+
 def connect(url: str, socket_timeout: float = 5, **options: Any) -> redis.asyncio.Redis:
     """The web process's client (and the bench's apps'); connects lazily."""
     options = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": 2,
         "max_connections": 256,
+        "retry": _async_retry(),
         **options,
     }
     group = sentinel_group(url)
     if group is None:
         client = redis.asyncio.Redis.from_url(url, **options)
     else:
+        sentinel_options = {**_sentinel_options(group), "retry": AsyncRetry(NoBackoff(), 0)}
         manager = redis.asyncio.sentinel.Sentinel(
-            list(group.sentinels), sentinel_kwargs=_sentinel_options(group)
+            list(group.sentinels), sentinel_kwargs=sentinel_options
         )
         client = manager.master_for(group.master, **_primary_options(group, options))
     pool = client.connection_pool
@@ -135,6 +152,7 @@ def connect(url: str, socket_timeout: float = 5, **options: Any) -> redis.asynci
 
 def connect_sync(url: str, **options: Any) -> redis.Redis:
     """A worker's, the CLI's or a test's client; connects lazily."""
+    options = {"retry": _retry(), **options}
     group = sentinel_group(url)
     if group is None:
         return redis.Redis.from_url(url, **options)

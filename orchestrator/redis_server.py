@@ -49,9 +49,14 @@ class RedisServer:
 
 
 def start(
-    directory: Path, port: int | None = None, appendonly: bool = False, timeout: float = 10
+    directory: Path,
+    port: int | None = None,
+    appendonly: bool = False,
+    timeout: float = 10,
+    extra: tuple[str, ...] = (),
 ) -> RedisServer:
-    """Start redis-server and return once it answers PING."""
+    """Start redis-server and return once it answers PING; `extra` are more of its
+    options (e.g. `--replicaof 127.0.0.1 6379`)."""
     port = port or free_port()
     directory.mkdir(parents=True, exist_ok=True)
     args = [
@@ -64,6 +69,7 @@ def start(
         "--appendfsync", "everysec",
         "--daemonize", "no",
         "--logfile", str(directory / "redis.log"),
+        *extra,
     ]  # fmt: skip
     # Its own session: a Ctrl-C meant for our process must not stop Redis before its clients.
     process = subprocess.Popen(

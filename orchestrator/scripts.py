@@ -60,11 +60,10 @@ return reply
 """
 
 
-# The changes made through the API: with REDIS_MIN_REPLICAS set, each is answered only
-# once that many replicas have it (WAIT), so a failover cannot lose a change answered 200.
-API_CHANGES = frozenset(
-    {"invite", "redirect", "remove_member", "update_member", "patch_session", "end_call"}
-)
+# With REDIS_MIN_REPLICAS set, every change the web process answers (API operations and
+# Twilio's webhooks alike) is answered only once that many replicas have it (WAIT), so a
+# failover cannot lose a change that was answered. These only read.
+READS = frozenset({"render", "list_sessions"})
 
 
 @cache
@@ -94,6 +93,25 @@ class Scripts:
                 raise
             jobs.install_control_template(client)
             return self._scripts[name](args=args, client=client)
+
+    def run_confirmed(
+        self, name: str, args: list[Any], client: redis.Redis, replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """The script's reply and how many replicas have its writes (WAIT, on the same
+        connection: a pipeline holds one), for a change that must outlive a failover
+        before the worker acts on it at Twilio."""
+        for attempt in (1, 2):
+            pipe = client.pipeline(transaction=False)
+            self._scripts[name](args=args, client=pipe)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            reply, acked = pipe.execute(raise_on_error=False)
+            if attempt == 1 and _missing_template(reply):
+                jobs.install_control_template(client)
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            return reply, int(acked)
+        raise AssertionError("unreachable")
 
 
 Read = tuple[Any, ...]  # a plain read command, e.g. ("GET", key)
@@ -166,7 +184,7 @@ class AsyncScripts:
     def _queue(self, name: str, args: list[Any], reads: tuple[Read, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        confirm = self._replicas > 0 and name in API_CHANGES
+        confirm = self._replicas > 0 and name not in READS
         self._pending.append(_Call(self._sha[name], args, reads, future, confirm))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)  # after the callers that are ready in this turn

@@ -367,10 +367,22 @@ def begin_dial(
     mid: str,
     default_caller: str | None,
     lease_seconds: int,
+    min_replicas: int = 0,
+    wait_timeout_ms: int = 1000,
 ) -> DialClaim | str:
-    """Claim a member for dialling, or say why not ('missing', 'final', 'dialled', 'busy'...)."""
+    """Claim a member for dialling, or say why not ('missing', 'final', 'dialled', 'busy'...,
+    'unconfirmed': fewer than `min_replicas` replicas have the claim). The claim counts the
+    attempt, and a retry looks for what an earlier attempt placed; so with replicas asked
+    for, the claim must be on them before Twilio is called, or a failover could forget the
+    attempt and its retry dial twice."""
     args = [PREFIX, sid, mid, now(), default_caller or "", lease_seconds]
-    reply = _text(scripts.run("begin_dial", client=r, args=args))
+    if min_replicas:
+        reply, acked = scripts.run_confirmed("begin_dial", args, r, min_replicas, wait_timeout_ms)
+        reply = _text(reply)
+        if reply[0] in ("dial", "removed-lookup") and acked < min_replicas:
+            return "unconfirmed"
+    else:
+        reply = _text(scripts.run("begin_dial", client=r, args=args))
     if reply[0] == "removed-lookup":
         return DialClaim(to=reply[1], from_="", attempt=int(reply[2]), removed=True)
     if reply[0] != "dial":

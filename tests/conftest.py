@@ -24,7 +24,7 @@ import phonenumbers
 import pytest
 import redis
 
-from orchestrator import callback_urls, provision, redis_server
+from orchestrator import callback_urls, provision, redis_client, redis_server
 
 T = TypeVar("T")
 ACCOUNT_SID = "AC" + "7e57" * 8
@@ -110,7 +110,7 @@ class Stack:
 
     @property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, decode_responses=True)
+        return redis_client.connect_sync(self.redis_url, decode_responses=True)
 
     def session_log(self, sid: str) -> list[dict[str, str]]:
         """A session's log entries, oldest first, as Redis holds them."""
@@ -261,7 +261,7 @@ def account(redis_url: str) -> Account:
 
 def new_account(redis_url: str) -> Account:
     """A fresh account with a number, a user and a User key."""
-    r = redis.Redis.from_url(redis_url)
+    r = redis_client.connect_sync(redis_url)
     aid = provision.create_account(r, "Test Co")
     number = provision.add_number(r, random_number(), aid)
     email = f"agent-{secrets.token_hex(3)}@example.com"

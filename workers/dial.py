@@ -71,10 +71,15 @@ def dial_member(session_id: str, member_id: str) -> str:
     ctx = context()
     started = time.monotonic()
     timeout = ctx.settings.dial_job_timeout
+    settings = ctx.settings
     claim = store.begin_dial(
-        ctx.redis, ctx.scripts, session_id, member_id, ctx.settings.default_caller_id, timeout + 1
-    )
+        ctx.redis, ctx.scripts, session_id, member_id, settings.default_caller_id, timeout + 1,
+        settings.redis_min_replicas, settings.redis_wait_timeout_ms,
+    )  # fmt: skip
     fields = ids(session_id, member_id)
+    if claim == "unconfirmed":
+        reason = f"fewer than {settings.redis_min_replicas} Redis replica(s) confirmed the dial"
+        return _transient(ctx, session_id, member_id, "", reason, "replication")
     if claim == "busy":
         # Another run holds the member (its lease outlives its timeout): let it finish.
         if _last_attempt():
@@ -206,7 +211,9 @@ def _transient(
     store.release_dial(ctx.redis, session_id, member_id)
     fields = ids(session_id, member_id)
     if _last_attempt():
-        message = f"Could not dial {_name(to)}: Twilio unavailable after retries ({reason})"
+        who = _name(to) if to else "the member"
+        cause = "Redis replicas unavailable" if kind == "replication" else "Twilio unavailable"
+        message = f"Could not dial {who}: {cause} after retries ({reason})"
         store.fail_dial(ctx.redis, ctx.scripts, session_id, member_id, message)
         log.error("member %s of %s: %s", member_id, session_id, message, extra=fields)
         code = exc.code if isinstance(exc, TwilioRestException) else None
