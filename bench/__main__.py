@@ -1,7 +1,8 @@
 """`python -m bench`: run the whole benchmark and write bench/RESULTS.md.
 
 Starts its own Redis (free loopback port, private directory), the Twilio emulator, the web
-process (one, then two uvicorn workers), B0, the naive app and the worker as needed, runs
+process (one, then two uvicorn workers), B0, the naive app and the worker as needed, then
+`orchestrator web --workers 2` with 200 live event subscribers (bench/events.py), runs
 every measurement `--runs` times, stops everything it started, and writes the table. Every
 load is bounded by a request count and a time; nothing here touches a server it did not
 start.
@@ -41,17 +42,17 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--no-profile", action="store_true", help="skip py-spy even if installed")
     p.add_argument(
         "--only",
-        choices=["control"],
-        help="only this section (with B0, in the same runs); RESULTS.md then goes to the "
-        "work directory unless --output is given",
+        choices=["control", "events"],
+        help="only this section (control: with B0, in the same runs); RESULTS.md then goes "
+        "to the work directory unless --output is given",
     )
-    p.add_argument("--skip", choices=["control"], help="leave this section out")
+    p.add_argument("--skip", choices=["control", "events"], help="leave this section out")
     a = p.parse_args(argv)
     if a.only and a.skip == a.only:
         p.error("--only and --skip name the same section")
     # A partial run goes to the work directory: it does not overwrite bench/RESULTS.md.
     output = a.output or (None if a.only else Path("bench/RESULTS.md"))
-    o = Options(output=output, only=a.only, control=a.skip != "control")
+    o = Options(output=output, only=a.only, control=a.skip != "control", events=a.skip != "events")
     if a.quick:
         o.runs, o.duration, o.rss_requests, o.memory_sessions, o.retries = 1, 1.0, 3000, 100, 0
     o.runs = a.runs if a.runs is not None else o.runs

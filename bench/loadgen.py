@@ -12,7 +12,9 @@ against a trivial server.
 Closed loop (`rate=None`): each connection sends its next request as soon as the previous
 answer is complete. Open loop (`rate`): request i is due at start + i/rate; latency is
 counted from when it was due, so a stalled server is not hidden (no coordinated omission).
-Every run is bounded twice: by the number of requests given and by `duration`.
+Every run is bounded twice: by the number of requests given and by `duration`. `start`
+forks the children and returns at once, so a second load (or anything else) can run beside
+one; `run` is `start` then `wait`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ class Load:
 
 @dataclass
 class Outcome:
-    """Per request index: latency (ns, -1 if none), status (0 if none), completion wall time."""
+    """Per request index: latency (ns, -1 if none), status (0 if none), completion wall time
+    (`time.time()`) and the same moment on `time.monotonic()` (one clock for all processes of
+    the machine, for pairing with another process's readings)."""
 
     latency_ns: array
     status: array
@@ -56,6 +60,7 @@ class Outcome:
     elapsed: float
     cpu_seconds: float
     bodies: dict[int, bytes] = field(default_factory=dict)
+    answered: array = field(default_factory=lambda: array("d"))
 
     @property
     def completed(self) -> int:
@@ -95,6 +100,7 @@ class _Run:
         self.latency = array("q", [-1]) * n  # -2: sent, no answer yet
         self.status = array("h", [0]) * n
         self.done_at = array("d", [math.nan]) * n
+        self.answered = array("d", [math.nan]) * n
         self.bodies: dict[int, bytes] = {}
         self.next_index = 0
         self.in_flight = 0
@@ -135,6 +141,7 @@ class _Run:
         self.latency[i] = now - conn.sent_ns
         self.status[i] = status
         self.done_at[i] = time.time()
+        self.answered[i] = time.monotonic()
         if self.keep_bodies:
             self.bodies[i] = body
         self.last_ns = now
@@ -271,12 +278,52 @@ def _child(load: Load, keep_bodies: bool, pipe: multiprocessing.connection.Conne
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     elapsed = max(run.last_ns - run.start_ns, 1) / 1e9
-    pipe.send((run.latency, run.status, run.done_at, elapsed, cpu, run.bodies))
+    pipe.send((run.latency, run.status, run.done_at, run.answered, elapsed, cpu, run.bodies))
     pipe.close()
+
+
+class Running:
+    """A load under way in forked children; `wait` collects its Outcome."""
+
+    def __init__(self, load: Load, children: list) -> None:
+        self.load = load
+        self.children = children
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc, _ in self.children]
+
+    def wait(self) -> Outcome:
+        load, processes = self.load, len(self.children)
+        n = len(load.requests)
+        out = Outcome(
+            array("q", [-1]) * n, array("h", [0]) * n, array("d", [math.nan]) * n, 0.0, 0.0, {}
+        )
+        out.answered = array("d", [math.nan]) * n
+        for k, (proc, pipe) in enumerate(self.children):
+            if not pipe.poll(load.duration + GRACE_SECONDS + 30):
+                proc.kill()
+                raise RuntimeError("load generator child did not report back")
+            latency, status, done_at, answered, elapsed, cpu, bodies = pipe.recv()
+            proc.join(10)
+            for j in range(len(latency)):
+                i = j * processes + k
+                out.latency_ns[i], out.status[i], out.done_at[i] = latency[j], status[j], done_at[j]
+                out.answered[i] = answered[j]
+            for j, body in bodies.items():
+                out.bodies[j * processes + k] = body
+            out.elapsed = max(out.elapsed, elapsed)
+            out.cpu_seconds += cpu
+        return out
 
 
 def run(load: Load, processes: int = 1, keep_bodies: bool = False) -> Outcome:
     """Apply `load` from `processes` forked children (connections and requests split evenly)."""
+    return start(load, processes, keep_bodies).wait()
+
+
+def start(load: Load, processes: int = 1, keep_bodies: bool = False) -> Running:
+    """Fork the children of `load` and return while they run."""
     if load.rate is not None:
         processes = 1  # one clock for an open loop
     ctx = multiprocessing.get_context("fork")
@@ -295,24 +342,7 @@ def run(load: Load, processes: int = 1, keep_bodies: bool = False) -> Outcome:
         proc.start()
         theirs.close()
         children.append((proc, mine))
-    n = len(load.requests)
-    out = Outcome(
-        array("q", [-1]) * n, array("h", [0]) * n, array("d", [math.nan]) * n, 0.0, 0.0, {}
-    )
-    for k, (proc, pipe) in enumerate(children):
-        if not pipe.poll(load.duration + GRACE_SECONDS + 30):
-            proc.kill()
-            raise RuntimeError("load generator child did not report back")
-        latency, status, done_at, elapsed, cpu, bodies = pipe.recv()
-        proc.join(10)
-        for j in range(len(latency)):
-            i = j * processes + k
-            out.latency_ns[i], out.status[i], out.done_at[i] = latency[j], status[j], done_at[j]
-        for j, body in bodies.items():
-            out.bodies[j * processes + k] = body
-        out.elapsed = max(out.elapsed, elapsed)
-        out.cpu_seconds += cpu
-    return out
+    return Running(load, children)
 
 
 # --- the generator's own ceiling -----------------------------------------------------------

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import control
+from bench import events as ev
 from bench.suite import Results, Sample
 
 B0 = "b0"
@@ -38,6 +39,8 @@ class Target:
     def verdict(self) -> str:
         if math.isnan(self.value):
             return "n/a"
+        if math.isnan(self.limit):
+            return "figure (no limit)"
         ok = self.value < self.limit if self.below else self.value >= self.limit
         return "PASS" if ok else "**FAIL**"
 
@@ -171,6 +174,7 @@ def targets(results: Results) -> list[Target]:
     requests = rss["requests"] if rss else 0
     out.append(Target(f"web RSS growth < 10% over {requests:,} requests", growth, 10, True, "%"))
     out += control_targets(results)
+    out += events_targets(results)
     return out
 
 
@@ -287,8 +291,10 @@ def render(results: Results, env: dict[str, str], command: str) -> str:
     for t in targets(results):
         count = t.digits == 0 and not math.isnan(t.value)  # a count: "0", limit "< 1"
         value = f"{t.value:,.0f}" if count else _num(t.value, 2)
-        limit = f"< {t.limit:g}" if t.digits == 0 else f"{t.limit:g}"
+        limit = f"{'<' if t.below else '≥'} {t.limit:g}" if t.digits == 0 else f"{t.limit:g}"
         shown = f"{value} {t.shown}".strip(), f"{limit} {t.shown}".strip()
+        if math.isnan(t.limit):
+            shown = shown[0], "-"
         lines.append(f"| {t.name} | {shown[0]} | {shown[1]} | {t.verdict} |")
     lines += ["", "## Figures", "", *figures(results), ""]
     if any(x.exhausted for v in results.samples.values() for x in v):
@@ -314,6 +320,7 @@ def render(results: Results, env: dict[str, str], command: str) -> str:
             "",
         ]
     lines += _control(results)
+    lines += _events(results)
     lines += _memory(f.get("memory"))
     lines += _rss(f.get("rss"))
     lines += _profile(f.get("profile"))
@@ -444,6 +451,353 @@ def _control(results: Results) -> list[str]:
     return lines
 
 
+# --- live events (bench/events.py) -------------------------------------------------------------
+
+
+def _runs(results: Results) -> list[dict[str, Any]]:
+    return [r for r in results.facts.get("events", {}).get("runs", []) if "latency" in r]
+
+
+def _mid(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.median(values) if values else math.nan
+
+
+def _events_memory(results: Results) -> dict[str, float]:
+    """Medians over runs: web KiB per subscriber, stream bytes per entry, MB an hour."""
+    s = results.samples
+    runs = _runs(results)
+    per_sub = _mid([(r["rss_after_kib"] - r["rss_before_kib"]) / ev.SUBSCRIBERS for r in runs])
+    watched = _mid([r["watched_stream"]["per_entry"] for r in runs])
+    other = _mid([r["with_load"]["stream"]["per_entry"] for r in runs])
+    per_hook = _mid([r["alone"]["events_per_webhook"] for r in runs if "alone" in r])
+    rate = median(s.get(ev.ALONE, []), "rps") * per_hook
+    return {
+        "kib_per_subscriber": per_sub,
+        "bytes_per_event": watched,
+        "bytes_per_event_other": other,
+        "events_per_webhook": per_hook,
+        "throughput_events_per_second": rate,
+        "mb_hour_steady": watched * ev.RATE * 3600 / 1e6,
+        "mb_hour_throughput": other * rate * 3600 / 1e6,
+    }
+
+
+def _spread_text(run: dict[str, Any]) -> str:
+    return " + ".join(str(v) for v in run["spread"].values())
+
+
+def events_targets(results: Results) -> list[Target]:
+    """Live events: latency to 200 subscribers, nothing lost, what they cost the webhooks,
+    and (figures, no limit) the memory they take."""
+    s = results.samples
+    runs = _runs(results)
+    if not runs and not s.get(ev.ALONE):
+        return []
+    spreads = " / ".join(_spread_text(r) for r in runs) or "-"
+    lat = s.get(ev.LATENCY, [])
+    where = (
+        f"{ev.SUBSCRIBERS} subscribers of one account over {ev.PROCESSES} web processes "
+        f"({spreads}), {ev.RATE:g} changes/s"
+    )
+    out = [
+        Target(f"event latency p50 < 5 ms: {where}", median(lat, "p50"), 5, True, "ms"),
+        Target(f"event latency p99 < 50 ms: {where}", median(lat, "p99"), 50, True, "ms"),
+    ]
+    fewest = min((min(r["spread"].values(), default=0) for r in runs), default=math.nan)
+    out.append(
+        Target(
+            f"subscribers on each of the {ev.PROCESSES} web processes (fewest on one)",
+            float(fewest),
+            1,
+            False,
+            "",
+            digits=0,
+        )
+    )
+    lost = (
+        float(
+            sum(
+                r["latency"]["lost"]
+                + r["latency"]["unexpected"]
+                + r["with_load"].get("latency", {}).get("lost", 0)
+                + r["worst"].get("short", 0)
+                + r["worst"].get("dropped", 0)
+                + r.get("burst", {}).get("short", 0)
+                for r in runs
+            )
+        )
+        if runs
+        else math.nan
+    )
+    out.append(
+        Target(
+            "events lost: (change, subscriber) pairs never received, in every load of the "
+            "section (steady, under the throughput load, worst case, burst)",
+            lost,
+            1,
+            True,
+            "",
+            digits=0,
+        )
+    )
+    ratio = paired(s.get(ev.WATCHED, []), s.get(ev.ALONE, []), "rps")
+    out.append(
+        Target(
+            f"webhook req/s with the {ev.SUBSCRIBERS} subscribers receiving {ev.RATE:g} "
+            f"changes/s ≥ 0.8 x without (load to another account's sessions, web "
+            f"x{ev.PROCESSES})",
+            ratio,
+            0.8,
+            False,
+            "x",
+        )
+    )
+    mem = _events_memory(results)
+    out += [
+        Target(
+            f"web RSS per subscriber ({ev.SUBSCRIBERS} minus 0, all web processes)",
+            mem["kib_per_subscriber"],
+            math.nan,
+            True,
+            "KiB",
+            digits=1,
+        ),
+        Target(
+            "Redis per event (MEMORY USAGE of the stream, per entry added)",
+            mem["bytes_per_event"],
+            math.nan,
+            True,
+            "bytes",
+        ),
+        Target(
+            f"Redis for an hour of events at {ev.RATE:g} changes/s",
+            mem["mb_hour_steady"],
+            math.nan,
+            True,
+            "MB",
+        ),
+        Target(
+            f"Redis for an hour of events at the throughput run's rate (no subscriber: "
+            f"{mem['throughput_events_per_second']:,.0f} events/s)",
+            mem["mb_hour_throughput"],
+            math.nan,
+            True,
+            "MB",
+        ),
+    ]
+    return out
+
+
+def _cpu5(samples: list[Sample]) -> str:
+    return " / ".join(
+        f"{median(samples, a):.0%}"
+        for a in ("web_cpu", "redis_cpu", "gen_cpu", "client_cpu", "other_cpu")
+    )
+
+
+def _events(results: Results) -> list[str]:
+    """The live events section: latency, throughput with and without subscribers, memory."""
+    s = results.samples
+    runs = _runs(results)
+    if not runs:
+        return []
+    lat, under = s.get(ev.LATENCY, []), s.get(ev.UNDER_LOAD, [])
+    alone, watched, worst = s.get(ev.ALONE, []), s.get(ev.WATCHED, []), s.get(ev.WORST, [])
+    steady = s.get(ev.STEADY, [])
+    lines = [
+        "## Live events (SPEC 8)",
+        "",
+        f"`orchestrator web --workers {ev.PROCESSES}` (one port; the kernel gives each new "
+        "connection to one process: which one got each subscriber is read from /proc), "
+        "started fresh for each run, worker stopped. "
+        f"**Subscribers**: {ev.SUBSCRIBERS} `GET /sessions/events` streams of one account "
+        f"(the *watched* one), held by {ev.CLIENT_PROCESSES} forked client processes of raw "
+        "asyncio sockets (uvloop) on this machine, which stamp each `id:` line with "
+        "`time.monotonic()` when its bytes arrive (CLOCK_MONOTONIC: one clock for every "
+        "process). "
+        f"**Changes**: signed conference-status callbacks, participant-mute then -unmute with "
+        f"rising SequenceNumber, round the members of the watched account's {ev.SESSIONS} "
+        f"connected sessions (a caller and one member each): each is exactly one change, one "
+        f"entry of the account's stream. They go at a steady {ev.RATE:g}/s over one keep-alive "
+        "connection, each after the previous answer, so the k-th answered callback made the "
+        "k-th new entry; latency of a (change, subscriber) pair = that subscriber's stamp of "
+        "the entry's id minus the load side's stamp on reading the callback's answer.",
+        "",
+        f"**Throughput** (the target's set-up): the suite's webhook load (closed loop, 32 "
+        "connections, the call-status life of fresh members of 1-member sessions) aimed at "
+        "*another* account's sessions; once with no subscriber, then with the "
+        f"{ev.SUBSCRIBERS} attached and receiving the watched account's {ev.RATE:g} changes/s "
+        f"all along (started {ev.OVERLAP:g} s before the load, ended after it) — consoles of "
+        "one account watching its calls while the service carries everyone's. In that run "
+        f"{ev.PROMPT} subscribers stamp as above and the other {ev.SUBSCRIBERS - ev.PROMPT} "
+        f"read lazily (SO_RCVLOWAT {ev.LAZY_BYTES // 1024} KiB: woken once that much has "
+        "come, then counted): the server writes to every one of them as to any client, but "
+        "the clients, which share the two cores with it here, cost little; in a deployment "
+        "they are consoles on other machines. **Worst case** (a figure, no target): the same "
+        "load aimed at the watched account itself, so each change goes to all "
+        f"{ev.SUBSCRIBERS} (all reading lazily).",
+        "",
+        "| measurement | (change, subscriber) pairs | latency p50 ms (min / **median** / max) "
+        "| p99 ms | worst ms | lost | subscribers per web process "
+        "| CPU: web / Redis / sender / subscribers / not ours |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    worst_ms = _mid([r["latency"]["max"] for r in runs])
+    lines.append(
+        "| "
+        + " | ".join(
+            [
+                f"{ev.RATE:g} changes/s, all {ev.SUBSCRIBERS} stamping",
+                f"{sum(x.count for x in lat):,}",
+                _spread(lat, "p50"),
+                _spread(lat, "p99"),
+                _num(worst_ms, 1),
+                str(sum(x.errors for x in lat)),
+                " / ".join(_spread_text(r) for r in runs),
+                _cpu5(lat),
+            ]
+        )
+        + " |"
+    )
+    if under:
+        loaded = [r["with_load"]["latency"] for r in runs if "latency" in r["with_load"]]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"the same during the throughput load ({ev.PROMPT} stamping)",
+                    f"{sum(x.count for x in under):,}",
+                    _spread(under, "p50"),
+                    _spread(under, "p99"),
+                    _num(_mid([x["max"] for x in loaded]), 1),
+                    str(sum(x.errors for x in under)),
+                    "(same)",
+                    "(see the throughput table)",
+                ]
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "| webhook load (web x2) | req/s (min / **median** / max) | x without | p50 ms | p99 ms "
+        "| web CPU ms/req | events per webhook | deliveries/s (to subscribers) "
+        "| CPU: web / Redis / generator / subscribers / not ours |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [
+        ("to another account, no subscriber", alone, "alone", False),
+        (
+            f"to another account, {ev.SUBSCRIBERS} subscribers receiving {ev.RATE:g} changes/s",
+            watched,
+            "with_load",
+            True,
+        ),
+        (f"worst case: to the watched account, {ev.SUBSCRIBERS} subscribers", worst, "worst", True),
+    ]
+    for name, samples, fact, subscribed in rows:
+        if not samples:
+            continue
+        per_hook = _mid([r[fact].get("events_per_webhook", math.nan) for r in runs])
+        sent = _mid([r[fact]["sent"] / r[fact]["seconds"] for r in runs if "seconds" in r[fact]])
+        if fact != "worst":
+            sent = ev.RATE * ev.SUBSCRIBERS if subscribed else 0.0
+        cells = [
+            name,
+            _spread(samples, "rps"),
+            _ratio(samples, alone, "rps"),
+            _spread(samples, "p50"),
+            _spread(samples, "p99"),
+            f"{median(samples, 'web_ms_per_request'):.2f}",
+            _num(per_hook, 2),
+            _num(sent, 0),
+            _cpu5(samples),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    mem = _events_memory(results)
+    per_delivery = (median(lat, "web_cpu") - median(steady, "web_cpu")) / (ev.RATE * ev.SUBSCRIBERS)
+    burst = [r["burst"] for r in runs if "burst" in r]
+    burst_us = _mid([b["us_per_delivery"] for b in burst])
+    dropped = sum(r["worst"].get("dropped", 0) for r in runs)
+    lines += [
+        "**Fan-out cost and ceiling.** At the steady "
+        f"{ev.RATE:g} changes/s each change reaches each subscriber in a write of its own: the "
+        f"web processes used {median(lat, 'web_cpu'):.0%} of a core with the "
+        f"{ev.SUBSCRIBERS} against {median(steady, 'web_cpu'):.0%} without, "
+        f"**{per_delivery * 1e6:.0f} µs of web CPU per (change, subscriber)**, so one web "
+        f"process on a core of its own would write at most ~{1 / per_delivery:,.0f} such "
+        f"deliveries/s (about {1 / per_delivery / ev.SUBSCRIBERS:,.0f} changes/s to "
+        f"{ev.SUBSCRIBERS} subscribers) when changes come one at a time. When they come "
+        "faster than a stream writes, a stream sends all it has queued in one write: "
+        f"{ev.BURST:,} entries written straight into the stream at once cost "
+        f"**{burst_us:.1f} µs of web CPU per delivery** (~{1e6 / burst_us:,.0f} deliveries/s "
+        "per core), which is what a busy account gets; "
+        "the worst case above sits between the two. Subscribers dropped for falling behind "
+        f"in the worst case: {dropped}.",
+        "",
+        *_events_limits(alone, watched, worst, per_delivery),
+        "",
+        "**Memory.** "
+        f"Web RSS of all processes of `orchestrator web` right before the {ev.SUBSCRIBERS} "
+        f"connected and after they had received the steady run: "
+        + "; ".join(
+            f"{r['rss_before_kib'] / 1024:.1f} → {r['rss_after_kib'] / 1024:.1f} MiB" for r in runs
+        )
+        + f", **{mem['kib_per_subscriber']:.1f} KiB per subscriber** (median). Redis: the "
+        "account's event stream, `MEMORY USAGE … SAMPLES 0` before and after a run, over "
+        f"the entries it added: **{mem['bytes_per_event']:,.0f} bytes per event** for the "
+        f"mute changes of 2-member sessions, {mem['bytes_per_event_other']:,.0f} for the "
+        "call-status changes of the throughput load's 1-member sessions (an entry holds "
+        "the session hash and its members' JSON, so it grows with the members). The stream "
+        f"keeps an hour: at {ev.RATE:g} changes/s that is **{mem['mb_hour_steady']:,.0f} MB**; "
+        f"at the throughput run's {mem['throughput_events_per_second']:,.0f} events/s "
+        f"({mem['events_per_webhook']:.2f} per webhook: a member's initiated, in-progress "
+        f"and completed change its session, ringing after initiated does not) "
+        f"**{mem['mb_hour_throughput']:,.0f} MB**.",
+        "",
+    ]
+    return lines
+
+
+def _events_limits(
+    alone: list[Sample], watched: list[Sample], worst: list[Sample], per_delivery: float
+) -> list[str]:
+    """What the throughput figures with subscribers say: where the CPU went."""
+    if not (alone and watched):
+        return []
+
+    def total(samples: list[Sample]) -> float:
+        attrs = ("web_cpu", "redis_cpu", "gen_cpu", "client_cpu", "other_cpu")
+        return sum(median(samples, a) for a in attrs)
+
+    fan = per_delivery * ev.RATE * ev.SUBSCRIBERS
+    out = [
+        f"**What limits it.** Without subscribers the webhooks cost the web "
+        f"{median(alone, 'web_ms_per_request'):.2f} ms of CPU each, with the machine's two "
+        f"cores {total(alone):.0%} busy (web, Redis, generator); the {ev.SUBSCRIBERS} "
+        f"subscribers' {ev.RATE * ev.SUBSCRIBERS:,.0f} deliveries/s take about "
+        f"{fan:.0%} of a core at the steady figure above, and the clients "
+        f"{median(watched, 'client_cpu'):.0%} more, out of the same two cores: the web's CPU "
+        f"per webhook (fan-out included) goes to {median(watched, 'web_ms_per_request'):.2f} "
+        f"ms, the machine is {total(watched):.0%} busy, and each change's fan-out (about "
+        f"{ev.SUBSCRIBERS // ev.PROCESSES} writes in a row in each process) holds up the "
+        "webhooks that process is serving, so the closed loop's latency rises and its rate "
+        "falls. The cost is per (change, subscriber): one stream task woken, one write "
+        "through Starlette's and uvicorn's send, one send() to the socket (the profile "
+        "below: uvicorn's send, which is mostly the socket write, is the largest part)."
+    ]
+    if worst:
+        out[0] += (
+            f" In the worst case every webhook's change goes to all {ev.SUBSCRIBERS}: "
+            f"{median(worst, 'web_ms_per_request'):.2f} ms of web CPU per webhook, the "
+            f"clients receiving it all on this machine take {median(worst, 'client_cpu'):.0%} "
+            f"of a core, the machine is {total(worst):.0%} busy: the two cores, shared by "
+            "the fan-out and the clients that read it, are the limit."
+        )
+    return [*out, ""]
+
+
 def _memory(mem: dict[str, Any] | None) -> list[str]:
     if not mem:
         return []
@@ -455,13 +809,15 @@ def _memory(mem: dict[str, Any] | None) -> list[str]:
         "",
         "| what | bytes each | measured over |",
         "|---|---|---|",
-        f"| session (incoming call: session hash, caller member, lists, call index) "
+        f"| session (incoming call: session hash, caller member, lists, call index, its "
+        f"live-event entry) "
         f"| {mem['per_session']:,.0f} | {mem['sessions']:,} sessions |",
         "| invited member (member hash, list and active entries, its part of the session's "
-        "cached members JSON, log line) "
+        "cached members JSON, log line, a live-event entry) "
         f"| {mem['per_member']:,.0f} | {mem['members']:,} members |",
         f"| a member's call life (4 callbacks: callSid, call index, 3 log lines, idempotency "
-        f"keys kept 1 h) | {mem['per_call']:,.0f} | {mem['called_members']:,} members |",
+        f"keys and 3 live-event entries, both kept 1 h) | {mem['per_call']:,.0f} "
+        f"| {mem['called_members']:,} members |",
         f"| its RQ dial job hash (`MEMORY USAGE`; kept for result_ttl after it ran) "
         f"| {mem['dial_job']:,} | 1 job |",
         "",

@@ -7,6 +7,7 @@ to the work directory, and `stop_all` ends exactly the processes started here, b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -53,6 +54,7 @@ class Stack:
     workdir: Path
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     procs: dict[str, Proc] = field(default_factory=dict)
+    helpers: list[int] = field(default_factory=list)  # the bench's own clients, forked by it
     redis: redis_server.RedisServer | None = None
     web_port: int = field(default_factory=redis_server.free_port)
     floor_port: int = field(default_factory=redis_server.free_port)
@@ -100,7 +102,7 @@ class Stack:
 
     def pids(self) -> list[int]:
         """Every process of the bench: this one, Redis, and all started here with children."""
-        out = [os.getpid()] + ([self.redis.process.pid] if self.redis else [])
+        out = [os.getpid()] + ([self.redis.process.pid] if self.redis else []) + self.helpers
         for proc in self.procs.values():
             out += tree(proc.pid)
         return out
@@ -139,9 +141,13 @@ class Stack:
         self._start("emulator", args)
         wait_http(f"{self.emulator_url}/_emulator/health", self.procs["emulator"])
 
-    def start_web(self, processes: int) -> Proc:
-        """`orchestrator web` for one process; uvicorn --workers for more (same settings)."""
-        if processes == 1:
+    def start_web(self, processes: int, cli: bool = False) -> Proc:
+        """`orchestrator web` for one process; uvicorn --workers for more (same settings), or
+        with `cli`, `orchestrator web --workers` (its metrics then count every process)."""
+        if cli:
+            args = ["-m", "orchestrator", "web", "--host", "127.0.0.1"]
+            args += ["--port", str(self.web_port), "--workers", str(processes)]
+        elif processes == 1:
             args = [
                 "-m",
                 "orchestrator",
@@ -155,7 +161,28 @@ class Stack:
             args = _uvicorn("orchestrator.cli.app:create_app", self.web_port, processes)
         proc = self._start("web", args)
         wait_http(f"{self.public_base_url}/health", proc)
+        if processes > 1:
+            self._wait_workers(proc, processes)
         return proc
+
+    def _wait_workers(self, proc: Proc, processes: int, timeout: float = 30) -> None:
+        """Until every worker has started its app (its lifespan holds a Redis connection),
+        not only the first one to answer /health."""
+        deadline = time.monotonic() + timeout
+        while True:
+            up = self.web_workers()
+            if len(up) >= processes:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(up)} of {processes} web processes started")
+            time.sleep(0.05)
+
+    def web_workers(self) -> list[int]:
+        """The processes of the web that serve requests: those connected to Redis (not
+        uvicorn's supervisor or multiprocessing's resource tracker)."""
+        assert self.redis is not None
+        held = connections(tree(self.procs["web"].pid))
+        return [pid for pid, c in held.items() if any(r == self.redis.port for _, r in c)]
 
     def start_floor(self, processes: int) -> Proc:
         proc = self._start("floor", _uvicorn("bench.floor:create_app", self.floor_port, processes))
@@ -245,6 +272,34 @@ def machine_busy_seconds() -> float:
         fields = [int(v) for v in f.readline().split()[1:9]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def connections(pids: list[int]) -> dict[int, list[tuple[int, int]]]:
+    """Pid -> (local port, remote port) of each established TCP connection it holds: which
+    process of `uvicorn --workers` accepted which client, which is connected to Redis."""
+    inodes: dict[int, tuple[int, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "01":  # ESTABLISHED
+                local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+                inodes[int(fields[9])] = (local, remote)
+    out: dict[int, list[tuple[int, int]]] = {}
+    for pid in pids:
+        held: list[tuple[int, int]] = []
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError, ValueError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:[") and int(link[8:-1]) in inodes:
+                        held.append(inodes[int(link[8:-1])])
+        out[pid] = held
+    return out
 
 
 def rss_kib(pid: int) -> int:

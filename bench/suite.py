@@ -11,7 +11,9 @@ callbacks and the worker competing for the same two cores.
 With one web process, each run also takes the session-control measurements of
 bench/control.py (SPEC 4: every new operation against the same run's B0, removals reaching
 Twilio, ListSessions at 100 and 10,000 sessions); `--only control` runs just those (with
-B0), `--skip control` leaves them out.
+B0), `--skip control` leaves them out. After the web x1 and x2 runs come the live events
+measurements of bench/events.py (their own `orchestrator web --workers 2`, fresh each run);
+`--only events` runs just those, `--skip events` leaves them out.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from bench import loadgen, stack, workload
 from bench.control import KEY as CONTROL_KEY
 from bench.control import OPS as CONTROL_OPS
 from bench.control import Control
+from bench.events import Events
 from bench.profile import summarise
 from orchestrator.jobs import job_id
 from orchestrator.store import PREFIX, new_id
@@ -45,6 +48,8 @@ from orchestrator.store import PREFIX, new_id
 DISPATCH_RATE = 20.0
 NAIVE_DELAY = 0.2
 CONTENDED = 0.25  # other processes' CPU (share of a core) past which a measurement is redone
+QUIET = 0.15  # ... below which the machine counts as quiet again, waited for before a retry
+QUIET_SECONDS = 45.0  # the longest such wait
 MAX_RSS_SECONDS = 900.0
 POLL_SECONDS = 300.0
 
@@ -61,7 +66,8 @@ class Options:
     memory_sessions: int = 1000
     retries: int = 2
     control: bool = True  # the session-control section (bench/control.py)
-    only: str | None = None  # "control": that section alone (with its B0)
+    events: bool = True  # the live events section (bench/events.py)
+    only: str | None = None  # "control": that section alone (with its B0); "events": that one
 
 
 @dataclass
@@ -85,6 +91,7 @@ class Sample:
     to_accept: float = math.nan
     to_end: float = math.nan
     exhausted: bool = False
+    client_cpu: float = 0.0  # the bench's other clients meanwhile (live event subscribers)
 
 
 @dataclass
@@ -118,6 +125,7 @@ class Suite:
         self.seeder: workload.Seeder
         self.tenant: workload.Tenant
         self.control = Control(self)
+        self.events = Events(self)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -140,6 +148,9 @@ class Suite:
         if self.o.only == "control":
             self._control_only()
             return
+        if self.o.only == "events":
+            self.events.run_all()
+            return
         for procs in self.o.web_processes:
             s.start_web(procs)
             s.start_floor(procs)
@@ -153,6 +164,8 @@ class Suite:
                 self._profile()
             for name in ("web", "floor", "naive", "fake-twilio"):
                 s.stop(name)
+        if self.o.events:
+            self.events.run_all()
         s.start_web(1)
         self._memory()
         self._rss()
@@ -274,6 +287,27 @@ class Suite:
         self.results.facts["retries"] = self.results.facts.get("retries", 0) + 1
         return True
 
+    def quiet(self, seconds: float = QUIET_SECONDS) -> float:
+        """Wait, up to `seconds`, for a second in which processes other than the bench's use
+        less than QUIET of a core; their share in the last second."""
+        deadline = time.monotonic() + seconds
+        waited = 0
+        while True:
+            ours = self.stack.pids()
+            machine0, ours0, started = (
+                stack.machine_busy_seconds(),
+                stack.cpu_seconds(ours),
+                (time.monotonic()),
+            )
+            time.sleep(1.0)
+            foreign = stack.machine_busy_seconds() - machine0 - (stack.cpu_seconds(ours) - ours0)
+            share = max(0.0, foreign) / (time.monotonic() - started)
+            if share < QUIET or time.monotonic() > deadline:
+                if waited:
+                    self.log(f"  waited {waited} s for the machine (others now {share:.0%})")
+                return share
+            waited += 1
+
     def _measure(
         self,
         key: str,
@@ -287,6 +321,8 @@ class Suite:
         busy with other work, up to --retries times; record the least disturbed attempt."""
         attempts: list[Sample] = []
         while True:
+            if attempts:
+                self.quiet()
             attempts.append(self._apply(key, port, build(), server, rate)[0])
             if not self._contended(key, attempts[-1], len(attempts) - 1):
                 break

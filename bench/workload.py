@@ -241,3 +241,50 @@ def webhooks(
                 }
                 out.append(_http("POST", target, port, headers, urlencode(params).encode()))
     return out
+
+
+def mute_toggles(
+    port: int,
+    public_base_url: str,
+    token: str,
+    account_sid: str,
+    members: list[Member],
+    start: int,
+    count: int,
+) -> list[bytes]:
+    """Signed conference callbacks `start` to `start + count` of a sequence in which each is
+    one change: round the (connected) `members`, participant-mute, then participant-unmute on
+    the next round, and so on, with increasing SequenceNumber, as Twilio reports agents
+    muting and unmuting."""
+    validator = RequestValidator(token)
+    url = callback_urls.without_fragment(callback_urls.conference_status(public_base_url))
+    target = urlsplit(url).path
+    out: list[bytes] = []
+    for k in range(start, start + count):
+        member = members[k % len(members)]
+        turn = k // len(members)
+        event = "participant-unmute" if turn % 2 else "participant-mute"
+        params = {
+            "AccountSid": account_sid,
+            "ConferenceSid": "CF" + member.sid[-32:].rjust(32, "0"),
+            "FriendlyName": member.sid,
+            "StatusCallbackEvent": event,
+            "CallSid": call_sid(member),
+            "ParticipantLabel": member.mid,
+            "Muted": "true" if event == "participant-mute" else "false",
+            "Hold": "false",
+            "Coaching": "false",
+            "EndConferenceOnExit": "false",
+            "StartConferenceOnEnter": "true",
+            "SequenceNumber": str(turn + 10),  # after the seeded connect's callbacks
+            "Timestamp": "Mon, 01 Jan 2024 00:00:00 +0000",
+        }
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": validator.compute_signature(url, params),
+            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+            "User-Agent": "TwilioProxy/1.1",
+            "Accept": "*/*",
+        }
+        out.append(_http("POST", target, port, headers, urlencode(params).encode()))
+    return out
