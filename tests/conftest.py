@@ -6,6 +6,7 @@ way the Procfile starts them. Nothing here talks to a server it did not start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -217,6 +218,25 @@ def start_stack(
         stack.stop_all()
         raise
     return stack
+
+
+@contextlib.contextmanager
+def ringing_stack(
+    tmp_path_factory: pytest.TempPathFactory, name: str, ring: float, no_answer: float
+) -> Iterator[Stack]:
+    """Its own Redis, emulator, web and worker, with callees that ring `ring` seconds
+    (and give up unanswered after `no_answer`): for tests that watch a member ringing."""
+    server = redis_server.start(tmp_path_factory.mktemp(f"{name}-redis"))
+    stack = start_stack(
+        tmp_path_factory.mktemp(f"{name}-stack"),
+        server.url,
+        emulator_args=("--ring-seconds", str(ring), "--no-answer-seconds", str(no_answer)),
+    )
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+        server.stop()
 
 
 @pytest.fixture(scope="session")

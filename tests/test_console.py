@@ -22,8 +22,8 @@ import pytest
 import redis
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
-from orchestrator import provision, redis_server
-from tests.conftest import Account, Stack, random_number, start_stack, wait_for
+from orchestrator import provision
+from tests.conftest import Account, Stack, random_number, ringing_stack, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -43,19 +43,8 @@ WAIT_MS = 15_000  # what any one expectation may take: a dial, a callback, a rec
 @pytest.fixture(scope="module")
 def console_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Its own Redis, emulator, web and worker, with callees that ring for 1.5 s."""
-    server = redis_server.start(tmp_path_factory.mktemp("console-redis"))
-    stack = start_stack(
-        tmp_path_factory.mktemp("console-stack"),
-        server.url,
-        emulator_args=(
-            "--ring-seconds", str(RING_SECONDS), "--no-answer-seconds", str(RING_SECONDS * 2),
-        ),
-    )  # fmt: skip
-    try:
+    with ringing_stack(tmp_path_factory, "console", RING_SECONDS, RING_SECONDS * 2) as stack:
         yield stack
-    finally:
-        stack.stop_all()
-        server.stop()
 
 
 @pytest.fixture(scope="module")

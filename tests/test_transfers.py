@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis
 
-from orchestrator import provision, redis_server
-from tests.conftest import ACCOUNT_SID, Stack, random_number, start_stack, wait_for
+from orchestrator import provision
+from tests.conftest import ACCOUNT_SID, Stack, random_number, ringing_stack, wait_for
 from tests.test_cli import cli
 
 RING_SECONDS = 1.0
@@ -25,19 +25,8 @@ RING_SECONDS = 1.0
 @pytest.fixture(scope="module")
 def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Its own Redis, emulator, web and worker, with callees that ring for a second."""
-    server = redis_server.start(tmp_path_factory.mktemp("transfer-redis"))
-    stack = start_stack(
-        tmp_path_factory.mktemp("transfer-stack"),
-        server.url,
-        emulator_args=(
-            "--ring-seconds", str(RING_SECONDS), "--no-answer-seconds", str(RING_SECONDS * 1.5),
-        ),
-    )  # fmt: skip
-    try:
+    with ringing_stack(tmp_path_factory, "transfer", RING_SECONDS, RING_SECONDS * 1.5) as stack:
         yield stack
-    finally:
-        stack.stop_all()
-        server.stop()
 
 
 @dataclass(frozen=True)
