@@ -9,14 +9,17 @@ replays the events of a session sees every state it went through, in order.
 
 Entry fields: `@sid`, `@events` (comma separated, SessionInfoChanged last), `@log`
 (how many log entries the session had: the log only grows, so its first `@log`
-entries are the log then), `@members` (the members' JSON), then the session hash's
-own fields.
+entries are the log then), `@members` (the version of each member's JSON then, the
+texts being in the session's memberversions hash), then the session hash's own
+fields. Log lines and versions never change once written, so a `Renderer` keeps
+those it has read and asks Redis only for new ones.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,26 +84,106 @@ def _fields(raw: dict[bytes, bytes]) -> tuple[str, tuple[str, ...], int, bytes, 
     return sid, names, count, members, session
 
 
-async def render(
-    r: redis.asyncio.Redis, entries: list[tuple[bytes, dict[bytes, bytes]]]
-) -> list[Event]:
-    """The entries as events, their logs read in one round trip (each session's once)."""
-    decoded = [(entry_id.decode(), *_fields(raw)) for entry_id, raw in entries]
-    longest: dict[str, int] = {}
-    for _, sid, _, count, _, _ in decoded:
-        longest[sid] = max(count, longest.get(sid, 0))
-    pipe = r.pipeline(transaction=False)
-    for sid, count in longest.items():
-        pipe.lrange(f"{PREFIX}session:{sid}:log", 0, count - 1)
-    logs = dict(zip(longest, await pipe.execute(), strict=True))
-    events = []
-    for entry_id, sid, names, count, members, session in decoded:
-        view = SessionView(session, [members] if members else [], logs[sid][:count])
-        data = b'{"sessionId":' + json.dumps(sid).encode() + b',"session":' + view.to_json()
-        order = parse_id(entry_id)
-        assert order is not None
-        events.append(Event(entry_id, order, sid, names, frame(entry_id, names, data + b"}")))
-    return events
+class _Seen:
+    """What a renderer has read of one session: its log's first lines, member versions."""
+
+    __slots__ = ("log", "versions")
+
+    def __init__(self) -> None:
+        self.log: list[bytes] = []
+        self.versions: dict[bytes, bytes] = {}
+
+
+class Renderer:
+    """Renders stream entries as events, asking Redis only for the log lines and member
+    versions it has not read before (neither changes once written): a change to a
+    session of a hundred members costs one member's JSON, not a hundred.
+
+    It remembers the `sessions` it rendered last; `forget()` drops all of it (after
+    Redis failed over, say: a write the old primary lost may read differently now).
+    """
+
+    def __init__(self, r: redis.asyncio.Redis, sessions: int = 4096) -> None:
+        self._redis = r
+        self._limit = sessions
+        self._seen: OrderedDict[str, _Seen] = OrderedDict()
+
+    def forget(self) -> None:
+        self._seen.clear()
+
+    def _session(self, sid: str) -> _Seen:
+        seen = self._seen.get(sid)
+        if seen is None:
+            seen = self._seen[sid] = _Seen()
+            if len(self._seen) > self._limit:
+                self._seen.popitem(last=False)
+        else:
+            self._seen.move_to_end(sid)
+        return seen
+
+    async def render(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Event]:
+        """The entries as events, after one round trip for what is new to this renderer."""
+        decoded = []
+        logs: dict[str, tuple[_Seen, int]] = {}
+        versions: dict[str, tuple[_Seen, set[bytes]]] = {}
+        for entry_id, raw in entries:
+            sid, names, count, members, session = _fields(raw)
+            fields = [b"%d:%s" % (i, v) for i, v in enumerate(members.split(b","), 1) if v]
+            seen = self._session(sid)
+            if count > len(seen.log) and count > logs.get(sid, (seen, 0))[1]:
+                logs[sid] = (seen, count)
+            missing = [f for f in fields if f not in seen.versions]
+            if missing:
+                versions.setdefault(sid, (seen, set()))[1].update(missing)
+            decoded.append((entry_id.decode(), sid, names, count, fields, session, seen))
+        if logs or versions:
+            await self._read(logs, versions)
+        events = []
+        for entry_id, sid, names, count, fields, session, seen in decoded:
+            members = b",".join(seen.versions.get(f, b"") for f in fields)
+            view = SessionView(session, [members] if members else [], seen.log[:count])
+            data = b'{"sessionId":' + json.dumps(sid).encode() + b',"session":' + view.to_json()
+            order = parse_id(entry_id)
+            assert order is not None
+            events.append(Event(entry_id, order, sid, names, frame(entry_id, names, data + b"}")))
+        return events
+
+    async def _read(
+        self, logs: dict[str, tuple[_Seen, int]], versions: dict[str, tuple[_Seen, set[bytes]]]
+    ) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for sid, (seen, count) in logs.items():
+            pipe.lrange(f"{PREFIX}session:{sid}:log", len(seen.log), count - 1)
+        asked = []
+        for sid, (seen, wanted) in versions.items():
+            names = sorted(wanted)
+            pipe.hmget(f"{PREFIX}session:{sid}:memberversions", names)
+            asked.append((seen, names))
+        replies = await pipe.execute()
+        for (seen, _), lines in zip(logs.values(), replies, strict=False):
+            seen.log.extend(lines)
+        for (seen, names), texts in zip(asked, replies[len(logs) :], strict=True):
+            for name, text in zip(names, texts, strict=True):
+                if text is not None:  # else expired with its session: rendered without it
+                    seen.versions[name] = text
+
+    async def since(
+        self, account_id: str, after: str, session_id: str | None
+    ) -> AsyncIterator[Event]:
+        """Every kept event after `after` (of one session, if given), a page at a time."""
+        key = stream_key(account_id)
+        wanted = None if session_id is None else session_id.encode()
+        while True:
+            page: list[Any] = await self._redis.xrange(key, min=f"({after}", count=_PAGE)
+            if not page:
+                return
+            after = page[-1][0].decode()
+            chosen = [e for e in page if wanted is None or e[1].get(b"@sid") == wanted]
+            if chosen:
+                for event in await self.render(chosen):
+                    yield event
+            if len(page) < _PAGE:
+                return
 
 
 async def position(r: redis.asyncio.Redis, account_id: str) -> str:
@@ -118,22 +201,3 @@ async def lost_since(r: redis.asyncio.Redis, account_id: str, after: str) -> boo
     if not oldest:
         return True
     return parse_id(oldest[0][0].decode()) > parse_id(after)  # type: ignore[operator]
-
-
-async def since(
-    r: redis.asyncio.Redis, account_id: str, after: str, session_id: str | None
-) -> AsyncIterator[Event]:
-    """Every kept event after `after` (of one session, if given), a page at a time."""
-    key = stream_key(account_id)
-    wanted = None if session_id is None else session_id.encode()
-    while True:
-        page: list[Any] = await r.xrange(key, min=f"({after}", count=_PAGE)
-        if not page:
-            return
-        after = page[-1][0].decode()
-        chosen = [e for e in page if wanted is None or e[1].get(b"@sid") == wanted]
-        if chosen:
-            for event in await render(r, chosen):
-                yield event
-        if len(page) < _PAGE:
-            return

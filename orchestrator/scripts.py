@@ -66,11 +66,25 @@ return reply
 READS = frozenset({"render", "list_sessions"})
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long Redis keeps what is no longer live: an ended session (its hash, members,
+    log) and the live events. Every process of a deployment must agree on them, as on
+    the scripts they are part of."""
+
+    sessions: int = 7 * 24 * 3600
+    events: int = 3600
+
+
 @cache
-def source(name: str) -> str:
+def source(name: str, retention: Retention = Retention()) -> str:
     folder = resources.files("orchestrator") / "lua"
     own = (folder / f"{name}.lua").read_text()
-    return (folder / "_common.lua").read_text() + _RUN.format(own)
+    header = (
+        "-- How long ended sessions and live events are kept (orchestrator/settings.py).\n"
+        f"local RETAIN_SECONDS, EVENTS_KEEP_SECONDS = {retention.sessions}, {retention.events}\n"
+    )
+    return header + (folder / "_common.lua").read_text() + _RUN.format(own)
 
 
 def _missing_template(reply: Any) -> bool:
@@ -82,8 +96,8 @@ def _missing_template(reply: Any) -> bool:
 class Scripts:
     """The scripts registered on one sync client (worker, CLI)."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._scripts = {name: client.register_script(source(name)) for name in NAMES}
+    def __init__(self, client: redis.Redis, retention: Retention = Retention()) -> None:
+        self._scripts = {n: client.register_script(source(n, retention)) for n in NAMES}
 
     def run(self, name: str, args: list[Any], client: redis.Redis) -> Any:
         try:
@@ -160,12 +174,17 @@ class AsyncScripts:
     """Script calls on an asyncio client, pipelined across concurrent callers."""
 
     def __init__(
-        self, client: redis.asyncio.Redis, min_replicas: int = 0, wait_timeout_ms: int = 1000
+        self,
+        client: redis.asyncio.Redis,
+        min_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+        retention: Retention = Retention(),
     ) -> None:
         self._client = client
         self._replicas, self._wait_ms = min_replicas, wait_timeout_ms
-        self._sha = {n: hashlib.sha1(source(n).encode()).hexdigest() for n in NAMES}
-        self._source = {sha: source(name) for name, sha in self._sha.items()}
+        texts = {n: source(n, retention) for n in NAMES}
+        self._sha = {n: hashlib.sha1(text.encode()).hexdigest() for n, text in texts.items()}
+        self._source = {self._sha[n]: text for n, text in texts.items()}
         self._pending: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from orchestrator import redis_client
 from orchestrator.phone import InvalidPhoneNumber, normalise
+from orchestrator.scripts import Retention
 
 ACCOUNT_SID_RE = re.compile(r"^AC[0-9a-fA-F]{32}$")
 TWILIO_API = "https://api.twilio.com"
@@ -54,6 +55,14 @@ class Settings:
     # failover cannot lose it; a wait longer than redis_wait_timeout_ms answers 503.
     redis_min_replicas: int = 0
     redis_wait_timeout_ms: int = 1000
+    # How long Redis keeps an ended session and the live events (SPEC 8: an hour at least;
+    # shorter only where no client resumes that far back, as in a soak test).
+    session_retention_seconds: int = Retention.sessions
+    event_retention_seconds: int = Retention.events
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(self.session_retention_seconds, self.event_retention_seconds)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +139,16 @@ class Settings:
         if wait_ms != int(wait_ms) or not 10 <= wait_ms <= 10_000:
             raise ConfigError("REDIS_WAIT_TIMEOUT_MS must be whole milliseconds from 10 to 10000")
 
+        sessions = _number(env, "SESSION_RETENTION_SECONDS", cls.session_retention_seconds)
+        kept = _number(env, "EVENT_RETENTION_SECONDS", cls.event_retention_seconds)
+        if kept != int(kept) or not 60 <= kept <= 7 * 24 * 3600:
+            raise ConfigError("EVENT_RETENTION_SECONDS must be whole seconds from 60 to 604800")
+        if sessions != int(sessions) or not kept <= sessions <= 366 * 24 * 3600:
+            raise ConfigError(
+                "SESSION_RETENTION_SECONDS must be whole seconds from EVENT_RETENTION_SECONDS "
+                "(live events show the sessions they are of) to 31622400"
+            )
+
         return cls(
             redis_url=redis_url,
             twilio_account_sid=sid,
@@ -149,6 +168,8 @@ class Settings:
             event_buffer=int(buffer),
             redis_min_replicas=int(replicas),
             redis_wait_timeout_ms=int(wait_ms),
+            session_retention_seconds=int(sessions),
+            event_retention_seconds=int(kept),
         )
 
 

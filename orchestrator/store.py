@@ -12,11 +12,14 @@ Keys (prefix `orch:`):
   account:{aid}:events               stream one entry per change of its sessions, an hour at
                                            least (orchestrator/events.py)
   hub:{host}:{pid}:{random}          stream a web process's wake-ups of its event reader
-  session:{sid}                      hash  SessionInfo scalars (+ _number, the called number)
+  session:{sid}                      hash  SessionInfo scalars (+ _number, the called number,
+                                           _members: each member's current JSON version)
   session:{sid}:members              list  member ids in order of joining
   session:{sid}:member:{mid}         hash  SessionMemberInfo (+ _rank, _hold, _to, ... internals)
   session:{sid}:active               hash  dialled address -> member id, while not final
   session:{sid}:log                  list  JSON {date, message}
+  session:{sid}:memberversions       hash  "{position}:{version}" -> a member's JSON after each
+                                           change, for live events to render
   session:{sid}:membersjson          str   the members' JSON, joined, until one changes (1 h)
   call:{CallSid}                     str   "{sid} {mid}", to find a member from a callback
   idem:{token}                       str   a callback's I-Twilio-Idempotency-Token, for an hour

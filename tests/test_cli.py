@@ -82,6 +82,11 @@ def test_settings_defaults() -> None:
     assert s.twilio_api_base_url == "https://api.twilio.com"
     assert s.public_base_url == "https://orchestrator.example.com"
     assert s.twilio_cps == 1 and s.default_caller_id is None
+    assert (s.retention.sessions, s.retention.events) == (7 * 24 * 3600, 3600)
+    short = Settings.from_env(
+        {**GOOD, "SESSION_RETENTION_SECONDS": "120", "EVENT_RETENTION_SECONDS": "60"}
+    )
+    assert (short.retention.sessions, short.retention.events) == (120, 60)
 
 
 @pytest.mark.parametrize(
@@ -96,6 +101,10 @@ def test_settings_defaults() -> None:
         ({"DEFAULT_CALLER_ID": "12"}, "DEFAULT_CALLER_ID"),
         ({"TWILIO_CPS": "0"}, "TWILIO_CPS"),
         ({"TWILIO_CPS": "fast"}, "TWILIO_CPS"),
+        ({"EVENT_RETENTION_SECONDS": "59"}, "EVENT_RETENTION_SECONDS"),
+        ({"SESSION_RETENTION_SECONDS": "1.5"}, "SESSION_RETENTION_SECONDS"),
+        # Live events show their sessions: those must be kept at least as long.
+        ({"EVENT_RETENTION_SECONDS": "600", "SESSION_RETENTION_SECONDS": "300"}, "SESSION_RET"),
     ],
 )
 def test_bad_settings_name_the_variable(change: dict[str, str], named: str) -> None:

@@ -39,7 +39,7 @@ def context() -> Context:
     return Context(
         settings=settings,
         redis=client,
-        scripts=Scripts(client),
+        scripts=Scripts(client, settings.retention),
         twilio=make_client(settings, timeout=min(15.0, settings.dial_job_timeout * HTTP_SHARE)),
         limiter=DialRateLimiter(client, settings.twilio_cps),
     )

@@ -37,51 +37,108 @@ WAKE_SECONDS = 600  # the wake stream of a process that died goes by itself
 
 
 class Subscription:
-    """One open stream: the account's events, or one session's."""
+    """One open stream: the account's events, or one session's.
 
-    __slots__ = ("account_id", "dropped", "queue", "session_id")
+    Its queue is a plain list the reader appends to and the stream takes whole, with one
+    future to wake the stream: a delivery costs an append and, when the stream waits, one
+    wake-up. The heartbeat needs no timer per wait either: one timer per subscription,
+    moved on only when it fires early (the stream went on waiting after it was set).
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_items",
+        "_limit",
+        "_timer",
+        "_waiter",
+        "account_id",
+        "dropped",
+        "session_id",
+    )
 
     def __init__(self, account_id: str, session_id: str | None, buffer: int) -> None:
         self.account_id, self.session_id = account_id, session_id
-        self.queue: asyncio.Queue[events.Event | bytes] = asyncio.Queue(buffer)
+        self._items: list[events.Event | bytes] = []
+        self._limit = buffer
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self.dropped = False
 
     def offer(self, event: events.Event) -> bool:
         """Queues the event; False if the subscriber is too far behind (it is then dropped)."""
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if len(self._items) >= self._limit:
             self.drop("You fell too far behind the live events; resume with Last-Event-ID")
             return False
+        self._items.append(event)
+        if self._waiter is not None:
+            self._wake()
         return True
 
     def end(self, reason: str) -> None:
         """After what it has queued, a last `Dropped`; dropped at once if that does not fit."""
         if self.dropped:
             return
-        try:
-            self.queue.put_nowait(events.message("Dropped", reason))
-            self.dropped = True
-        except asyncio.QueueFull:
+        if len(self._items) >= self._limit:
             self.drop(reason)
+            return
+        self._items.append(events.message("Dropped", reason))
+        self.dropped = True
+        self._wake()
 
     def drop(self, reason: str) -> None:
         """What it had not read yet is dropped too: its Last-Event-ID is its last event."""
         if self.dropped:
             return
         self.dropped = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(events.message("Dropped", reason))
+        self._items = [events.message("Dropped", reason)]
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self, heartbeat: float) -> list[events.Event | bytes]:
+        """Everything queued, in order, once there is something; [] if `heartbeat`
+        seconds pass first. A `bytes` item (Dropped) is the last the stream gets."""
+        if not self._items:
+            loop = asyncio.get_running_loop()
+            self._deadline = loop.time() + heartbeat
+            if self._timer is None:
+                self._timer = loop.call_at(self._deadline, self._expire)
+            waiter = self._waiter = loop.create_future()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self.close()
+                raise
+        items, self._items = self._items, []
+        return items
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # not waiting: the next wait sets the timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._expire)
+        else:
+            self._wake()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Hub:
     def __init__(self, redis_url: str, client: redis.asyncio.Redis, buffer: int) -> None:
         self._client = client  # the process's shared client: renders, positions, wakes
-        self._reader = redis_client.connect(
-            redis_url, socket_timeout=BLOCK_MS / 1000 + 10, single_connection_client=True
-        )
+        # A client of its own: only the reader uses it, so its pool holds one connection.
+        self._reader = redis_client.connect(redis_url, socket_timeout=BLOCK_MS / 1000 + 10)
         self._buffer = buffer
+        self.renderer = events.Renderer(client)  # for the live events and catching up alike
         # account -> session id (None: every session) -> its subscribers here
         self._subscribers: dict[str, dict[str | None, set[Subscription]]] = {}
         self._positions: dict[str, str] = {}  # account -> the last event id read
@@ -117,6 +174,7 @@ class Hub:
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        sub.close()
         by_session = self._subscribers.get(sub.account_id)
         if by_session is None or sub not in by_session.get(sub.session_id, ()):
             return
@@ -162,6 +220,7 @@ class Hub:
                 failures = 0
             except REDIS_ERRORS as exc:
                 # Nothing is lost meanwhile: the events wait in Redis after each position.
+                self.renderer.forget()  # a failover may have lost what it had read
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 if failures == 0:
                     log.warning("live events: Redis unavailable (%s); retrying", exc)
@@ -172,7 +231,7 @@ class Hub:
                 await asyncio.sleep(RETRY_SECONDS[-1])
 
     async def _deliver(self, reply: list) -> None:
-        wanted = []
+        rendered = []
         for key, entries in reply:
             key = key.decode()
             if key == self._wake_key:
@@ -180,10 +239,12 @@ class Hub:
                 continue
             account = events.account_of(key)
             if account in self._positions:
+                rendered.append((account, entries, await self.renderer.render(entries)))
+        # Only once all of them are rendered: a read that failed is read again, whole.
+        for account, entries, batch in rendered:
+            if account in self._positions:
                 self._positions[account] = entries[-1][0].decode()
-                wanted.append((account, entries))
-        for account, entries in wanted:
-            for event in await events.render(self._client, entries):
+            for event in batch:
                 self._fan_out(account, event)
 
     def _fan_out(self, account: str, event: events.Event) -> None:

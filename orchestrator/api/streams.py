@@ -9,7 +9,6 @@ the one before, so it resumes from its last id without gaps or repeats.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -68,12 +67,12 @@ async def _open(
     hub: Hub = request.app.state.hub
     # Subscribed before answering: a Redis failure is a 503 now, not a broken stream later.
     sub = await hub.subscribe(principal.account_id, sid)
-    body = _frames(request, principal, sub, last)
+    body = _frames(request, hub, sub, last)
     return EventStreamResponse(body, hub, sub)
 
 
 async def _frames(
-    request: Request, principal: auth.Principal, sub: Subscription, last: str | None
+    request: Request, hub: Hub, sub: Subscription, last: str | None
 ) -> AsyncIterator[bytes]:
     settings = request.app.state.settings
     client = request.app.state.redis
@@ -85,34 +84,30 @@ async def _frames(
                 "Reset",
                 "Some events after Last-Event-ID are no longer kept; read the sessions again",
             )
-        async for event in events.since(client, sub.account_id, last, sub.session_id):
+        async for event in hub.renderer.since(sub.account_id, last, sub.session_id):
             newest = event.order
             yield event.frame
+    heartbeat = settings.event_heartbeat_seconds
     while True:
-        try:
-            async with asyncio.timeout(settings.event_heartbeat_seconds):
-                item = await sub.queue.get()
-        except TimeoutError:
+        # Whatever is queued goes out in the same write: a busy stream costs one wake-up
+        # and one send per batch, not per event.
+        items = await sub.take(heartbeat)
+        if not items:
             yield KEEPALIVE
             if not await _still_allowed(request):
                 yield events.message("Dropped", "The API key is no longer valid")
                 return
             continue
-        # Whatever else is queued goes out in the same write: a busy stream costs one
-        # wake-up and one send per batch, not per event.
         out: list[bytes] = []
-        while True:
+        for item in items:
             if isinstance(item, bytes):  # Dropped: the subscription has ended
                 yield b"".join([*out, item])
                 return
             if newest is None or item.order > newest:  # else sent already, from the kept ones
                 newest = item.order
                 out.append(item.frame)
-            if sub.queue.empty():
-                break
-            item = sub.queue.get_nowait()
         if out:
-            yield b"".join(out)
+            yield out[0] if len(out) == 1 else b"".join(out)
 
 
 async def _still_allowed(request: Request) -> bool:

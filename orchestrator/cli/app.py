@@ -112,7 +112,9 @@ def redis_lifespan(
         # of the event loop: that stop was most of every endpoint's p99 (bench/RESULTS.md).
         gc.freeze()
         client = redis_client.connect(settings.redis_url)
-        scripts = AsyncScripts(client, settings.redis_min_replicas, settings.redis_wait_timeout_ms)
+        scripts = AsyncScripts(
+            client, settings.redis_min_replicas, settings.redis_wait_timeout_ms, settings.retention
+        )
         with contextlib.suppress(*REDIS_ERRORS):  # the scripts install it once Redis is back
             await jobs.install_control_template(client)
         hub = Hub(settings.redis_url, client, settings.event_buffer)

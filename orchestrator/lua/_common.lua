@@ -8,6 +8,7 @@ local function lkey(sid) return P .. 'session:' .. sid .. ':log' end
 local function idskey(sid) return P .. 'session:' .. sid .. ':members' end
 local function activekey(sid) return P .. 'session:' .. sid .. ':active' end
 local function mjkey(sid) return P .. 'session:' .. sid .. ':membersjson' end
+local function mvkey(sid) return P .. 'session:' .. sid .. ':memberversions' end
 local function callkey(callsid) return P .. 'call:' .. callsid end
 
 -- Log entries and members leave Redis as JSON in SessionInfo's field order,
@@ -27,7 +28,7 @@ end
 -- account's event stream. So an event exists exactly when its change does, in the
 -- order Redis applied them. `name` adds one of the seed's more specific
 -- notifications (SessionAnswered, ...) to the SessionInfoChanged every change has.
-local CHANGED, CHANGED_ORDER = {}, {}
+local CHANGED, CHANGED_ORDER, CHANGED_MEMBERS = {}, {}, {}
 local function touched(sid, name)
   local names = CHANGED[sid]
   if not names then
@@ -41,12 +42,19 @@ local function touched(sid, name)
   end
 end
 
--- Every change a client can see goes through here: it also drops the session's
--- cached members JSON (see prepare_render), which is rebuilt on the next read.
+-- Every change to a member a client can see goes through here: it also drops the
+-- session's cached members JSON (see prepare_render), which is rebuilt on the next
+-- read, and marks the member for a new version of its JSON (see sync_members).
 local function set_member(sid, m, ...)
   redis.call('HSET', m, ...)
   redis.call('DEL', mjkey(sid))
   touched(sid)
+  local changed = CHANGED_MEMBERS[sid]
+  if not changed then
+    changed = {}
+    CHANGED_MEMBERS[sid] = changed
+  end
+  changed[m] = true
 end
 
 local function append_log(sid, now, message)
@@ -158,8 +166,8 @@ local function mark_dialled(sid, mid, callsid, now, conf)
   return true
 end
 
--- An ended session is kept for a week, then Redis forgets it by itself.
-local RETAIN_SECONDS = 7 * 24 * 3600
+-- An ended session is kept RETAIN_SECONDS (a week unless SESSION_RETENTION_SECONDS says
+-- otherwise), then Redis forgets it by itself.
 local function retain(sid)
   local ids = redis.call('LRANGE', idskey(sid), 0, -1)
   for _, mid in ipairs(ids) do
@@ -168,7 +176,7 @@ local function retain(sid)
     if callsid then redis.call('EXPIRE', callkey(callsid), RETAIN_SECONDS) end
     redis.call('EXPIRE', m, RETAIN_SECONDS)
   end
-  for _, k in ipairs({skey(sid), lkey(sid), idskey(sid), activekey(sid)}) do
+  for _, k in ipairs({skey(sid), lkey(sid), idskey(sid), activekey(sid), mvkey(sid)}) do
     redis.call('EXPIRE', k, RETAIN_SECONDS)
   end
 end
@@ -191,22 +199,75 @@ local function member_json(m)
     .. ',"callSid":' .. jstr(f[9]) .. ',"muted":' .. jbool(f[10]) .. '}'
 end
 
+-- Each member's JSON is kept as it was after each change that touched it, in the
+-- session's memberversions hash ("<position>:<version>" -> JSON; positions follow
+-- the members list, which only grows), and the session hash's _members field holds
+-- the current version of each ("3,1,2"). A live event then records the session's
+-- members in a few bytes, the versions it had (see flush_events), and a change
+-- writes the JSON of the members it changed, not of all of them. Returns _members
+-- once every member changed so far in this script has its new version (`current`: its
+-- value before, if the caller has read it).
+local function sync_members(sid, current)
+  local sk = skey(sid)
+  if current == nil then current = redis.call('HGET', sk, '_members') or '' end
+  local versions = {}
+  for v in string.gmatch(current, '[^,]+') do versions[#versions + 1] = tonumber(v) end
+  local changed = CHANGED_MEMBERS[sid] or {}
+  CHANGED_MEMBERS[sid] = nil
+  local positions = {}
+  -- Members added since the last version (an invite, the caller) get their first one.
+  local count = redis.call('LLEN', idskey(sid))
+  if count > #versions then
+    for i, mid in ipairs(redis.call('LRANGE', idskey(sid), #versions, -1)) do
+      positions[mkey(sid, mid)] = #versions + i
+    end
+  end
+  local prefix = #mkey(sid, '')
+  for m in pairs(changed) do
+    if not positions[m] then
+      local at = redis.call('LPOS', idskey(sid), string.sub(m, prefix + 1))
+      if at then positions[m] = at + 1 end
+    end
+  end
+  local written = {}
+  for m, at in pairs(positions) do
+    local v = (versions[at] or 0) + 1
+    versions[at] = v
+    written[#written + 1] = at .. ':' .. v
+    written[#written + 1] = member_json(m)
+  end
+  if #written == 0 then return current end
+  redis.call('HSET', mvkey(sid), unpack(written))
+  current = table.concat(versions, ',')
+  redis.call('HSET', sk, '_members', current)
+  return current
+end
+
+-- The fields of the memberversions hash that a _members value names, in order.
+local function version_fields(members)
+  local fields = {}
+  for v in string.gmatch(members, '[^,]+') do
+    fields[#fields + 1] = (#fields + 1) .. ':' .. v
+  end
+  return fields
+end
+
 -- The session's members' JSON, joined, is cached (membersjson) while none of
 -- them changes; an invite appends to it. So answering with a session of a
 -- hundred members is a few commands, not a hundred; after a member changes, the
--- next read renders every member again (about 4 µs each). A script that answers
--- with a session makes sure the cache is there; the web process reads it, the
--- session hash and the log with plain commands right after the script (see
+-- next read joins the members' current versions again (one HMGET). A script that
+-- answers with a session makes sure the cache is there; the web process reads it,
+-- the session hash and the log with plain commands right after the script (see
 -- AsyncScripts). The cache lapses by itself after an hour, so an ended session
 -- leaves nothing behind that retain() has not set to expire.
 local MEMBERS_JSON_SECONDS = 3600
 local function prepare_render(sid)
+  local members = sync_members(sid)
   local k = mjkey(sid)
   if redis.call('EXISTS', k) == 1 then return end
+  local fields = version_fields(members)
   local parts = {}
-  for i, mid in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
-    parts[i] = member_json(mkey(sid, mid))
-  end
+  if #fields > 0 then parts = redis.call('HMGET', mvkey(sid), unpack(fields)) end
   redis.call('SET', k, table.concat(parts, ','), 'EX', MEMBERS_JSON_SECONDS)
 end
 
@@ -395,30 +456,38 @@ local function remove(sid, mid, now, ended, marked)
 end
 
 -- The event stream of an account: each entry is what SessionInfo is made of right
--- after the change (the session hash's own fields, its members' JSON, and how many
--- log entries it had: the log only grows, so those are read back later), which the
--- web process renders as GET would (orchestrator/events.py). Entries are kept at
--- least EVENTS_KEEP_SECONDS (XADD trims older ones as it goes); a stream idle that
--- long goes by itself.
-local EVENTS_KEEP_SECONDS = 3600
+-- after the change: the session hash's own fields, its members' versions (_members:
+-- their JSON is in memberversions) and how many log entries it had (the log only
+-- grows), which the web process renders as GET would (orchestrator/events.py). So an
+-- entry's size does not grow with the session's members. Entries are kept at least
+-- EVENTS_KEEP_SECONDS (an hour unless EVENT_RETENTION_SECONDS says otherwise; XADD trims
+-- older ones as it goes); a stream idle that long goes by itself.
 local function eventskey(account) return P .. 'account:' .. account .. ':events' end
 local function flush_events()
   for _, sid in ipairs(CHANGED_ORDER) do
-    local sk = skey(sid)
-    local account = redis.call('HGET', sk, 'accountId')
+    local h = redis.call('HGETALL', skey(sid))
+    local entry = {}
+    local account, members = nil, ''
+    for i = 1, #h, 2 do
+      if string.byte(h[i], 1) ~= 95 then  -- '_': internals stay out
+        entry[#entry + 1] = h[i]
+        entry[#entry + 1] = h[i + 1]
+        if h[i] == 'accountId' then account = h[i + 1] end
+      elseif h[i] == '_members' then
+        members = h[i + 1]
+      end
+    end
     if account then
-      prepare_render(sid)
       local names = CHANGED[sid]
       names[#names + 1] = 'SessionInfoChanged'
-      local entry = {'@sid', sid, '@events', table.concat(names, ','),
-        '@log', redis.call('LLEN', lkey(sid)), '@members', redis.call('GET', mjkey(sid))}
-      local h = redis.call('HGETALL', sk)
-      for i = 1, #h, 2 do
-        if string.byte(h[i], 1) ~= 95 then  -- '_': internals stay out
-          entry[#entry + 1] = h[i]
-          entry[#entry + 1] = h[i + 1]
-        end
-      end
+      entry[#entry + 1] = '@sid'
+      entry[#entry + 1] = sid
+      entry[#entry + 1] = '@events'
+      entry[#entry + 1] = table.concat(names, ',')
+      entry[#entry + 1] = '@log'
+      entry[#entry + 1] = redis.call('LLEN', lkey(sid))
+      entry[#entry + 1] = '@members'
+      entry[#entry + 1] = sync_members(sid, members)
       local key = eventskey(account)
       redis.call('XADD', key, 'MINID', '~', clock_ms() - EVENTS_KEEP_SECONDS * 1000, '*',
         unpack(entry))

@@ -1,0 +1,116 @@
+"""How the scripts keep what live events are made of: each member's JSON once per change
+(its versions), the session's events naming the versions, and Redis forgetting both when
+the retention settings say so. A session of fifty members costs a change no more than a
+session of one, and a replayed event still renders the SessionInfo of its moment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio
+
+from orchestrator import events, jobs, redis_client, redis_server, store
+from orchestrator.scripts import AsyncScripts, Retention
+from tests.conftest import random_number, run
+from tests.test_scripts import create_args, our_number
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[redis_server.RedisServer]:
+    srv = redis_server.start(tmp_path / "redis")
+    yield srv
+    srv.stop()
+
+
+def job(mid: str) -> tuple[str, str, str, str, list[str]]:
+    """A stand-in dial job: these tests run no worker, the keys only have to be written."""
+    return ("orch:test:queue", "orch:test:queues", f"orch:test:job:{mid}", mid, ["id", mid])
+
+
+async def invite(scripts: AsyncScripts, sid: str, account: str, n: int) -> None:
+    for i in range(n):
+        await store.invite(
+            scripts,
+            sid=sid,
+            account_id=account,
+            kind="phone",
+            ref=random_number(),
+            member_id=f"mem_{sid}_{i}",
+            caller_id=None,
+            actor=store.Actor("key_test"),
+            job=job(f"mem_{sid}_{i}"),
+        )
+
+
+def with_scripts(url: str, body, retention: Retention | None = None):  # type: ignore[no-untyped-def]
+    async def main():  # type: ignore[no-untyped-def]
+        client = redis_client.connect(url)
+        scripts = AsyncScripts(client, retention=retention or Retention())
+        try:
+            await jobs.install_control_template(client)
+            return await body(scripts, client)
+        finally:
+            await scripts.aclose()
+            await client.aclose()
+
+    return run(main())
+
+
+def test_events_name_member_versions_and_replay_exactly(server):
+    r = redis.Redis.from_url(server.url)
+    number = our_number(r)
+    account = r.get(f"orch:number:{number}").decode()
+    small, large = create_args(number, 1), create_args(number, 2)
+    mid, call_sid = "mem_ses_batch2_7", "CA" + "7" * 32
+
+    async def body(scripts: AsyncScripts, client: redis.asyncio.Redis):
+        for args in (small, large):
+            await scripts.run("create_session", args)
+        await invite(scripts, small[5], account, 1)
+        await invite(scripts, large[5], account, 50)
+        last = {e[1][b"@sid"]: e[1] for e in r.xrange(events.stream_key(account))}
+        # The caller and 50 members, each at its first version, named in a few bytes each.
+        assert last[b"ses_batch2"][b"@members"] == b",".join([b"1"] * 51)
+        assert last[b"ses_batch1"][b"@members"] == b"1,1"
+        sizes = [sum(len(k) + len(v) for k, v in last[s].items()) for s in last]
+        assert max(sizes) - min(sizes) < 200
+        assert r.hlen("orch:session:ses_batch2:memberversions") == 51
+
+        # A change to one member (Twilio says its leg rings) writes that member's JSON only.
+        args = [store.PREFIX, "ses_batch2", mid, "ringing", call_sid, "1", store.now(), "t1"]
+        await scripts.run("call_event", args)
+        newest = r.xrevrange(events.stream_key(account), count=1)[0][1]
+        versions = newest[b"@members"].split(b",")
+        assert versions[8] == b"2" and versions.count(b"1") == 50  # the caller is first
+        assert r.hlen("orch:session:ses_batch2:memberversions") == 52
+
+        # Replayed by a renderer that has read nothing yet, the newest event is what GET
+        # answers now, and the one before it is the session before the member rang.
+        session = await store.get_session(scripts, "ses_batch2", account)
+        replay = [e async for e in events.Renderer(client).since(account, "0-0", "ses_batch2")]
+        assert session is not None
+        assert replay[-1].frame.endswith(b',"session":' + session.to_json() + b"}\n\n")
+        assert call_sid.encode() in replay[-1].frame
+        assert call_sid.encode() not in replay[-2].frame
+
+    with_scripts(server.url, body)
+
+
+def test_retention_follows_the_settings(server):
+    r = redis.Redis.from_url(server.url)
+    number = our_number(r)
+    account = r.get(f"orch:number:{number}").decode()
+
+    async def body(scripts: AsyncScripts, client: redis.asyncio.Redis):
+        await scripts.run("create_session", create_args(number, 3))
+        await invite(scripts, "ses_batch3", account, 2)
+        actor = store.Actor("key_test")
+        return await store.end_session(scripts, sid="ses_batch3", account_id=account, actor=actor)
+
+    assert with_scripts(server.url, body, Retention(sessions=300, events=120)) == "ended-now"
+    for key in ("", ":members", ":log", ":memberversions", ":member:mem_ses_batch3_1"):
+        assert 200 < r.ttl(f"orch:session:ses_batch3{key}") <= 300, key
+    assert 120 < r.ttl(events.stream_key(account)) <= 180
