@@ -232,15 +232,22 @@ def webhooks(
                 target = f"{parts.path}?{parts.query}"
                 if path is not None:
                     target = f"{path}?{parts.query}"
-                headers = {
-                    "Content-Type": "application/x-www-form-urlencoded",
-                    "X-Twilio-Signature": validator.compute_signature(url, params),
-                    "I-Twilio-Idempotency-Token": secrets.token_hex(16),
-                    "User-Agent": "TwilioProxy/1.1",
-                    "Accept": "*/*",
-                }
-                out.append(_http("POST", target, port, headers, urlencode(params).encode()))
+                out.append(_signed(validator, url, target, port, params))
     return out
+
+
+def _signed(
+    validator: RequestValidator, url: str, target: str, port: int, params: dict[str, str]
+) -> bytes:
+    """A callback as Twilio sends it: signed over `url`, with an idempotency token of its own."""
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": validator.compute_signature(url, params),
+        "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+        "User-Agent": "TwilioProxy/1.1",
+        "Accept": "*/*",
+    }
+    return _http("POST", target, port, headers, urlencode(params).encode())
 
 
 def mute_toggles(
@@ -279,12 +286,5 @@ def mute_toggles(
             "SequenceNumber": str(turn + 10),  # after the seeded connect's callbacks
             "Timestamp": "Mon, 01 Jan 2024 00:00:00 +0000",
         }
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": validator.compute_signature(url, params),
-            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
-            "User-Agent": "TwilioProxy/1.1",
-            "Accept": "*/*",
-        }
-        out.append(_http("POST", target, port, headers, urlencode(params).encode()))
+        out.append(_signed(validator, url, target, port, params))
     return out

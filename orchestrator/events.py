@@ -9,10 +9,10 @@ replays the events of a session sees every state it went through, in order.
 
 Entry fields: `@sid`, `@events` (comma separated, SessionInfoChanged last), `@log`
 (how many log entries the session had: the log only grows, so its first `@log`
-entries are the log then), `@members` (the version of each member's JSON then, the
-texts being in the session's memberversions hash), then the session hash's own
-fields. Log lines and versions never change once written, so a `Renderer` keeps
-those it has read and asks Redis only for new ones.
+entries are the log then), `@members` (the version of each member's JSON then,
+VERSION_WIDTH hex digits apiece; the texts are in the session's memberversions hash),
+then the session hash's own fields. Log lines and versions never change once written,
+so a `Renderer` keeps those it has read and asks Redis only for new ones.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ PREFIX = "orch:"
 EVERY_CHANGE = "SessionInfoChanged"
 _ID = re.compile(r"^(\d{1,19})-(\d{1,19})$")
 _PAGE = 500  # entries per XRANGE while catching a subscriber up
+VERSION_WIDTH = 6  # hex digits per member in an entry's @members (lua/_common.lua)
 
 
 def stream_key(account_id: str) -> str:
@@ -128,7 +129,10 @@ class Renderer:
         versions: dict[str, tuple[_Seen, set[bytes]]] = {}
         for entry_id, raw in entries:
             sid, names, count, members, session = _fields(raw)
-            fields = [b"%d:%s" % (i, v) for i, v in enumerate(members.split(b","), 1) if v]
+            fields = [
+                b"%d:%s" % (at, members[i : i + VERSION_WIDTH])
+                for at, i in enumerate(range(0, len(members), VERSION_WIDTH), 1)
+            ]
             seen = self._session(sid)
             if count > len(seen.log) and count > logs.get(sid, (seen, 0))[1]:
                 logs[sid] = (seen, count)

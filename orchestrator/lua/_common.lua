@@ -200,45 +200,59 @@ local function member_json(m)
 end
 
 -- Each member's JSON is kept as it was after each change that touched it, in the
--- session's memberversions hash ("<position>:<version>" -> JSON; positions follow
--- the members list, which only grows), and the session hash's _members field holds
--- the current version of each ("3,1,2"). A live event then records the session's
--- members in a few bytes, the versions it had (see flush_events), and a change
--- writes the JSON of the members it changed, not of all of them. Returns _members
--- once every member changed so far in this script has its new version (`current`: its
--- value before, if the caller has read it).
+-- session's memberversions hash ("<position>:<version>" -> JSON; positions follow the
+-- members list, which only grows), and the session hash's _members field holds the
+-- current version of each, VERSION_WIDTH hex digits apiece ("000003000001" for two).
+-- A live event then records the session's members in a few bytes, the versions it
+-- had (see flush_events), and a change writes the JSON of the members it changed, not
+-- of all of them. The fixed width lets a change replace its member's digits in place:
+-- splitting the field into numbers would cost Lua ~2 µs per member on every change.
+local VERSION_WIDTH = 6
+local function version_at(members, at)
+  local from = (at - 1) * VERSION_WIDTH + 1
+  return tonumber(string.sub(members, from, from + VERSION_WIDTH - 1), 16) or 0
+end
+local function version_field(at, members)
+  local from = (at - 1) * VERSION_WIDTH + 1
+  return at .. ':' .. string.sub(members, from, from + VERSION_WIDTH - 1)
+end
+
+-- Returns _members once every member changed so far in this script (and every member
+-- added) has its new version; `current` is its value before, if the caller read it.
 local function sync_members(sid, current)
   local sk = skey(sid)
   if current == nil then current = redis.call('HGET', sk, '_members') or '' end
-  local versions = {}
-  for v in string.gmatch(current, '[^,]+') do versions[#versions + 1] = tonumber(v) end
-  local changed = CHANGED_MEMBERS[sid] or {}
+  local changed = CHANGED_MEMBERS[sid]
   CHANGED_MEMBERS[sid] = nil
-  local positions = {}
-  -- Members added since the last version (an invite, the caller) get their first one.
+  local known = #current / VERSION_WIDTH
   local count = redis.call('LLEN', idskey(sid))
-  if count > #versions then
-    for i, mid in ipairs(redis.call('LRANGE', idskey(sid), #versions, -1)) do
-      positions[mkey(sid, mid)] = #versions + i
-    end
-  end
-  local prefix = #mkey(sid, '')
-  for m in pairs(changed) do
-    if not positions[m] then
-      local at = redis.call('LPOS', idskey(sid), string.sub(m, prefix + 1))
-      if at then positions[m] = at + 1 end
-    end
-  end
+  if not changed and count == known then return current end
   local written = {}
-  for m, at in pairs(positions) do
-    local v = (versions[at] or 0) + 1
-    versions[at] = v
-    written[#written + 1] = at .. ':' .. v
-    written[#written + 1] = member_json(m)
+  if changed then
+    local prefix = #mkey(sid, '')
+    for m in pairs(changed) do
+      local at = redis.call('LPOS', idskey(sid), string.sub(m, prefix + 1))
+      if at and at < known then  -- else added in this script: its first version is below
+        at = at + 1
+        local digits = string.format('%0' .. VERSION_WIDTH .. 'x', version_at(current, at) + 1)
+        local from = (at - 1) * VERSION_WIDTH
+        current = string.sub(current, 1, from) .. digits
+          .. string.sub(current, from + VERSION_WIDTH + 1)
+        written[#written + 1] = version_field(at, current)
+        written[#written + 1] = member_json(m)
+      end
+    end
   end
-  if #written == 0 then return current end
-  redis.call('HSET', mvkey(sid), unpack(written))
-  current = table.concat(versions, ',')
+  -- Members added since the last version (an invite, the caller) get their first one.
+  if count > known then
+    local first = string.format('%0' .. VERSION_WIDTH .. 'x', 1)
+    for i, mid in ipairs(redis.call('LRANGE', idskey(sid), known, -1)) do
+      current = current .. first
+      written[#written + 1] = version_field(known + i, current)
+      written[#written + 1] = member_json(mkey(sid, mid))
+    end
+  end
+  if #written > 0 then redis.call('HSET', mvkey(sid), unpack(written)) end
   redis.call('HSET', sk, '_members', current)
   return current
 end
@@ -246,9 +260,7 @@ end
 -- The fields of the memberversions hash that a _members value names, in order.
 local function version_fields(members)
   local fields = {}
-  for v in string.gmatch(members, '[^,]+') do
-    fields[#fields + 1] = (#fields + 1) .. ':' .. v
-  end
+  for at = 1, #members / VERSION_WIDTH do fields[at] = version_field(at, members) end
   return fields
 end
 
