@@ -3,7 +3,9 @@ as the W3C's EventSource does (fields, comments, the last event id)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -43,12 +45,13 @@ class EventStream:
         self._request = self._client.build_request("GET", url, headers=headers)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._opened = threading.Event()
+        self._response: httpx.Response | None = None
         self._thread.start()
         self._opened.wait(10)
 
     def _read(self) -> None:
         try:
-            response = self._client.send(self._request, stream=True)
+            response = self._response = self._client.send(self._request, stream=True)
             self.status = response.status_code
             self._opened.set()
             if response.status_code != 200:
@@ -103,5 +106,13 @@ class EventStream:
         return wait_for(lambda: check(self), timeout, what)
 
     def close(self) -> None:
+        # Closing the client does not wake a thread blocked reading the socket; shutting
+        # the socket down does, so the reader ends now rather than after a timeout.
+        if self._response is not None:
+            stream = self._response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         self._client.close()
         self.ended.wait(5)
