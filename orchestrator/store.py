@@ -242,8 +242,16 @@ async def list_sessions(
         for read in _session_reads(sid):
             pipe.execute_command(*read)
     replies = await pipe.execute()
-    views = [_session(replies[i : i + 3]) for i in range(0, len(replies), 3)]
-    return SessionPage(total, [v for v in views if v.raw])
+    views: list[SessionView | None] = []
+    for sid, i in zip(sids, range(0, len(replies), 3), strict=True):
+        reads = replies[i : i + 3]
+        if reads[0] and reads[1] is None:
+            # A member changed between the script and this read, which dropped the cached
+            # members' JSON: read that session again the way GET does, in one step.
+            views.append(await get_session(scripts, sid, account_id))
+        else:
+            views.append(_session(reads))
+    return SessionPage(total, [v for v in views if v is not None and v.raw])
 
 
 async def create_session(
