@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -88,11 +89,12 @@ def _fields(raw: dict[bytes, bytes]) -> tuple[str, tuple[str, ...], int, bytes, 
 class _Seen:
     """What a renderer has read of one session: its log's first lines, member versions."""
 
-    __slots__ = ("log", "versions")
+    __slots__ = ("log", "touched", "versions")
 
     def __init__(self) -> None:
         self.log: list[bytes] = []
         self.versions: dict[bytes, bytes] = {}
+        self.touched = 0.0
 
 
 class Renderer:
@@ -100,26 +102,38 @@ class Renderer:
     versions it has not read before (neither changes once written): a change to a
     session of a hundred members costs one member's JSON, not a hundred.
 
-    It remembers the `sessions` it rendered last; `forget()` drops all of it (after
-    Redis failed over, say: a write the old primary lost may read differently now).
+    It remembers at most the `sessions` it rendered last, and none it has not rendered
+    for `idle_seconds`: its memory follows the calls that are changing, not every call
+    of the day. A session it forgot and renders again costs a read of its whole log.
+    `forget()` drops all of it (after Redis failed over, say: a write the old primary
+    lost may read differently now).
     """
 
-    def __init__(self, r: redis.asyncio.Redis, sessions: int = 4096) -> None:
+    def __init__(
+        self, r: redis.asyncio.Redis, sessions: int = 4096, idle_seconds: float = 120.0
+    ) -> None:
         self._redis = r
         self._limit = sessions
+        self._idle = idle_seconds
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
 
     def forget(self) -> None:
         self._seen.clear()
 
-    def _session(self, sid: str) -> _Seen:
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _session(self, sid: str, now: float) -> _Seen:
         seen = self._seen.get(sid)
         if seen is None:
             seen = self._seen[sid] = _Seen()
-            if len(self._seen) > self._limit:
-                self._seen.popitem(last=False)
         else:
             self._seen.move_to_end(sid)
+        seen.touched = now
+        oldest = next(iter(self._seen.values()))
+        while len(self._seen) > self._limit or oldest.touched < now - self._idle:
+            self._seen.popitem(last=False)
+            oldest = next(iter(self._seen.values()))
         return seen
 
     async def render(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Event]:
@@ -127,13 +141,14 @@ class Renderer:
         decoded = []
         logs: dict[str, tuple[_Seen, int]] = {}
         versions: dict[str, tuple[_Seen, set[bytes]]] = {}
+        now = time.monotonic()
         for entry_id, raw in entries:
             sid, names, count, members, session = _fields(raw)
             fields = [
                 b"%d:%s" % (at, members[i : i + VERSION_WIDTH])
                 for at, i in enumerate(range(0, len(members), VERSION_WIDTH), 1)
             ]
-            seen = self._session(sid)
+            seen = self._session(sid, now)
             if count > len(seen.log) and count > logs.get(sid, (seen, 0))[1]:
                 logs[sid] = (seen, count)
             missing = [f for f in fields if f not in seen.versions]

@@ -33,6 +33,8 @@ CONTROL_QUEUE = "control"
 CONTROL_FUNCTION = "workers.control.settle"
 CONTROL_FAILED_CALLBACK = "workers.control.settle_failed"
 CONTROL_TEMPLATE_KEY = "orch:jobtemplate:control"
+# A finished dial's result (what `rq info` and RQ's registries show) is kept as long as
+# the live events that told of it: EVENT_RETENTION_SECONDS, whose default this is.
 RESULT_TTL = 3600
 FAILURE_TTL = 7 * 24 * 3600
 
@@ -50,7 +52,13 @@ def job_id(member_id: str) -> str:
     return f"dial-{member_id}"
 
 
-def create(session_id: str, member_id: str, backoff: tuple[int, ...], timeout: int) -> Job:
+def create(
+    session_id: str,
+    member_id: str,
+    backoff: tuple[int, ...],
+    timeout: int,
+    result_ttl: int = RESULT_TTL,
+) -> Job:
     """The dial job as RQ builds it."""
     job = Job.create(
         DIAL_FUNCTION,
@@ -59,7 +67,7 @@ def create(session_id: str, member_id: str, backoff: tuple[int, ...], timeout: i
         id=job_id(member_id),
         timeout=timeout,
         retry=Retry(max=len(backoff), interval=jittered(backoff)),
-        result_ttl=RESULT_TTL,
+        result_ttl=result_ttl,
         failure_ttl=FAILURE_TTL,
         description=f"dial {member_id} into {session_id}",
         status=JobStatus.QUEUED,
@@ -71,16 +79,22 @@ def create(session_id: str, member_id: str, backoff: tuple[int, ...], timeout: i
 
 
 @cache
-def _template(backoff: tuple[int, ...], timeout: int) -> tuple[dict[str, Any], Job]:
-    job = create("", "", backoff, timeout)
+def _template(
+    backoff: tuple[int, ...], timeout: int, result_ttl: int
+) -> tuple[dict[str, Any], Job]:
+    job = create("", "", backoff, timeout, result_ttl)
     return job.to_dict(), job
 
 
 def dial_job(
-    session_id: str, member_id: str, backoff: tuple[int, ...], timeout: int
+    session_id: str,
+    member_id: str,
+    backoff: tuple[int, ...],
+    timeout: int,
+    result_ttl: int = RESULT_TTL,
 ) -> tuple[str, str, str, str, list]:
     """(queue key, queues-set key, job key, job id, flat job hash) for invite.lua."""
-    fields, template = _template(backoff, timeout)
+    fields, template = _template(backoff, timeout, result_ttl)
     stamp = utcformat(now())
     call = (DIAL_FUNCTION, None, (session_id, member_id), {})  # what RQ's Job.data pickles
     fields = {

@@ -20,9 +20,11 @@ Keys (prefix `orch:`):
   session:{sid}:log                  list  JSON {date, message}
   session:{sid}:memberversions       hash  "{position}:{version}" -> a member's JSON after each
                                            change, for live events to render
-  session:{sid}:membersjson          str   the members' JSON, joined, until one changes (1 h)
+  session:{sid}:membersjson          str   the members' JSON, joined, until one changes
+                                           (for the event retention at most)
   call:{CallSid}                     str   "{sid} {mid}", to find a member from a callback
-  idem:{token}                       str   a callback's I-Twilio-Idempotency-Token, for an hour
+  idem:{token}                       str   a callback's I-Twilio-Idempotency-Token, for the
+                                           event retention
   cps                                zset  recent dial times (workers/ratelimit.py)
   rq:...                             RQ's own keys; the dial job is rq:job:dial-{mid}
 

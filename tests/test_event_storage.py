@@ -108,9 +108,46 @@ def test_retention_follows_the_settings(server):
         await scripts.run("create_session", create_args(number, 3))
         await invite(scripts, "ses_batch3", account, 2)
         actor = store.Actor("key_test")
+        args = [store.PREFIX, "ses_batch3", "mem_ses_batch3_1", "ringing", "CA" + "3" * 32]
+        await scripts.run("call_event", [*args, "1", store.now(), "token-3"])
+        await store.get_session(scripts, "ses_batch3", account)  # caches the members' JSON
         return await store.end_session(scripts, sid="ses_batch3", account_id=account, actor=actor)
 
     assert with_scripts(server.url, body, Retention(sessions=300, events=120)) == "ended-now"
     for key in ("", ":members", ":log", ":memberversions", ":member:mem_ses_batch3_1"):
         assert 200 < r.ttl(f"orch:session:ses_batch3{key}") <= 300, key
     assert 120 < r.ttl(events.stream_key(account)) <= 180
+    # What only helps render or recognise a retried callback lasts as long as the events.
+    assert 60 < r.ttl("orch:idem:token-3") <= 120
+    assert 60 < r.ttl("orch:session:ses_batch3:membersjson") <= 120
+
+
+def test_renderer_forgets_sessions_that_stopped_changing(server):
+    r = redis.Redis.from_url(server.url)
+    number = our_number(r)
+    account = r.get(f"orch:number:{number}").decode()
+
+    async def body(scripts: AsyncScripts, client: redis.asyncio.Redis):
+        first, second = create_args(number, 4), create_args(number, 5)
+        for args in (first, second):
+            await scripts.run("create_session", args)
+            await invite(scripts, args[5], account, 3)
+        entries = r.xrange(events.stream_key(account))
+        by_session = {
+            sid: [e for e in entries if e[1][b"@sid"] == sid]
+            for sid in (b"ses_batch4", b"ses_batch5")
+        }
+        kept = events.Renderer(client)
+        idle = events.Renderer(client, idle_seconds=0.0)  # forgets whatever it did not just render
+        small = events.Renderer(client, sessions=1)
+        for renderer in (kept, idle, small):
+            for sid in by_session:
+                await renderer.render(by_session[sid])
+        assert (len(kept), len(idle), len(small)) == (2, 1, 1)
+        # Rendered again from nothing, a forgotten session's events read the same.
+        again = await idle.render(by_session[b"ses_batch4"])
+        assert [e.frame for e in again] == [
+            e.frame for e in await kept.render(by_session[b"ses_batch4"])
+        ]
+
+    with_scripts(server.url, body)

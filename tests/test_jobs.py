@@ -47,6 +47,14 @@ def test_rq_reads_the_job_back(redis_url: str):
     r.delete(key)
 
 
+def test_result_kept_as_long_as_asked(redis_url: str):
+    r = redis.Redis.from_url(redis_url)
+    _, _, key, jid, flat = jobs.dial_job(new_id("ses"), new_id("mem"), BACKOFF, 30, 120)
+    r.hset(key, mapping=fields(flat))
+    assert Job.fetch(jid, connection=r).result_ttl == 120
+    r.delete(key)
+
+
 def test_each_job_draws_its_own_jitter():
     draws = {tuple(jobs.jittered((10, 20))) for _ in range(50)}
     assert len(draws) > 1

@@ -114,7 +114,13 @@ async def add_member(
         member_id=member_id,
         caller_id=caller,
         actor=actor(principal),
-        job=dial_job(sid, member_id, settings.dial_retry_backoff, settings.dial_job_timeout),
+        job=dial_job(
+            sid,
+            member_id,
+            settings.dial_retry_backoff,
+            settings.dial_job_timeout,
+            settings.event_retention_seconds,
+        ),
         redirect_to=member_text if redirect else None,
     )
     if result.outcome == "notfound":

@@ -182,8 +182,9 @@ local function retain(sid)
 end
 
 -- Twilio's retry of a callback carries the first attempt's I-Twilio-Idempotency-Token:
--- the first delivery of a token wins, later ones change nothing.
-local IDEMPOTENCY_SECONDS = 3600
+-- the first delivery of a token wins, later ones change nothing. Twilio retries within
+-- seconds; a token is remembered as long as the events its callback wrote.
+local IDEMPOTENCY_SECONDS = EVENTS_KEEP_SECONDS
 local function replayed(token)
   if token == nil or token == '' then return false end
   return not redis.call('SET', P .. 'idem:' .. token, '1', 'NX', 'EX', IDEMPOTENCY_SECONDS)
@@ -270,9 +271,9 @@ end
 -- next read joins the members' current versions again (one HMGET). A script that
 -- answers with a session makes sure the cache is there; the web process reads it,
 -- the session hash and the log with plain commands right after the script (see
--- AsyncScripts). The cache lapses by itself after an hour, so an ended session
+-- AsyncScripts). The cache lapses by itself as the events do, so an ended session
 -- leaves nothing behind that retain() has not set to expire.
-local MEMBERS_JSON_SECONDS = 3600
+local MEMBERS_JSON_SECONDS = EVENTS_KEEP_SECONDS
 local function prepare_render(sid)
   local members = sync_members(sid)
   local k = mjkey(sid)
