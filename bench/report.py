@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import math
 import os
 import platform
@@ -17,9 +18,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from bench import control
+from bench import capacity, control, soak
 from bench import events as ev
 from bench.suite import Results, Sample
 
@@ -324,8 +326,27 @@ def render(results: Results, env: dict[str, str], command: str) -> str:
     lines += _memory(f.get("memory"))
     lines += _rss(f.get("rss"))
     lines += _profile(f.get("profile"))
+    lines += _long_runs()
     lines += ["## Where the time goes", "", *notes(results), ""]
     return "\n".join(lines)
+
+
+# What the soak and capacity commands last wrote: they run for longer than the rest of the
+# bench together, so `python -m bench` shows their latest figures instead of running them.
+LONG_RUNS = (
+    (Path(__file__).parent / "soak.json", soak.section),
+    (Path(__file__).parent / "capacity.json", capacity.section),
+)
+
+
+def _long_runs() -> list[str]:
+    lines = []
+    for path, section in LONG_RUNS:
+        if path.exists():
+            lines += [section(json.loads(path.read_text())), ""]
+        else:
+            lines += [f"({path.name} is missing: run `python -m bench.{path.stem}` first.)", ""]
+    return lines
 
 
 def _ceiling_text(c: dict[str, Any] | None) -> str:
