@@ -5,20 +5,22 @@ receiver records every webhook and checks its ``X-Twilio-Signature`` with the tw
 own ``RequestValidator``, exactly as the orchestrator's webhooks do. Each test gets its own URL
 namespace on the receiver, so its webhooks never mix with another test's stragglers.
 
-Test modules load the fixtures with ``pytest_plugins = ("tests.emulator_support",)``; each
-module gets its own emulator and receiver (module scope).
+Test modules load the fixtures with ``pytest_plugins = ("tests.support.emulator",)``; each
+module gets its own emulator and receiver (module scope). ``emu_cli_url`` is the other way to
+run it: ``python -m emulator`` in its own process, behind its TCP front (the only way to get
+real connection resets), started once per module that asks for it.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -32,6 +34,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from emulator.app import create_app
+from orchestrator.launch import Process, free_port, python, wait_http, wait_until
 
 ACCOUNT_SID = "AC" + "5e" * 16
 AUTH_TOKEN = "emulator-test-token"
@@ -40,33 +43,18 @@ ALL_CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
 ALL_CONFERENCE_EVENTS = ["start", "end", "join", "leave", "mute", "hold"]
 RING_SECONDS = 0.05
 NO_ANSWER_SECONDS = 0.2
-ROOT = Path(__file__).resolve().parents[1]
-
-T = TypeVar("T")
-
-
-def emu_wait(
-    condition: Callable[[], T | None], timeout: float = 5.0, message: str = "condition"
-) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(0.01)
-
-
-def emu_free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+ROOT = Path(__file__).resolve().parents[2]
+#: How long the harness waits for a webhook or a call state, and how often it looks.
+WAIT_SECONDS = 5.0
+POLL_SECONDS = 0.01
 
 
 class EmuServer:
-    """An ASGI app served by uvicorn on a pre-bound socket in a daemon thread."""
+    """An ASGI app served by uvicorn in a daemon thread.
+
+    uvicorn gets a socket already bound to a port the kernel chose, rather than a port
+    number to bind, so no other process can take the port in between.
+    """
 
     def __init__(self, app: Any) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -81,7 +69,9 @@ class EmuServer:
 
     def __enter__(self) -> EmuServer:
         self._thread.start()
-        emu_wait(lambda: self._server.started, message=f"uvicorn on {self.url}")
+        wait_until(
+            lambda: self._server.started, WAIT_SECONDS, f"uvicorn on {self.url}", POLL_SECONDS
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -176,21 +166,26 @@ class EmuHooks:
     def events(self, hooks: list[Hook] | None = None) -> list[str]:
         return [h.event for h in (self.all() if hooks is None else hooks)]
 
-    def wait_count(self, count: int, timeout: float = 5.0) -> list[Hook]:
-        return emu_wait(
+    def wait_count(self, count: int, timeout: float = WAIT_SECONDS) -> list[Hook]:
+        return wait_until(
             lambda: (hooks := self.all()) and len(hooks) >= count and hooks,
             timeout,
             f"{count} webhooks under {self.prefix} (have {self.events()})",
+            POLL_SECONDS,
         )
 
-    def wait_event(self, event: str, call_sid: str | None = None, timeout: float = 5.0) -> Hook:
+    def wait_event(
+        self, event: str, call_sid: str | None = None, timeout: float = WAIT_SECONDS
+    ) -> Hook:
         def find() -> Hook | None:
             for hook in self.all():
                 if hook.event == event and (call_sid is None or hook["CallSid"] == call_sid):
                     return hook
             return None
 
-        return emu_wait(find, timeout, f"{event} under {self.prefix} (have {self.events()})")
+        return wait_until(
+            find, timeout, f"{event} under {self.prefix} (have {self.events()})", POLL_SECONDS
+        )
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -231,6 +226,33 @@ def emu_hooks(emu_receiver: tuple[EmuReceiver, str]) -> Iterator[EmuHooks]:
     yield hooks
     bad = [h.url for h in hooks.all() if not h.valid]
     assert not bad, f"webhooks with invalid signatures: {bad}"
+
+
+@pytest.fixture(scope="module")
+def emu_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m emulator`` in a subprocess (credentials from the environment), via its front."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("TWILIO_REGION", "TWILIO_EDGE")}
+    env.update(TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN)
+    log = tmp_path_factory.mktemp("emulator-cli") / "emulator.log"
+    args = python("-m", "emulator", "--port", str(port), "--ring-seconds", "0.05")
+    process = Process("emulator", args, env, log, ROOT).start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/_emulator/health", [process], timeout=15)
+        assert httpx.get(f"{url}/_emulator/health", timeout=1).json() == {"ok": True}
+        yield url
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def emu_cli_url(emu_cli: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The subprocess emulator, reset; TWILIO_REGION/EDGE unset for clients built in the test."""
+    monkeypatch.delenv("TWILIO_REGION", raising=False)
+    monkeypatch.delenv("TWILIO_EDGE", raising=False)
+    assert httpx.post(f"{emu_cli}/_emulator/reset").status_code == 200
+    return emu_cli
 
 
 @pytest.fixture
@@ -281,9 +303,11 @@ def emu_get(url: str, path: str) -> httpx.Response:
 
 def emu_wait_status(url: str, call_sid: str, status: str) -> dict[str, Any]:
     """Wait until the emulator reports ``status`` for the call; return its inspection."""
-    return emu_wait(
+    return wait_until(
         lambda: (body := emu_get(url, f"calls/{call_sid}").json())["status"] == status and body,
-        message=f"{call_sid} to be {status}",
+        WAIT_SECONDS,
+        f"{call_sid} to be {status}",
+        POLL_SECONDS,
     )
 
 

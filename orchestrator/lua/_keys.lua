@@ -1,0 +1,32 @@
+-- Every Redis key the scripts touch, spelled here and nowhere else in Lua; they are the
+-- names orchestrator/keys.py builds, which describes what each one holds
+-- (tests/test_scripts.py holds the two to the same spelling). ARGV[1] of every script
+-- is the key prefix, keys.PREFIX.
+local P = ARGV[1]
+
+-- A session and what hangs off it.
+local function skey(sid) return P .. 'session:' .. sid end
+local function mkey(sid, mid) return P .. 'session:' .. sid .. ':member:' .. mid end
+local function lkey(sid) return P .. 'session:' .. sid .. ':log' end
+local function idskey(sid) return P .. 'session:' .. sid .. ':members' end
+local function activekey(sid) return P .. 'session:' .. sid .. ':active' end
+local function mjkey(sid) return P .. 'session:' .. sid .. ':membersjson' end
+local function mvkey(sid) return P .. 'session:' .. sid .. ':memberversions' end
+local function callkey(callsid) return P .. 'call:' .. callsid end
+
+-- An account and what belongs to it. The sessions indexes: all it keeps (by creation
+-- time), the live ones, and the ended ones by end time (to forget them after a week).
+local function accountkey(account) return P .. 'account:' .. account end
+local function sessionsidx(account) return P .. 'account:' .. account .. ':sessions' end
+local function activeidx(account) return P .. 'account:' .. account .. ':active' end
+local function endedidx(account) return P .. 'account:' .. account .. ':ended' end
+local function eventskey(account) return P .. 'account:' .. account .. ':events' end
+-- A user's id, by the user id or the lower-cased email.
+local function userrefkey(account, ref) return P .. 'account:' .. account .. ':user:' .. ref end
+local function userkey(uid) return P .. 'user:' .. uid end
+local function numberkey(e164) return P .. 'number:' .. e164 end
+
+-- The machinery.
+local function idemkey(token) return P .. 'idem:' .. token end
+local function templatekey() return P .. 'jobtemplate:control' end
+local function templatekeyskey() return P .. 'jobtemplate:control:keys' end
