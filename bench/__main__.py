@@ -14,12 +14,10 @@ import argparse
 import dataclasses
 import json
 import shlex
-import signal
 import sys
-import tempfile
-import time
 from pathlib import Path
 
+from bench import stack
 from bench.report import environment, render
 from bench.suite import Options, Suite, find_py_spy
 
@@ -67,20 +65,21 @@ def parse(argv: list[str] | None = None) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
-    # A SIGTERM unwinds like Ctrl-C, so the servers the bench started are stopped, not orphaned.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
-    started = time.monotonic()
-
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-    workdir = Path(tempfile.mkdtemp(prefix="orchestrator-bench-"))
+    command = ("python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)).strip()
+    workdir, log = stack.command("bench")
     output = options.output or workdir / "RESULTS.md"
     results = Suite(options, workdir, log).run()
-    raw = {"samples": {k: [dataclasses.asdict(x) for x in v] for k, v in results.samples.items()}}
-    (workdir / "results.json").write_text(json.dumps({**raw, "facts": results.facts}, indent=1))
-    text = render(results, environment(), command.strip())
+    env = environment()
+    raw = {
+        "command": command,
+        "environment": env,
+        "options": dataclasses.asdict(options),
+        "samples": {k: [dataclasses.asdict(x) for x in v] for k, v in results.samples.items()},
+        "facts": results.facts,
+    }
+    # `python -m bench.report` renders RESULTS.md again from this.
+    (workdir / "results.json").write_text(json.dumps(raw, indent=1, default=str))
+    text = render(results, env, command)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     print(text)

@@ -39,11 +39,8 @@ import json
 import math
 import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -56,8 +53,9 @@ import httpx
 import redis
 
 from bench import loadgen, stack, workload
-from bench.suite import Options, Suite, percentile
+from bench.suite import Options, Sample, Suite, percentile
 from orchestrator import redis_server
+from orchestrator.launch import wait_until
 from orchestrator.scripts import source
 
 LIVES = 500
@@ -84,16 +82,6 @@ ID = re.compile(
     r"(?<=[:_-])[0-9a-f]{16,}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
     r"|\b(CA|CF)[0-9a-f]{32}|\+\d{8,15}"
 )
-
-
-@dataclass
-class Stack(stack.Stack):
-    """bench/stack.py's Stack, with settings of its own for the processes it starts."""
-
-    settings: dict[str, str] = field(default_factory=dict)
-
-    def env(self, twilio_api_url: str | None = None) -> dict[str, str]:
-        return {**super().env(twilio_api_url), **self.settings}
 
 
 @dataclass
@@ -176,8 +164,7 @@ class Life:
 class Capacity:
     def __init__(self, options: Options, lives: int, workdir: Path, log: Any) -> None:
         self.suite = Suite(options, workdir, log)
-        self.suite.stack = Stack(workdir)
-        self.stack: Stack = self.suite.stack
+        self.stack = self.suite.stack
         self.lives = lives
         self.log = log
         self.replica: redis_server.RedisServer | None = None
@@ -235,25 +222,18 @@ class Capacity:
             stack.machine_busy_seconds(),
         )
 
-    def _emulator(self, path: str, method: str = "GET") -> Any:
-        url = f"{self.stack.emulator_url}/_emulator/{path}"
-        answer = httpx.request(method, url, timeout=60, trust_env=False)
-        answer.raise_for_status()
-        return answer.json()
-
     # --- 1. call lives ----------------------------------------------------------------------
 
     def call_lives(self) -> dict[str, Any]:
         s, suite = self.stack, self.suite
         suite._fresh()
-        self._emulator("reset", "POST")
+        suite._emulator("reset", {})
         s.start_worker()
         try:
-            suite._wait_worker()
             self.log(f"call lives: {WARM_LIVES} untimed, then {self.lives} at {LIFE_RATE:g}/s")
             asyncio.run(self._drive(WARM_LIVES))
             self._drain(WARM_LIVES)
-            self._emulator("reset", "POST")  # its calls list: the measured lives only
+            suite._emulator("reset", {})  # its calls list: the measured lives only
             idle0 = self._read()
             time.sleep(IDLE_SECONDS)
             idle = self._read() - idle0
@@ -320,22 +300,23 @@ class Capacity:
     def _drain(self, count: int) -> list[dict[str, Any]]:
         """Until the emulator has ended every leg of `count` lives and has sent nothing for a
         while (it alone is asked: a poll of Redis would count in the figures); its calls."""
-        deadline = time.monotonic() + DRAIN_SECONDS
-        last: tuple[int, int] = (-1, -1)
-        while True:
-            calls = self._emulator("calls")["calls"]
+        last: list[tuple[int, int]] = [(-1, -1)]
+        up = [0]
+
+        def settled() -> bool:
+            calls = self.suite._emulator("calls")["calls"]
             ended = [c for c in calls if c["status"] in ENDED and not c["sending"]]
             sent = sum(len(c["callbacks"]) + len(c["failedCallbacks"]) for c in calls)
             inbound = sum(c["direction"] == "inbound" for c in ended)
-            if inbound >= count and len(ended) == len(calls) and (len(calls), sent) == last:
-                break
-            if time.monotonic() > deadline:
-                self.log(f"  {len(calls) - len(ended)} legs still up after {DRAIN_SECONDS:.0f} s")
-                break
-            last = (len(calls), sent)
-            time.sleep(0.5)
+            now, last[0], up[0] = last[0], (len(calls), sent), len(calls) - len(ended)
+            return inbound >= count and up[0] == 0 and last[0] == now
+
+        try:
+            wait_until(settled, DRAIN_SECONDS, "every leg to end", interval=0.5)
+        except TimeoutError:
+            self.log(f"  {up[0]} legs still up after {DRAIN_SECONDS:.0f} s")
         time.sleep(SETTLE_SECONDS)
-        return self._emulator("calls")["calls"]
+        return self.suite._emulator("calls")["calls"]
 
     def _groups(self) -> dict[str, dict[str, Any]]:
         """Every key by pattern (ids as *): count, MEMORY USAGE, type and longest TTL."""
@@ -509,17 +490,15 @@ class Capacity:
         pids = {"redis": [self._redis().process.pid]}
         if self.replica is not None:
             pids["replica"] = [self.replica.process.pid]
-        attempt = 0
-        while True:
-            if attempt:
-                suite.quiet()
+
+        def attempt() -> tuple[Sample, dict[str, float], int]:
             requests = build()  # seeding is Redis work too: before the readings
             before = {name: stack.cpu_seconds(p) for name, p in pids.items()}
             sample, _ = suite._apply(key, self.stack.web_port, requests, "web", rate=rate)
             spent = {name: stack.cpu_seconds(p) - before[name] for name, p in pids.items()}
-            if not suite._contended(key, sample, attempt):
-                break
-            attempt += 1
+            return sample, spent, suite.last_calls.get("wait", 0)
+
+        sample, spent, waits = suite.retried(key, attempt)
         suite.results.add(key, sample)
         if kind is not None:
             suite.hint[kind] = max(suite.hint.get(kind, 0.0), sample.rps)
@@ -527,28 +506,32 @@ class Capacity:
         return {
             **asdict(sample),
             **{f"{name}_ms_per_request": v * 1000 / done for name, v in spent.items()},
-            "waits_per_request": suite.last_calls.get("wait", 0) / done,
+            "waits_per_request": waits / done,
         }
 
     # --- 3. REDIS_MIN_REPLICAS --------------------------------------------------------------
 
     def replicas(self) -> dict[str, Any]:
         s, suite = self.stack, self.suite
-        s.stop("web")
         s.stop_all()  # the emulator is not needed: no worker runs, nothing is dialled
         primary = redis_server.start(s.workdir / "primary")
-        s.redis = primary
+        s.start_redis(primary)
         self.replica = redis_server.start(
             s.workdir / "replica", extra=("--replicaof", "127.0.0.1", str(primary.port))
         )
         s.helpers.append(self.replica.process.pid)
         self._connect()
-        self._wait_replica()
+
+        def online() -> bool:
+            info = self.suite.r.info("replication")
+            return info.get("connected_slaves") == 1 and info["slave0"]["state"] == "online"
+
+        wait_until(online, 30, "the replica to come online", interval=0.1)
         self.log(f"REDIS_MIN_REPLICAS: primary on {primary.port}, replica on {self.replica.port}")
         samples: dict[str, list[dict[str, Any]]] = {}
         for run in range(suite.o.runs):
             for n in HA_REPLICAS if run % 2 == 0 else HA_REPLICAS[::-1]:
-                s.settings = {"REDIS_MIN_REPLICAS": str(n)}
+                s.svc.settings = {**s.svc.settings, "REDIS_MIN_REPLICAS": str(n)}
                 s.start_web(1)
                 try:
                     self._warm_ha()
@@ -557,16 +540,6 @@ class Capacity:
                 finally:
                     s.stop("web")
         return {"rate": HA_RATE, "runs": suite.o.runs, "samples": samples}
-
-    def _wait_replica(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            info = self.suite.r.info("replication")
-            if info.get("connected_slaves") == 1 and info["slave0"]["state"] == "online":
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the replica did not come online: {info}")
-            time.sleep(0.1)
 
     def _warm_ha(self) -> None:
         suite, port = self.suite, self.stack.web_port
@@ -603,44 +576,14 @@ class Capacity:
 
 
 def machine() -> dict[str, Any]:
-    """The machine, as bench/report.py's environment() says it (without the git commit)."""
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    version = subprocess.run(
-        [redis_server.find_binary(), "--version"], capture_output=True, text=True, timeout=10
-    ).stdout.split()
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "cpu": f"{cpu}, {os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))})",
-        "python": sys.version.split()[0],
-        "redis-server": next((w for w in version if w.startswith("v=")), "?")[2:],
-        "loadavg": loadavg(),
-    }
+    """The machine, as bench/report.py's environment() says it, with the load average."""
+    from bench.report import environment
 
-
-def loadavg() -> list[str]:
+    env = environment()
     with open("/proc/loadavg") as f:
-        return f.read().split()[:3]
-
-
-# --- the report ---------------------------------------------------------------------------------
-
-
-def _n(value: float, digits: int = 1) -> str:
-    if value is None or math.isnan(value):
-        return "-"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
-def _median(samples: list[dict[str, Any]], attr: str) -> float:
-    values = [s[attr] for s in samples if not math.isnan(s[attr])]
-    return statistics.median(values) if values else math.nan
+        loadavg = f.read().split()[:3]
+    names = ("date", "cpu", "python", "redis-server")
+    return {**{k: env[k] for k in names}, "loadavg": loadavg}
 
 
 def limits(data: dict[str, Any]) -> dict[str, float]:
@@ -668,247 +611,12 @@ def limits(data: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def section(data: dict[str, Any]) -> str:
-    """`## Capacity` for bench/RESULTS.md, from what `python -m bench.capacity` wrote."""
-    m, others = data["machine"], data["others"]
-    return "\n".join(
-        [
-            "## Capacity",
-            "",
-            f"`python -m bench.capacity` on {m['date']}: {m['cpu']}, redis-server "
-            f"{m['redis-server']}, Python {m['python']}. Other work on the machine took "
-            f"{others['median']:.0%} of a core while these were measured (median over the "
-            f"measurements; at most {others['max']:.0%}; column *not ours*), on the same two "
-            "cores as every process of the bench.",
-            "",
-            *_life_section(data["call_life"]),
-            *_concurrent_section(data),
-            *_replica_section(data["replicas"]),
-            *_limits_section(data),
-        ]
-    )
-
-
-def _life_section(life: dict[str, Any]) -> list[str]:
-    cpu = life["cpu_ms"]
-    kept = life["kept"]
-    out = [
-        "### What one call costs",
-        "",
-        f"{life['lives']} call lives through the real path, {life['rate']:g} starting per "
-        f"second (after {life['warmup_lives']} untimed): a customer calls the tenant's number "
-        "(the emulator's incoming call asks /twilio/voice; the caller joins the conference), "
-        "the console invites a number (InviteChatMember), the worker dials it through the "
-        f"emulator, it rings {RING_SECONDS:g} s and answers, the console reads the session "
-        f"(GetSession) {life['talk_seconds']:g} s later and ends it (EndSession), the worker "
-        "ends the conference and its legs. Figures: Redis `INFO` (commandstats, "
-        "total_net_input_bytes / total_net_output_bytes, used_memory) and /proc CPU over the "
-        f"{life['seconds']:.0f} s from the first life to the emulator's last callback, less "
-        f"what the same processes did in {life['idle']['seconds']:.0f} s idle just before "
-        f"({life['idle']['commands_per_s']:.0f} Redis commands/s), divided by the lives. "
-        f"{life['connected']} of {life['lives']} members were Connected when read ("
-        + ", ".join(f"{v} {k}" for k, v in life.get("states", {}).items())
-        + f"; the worker's create came {life.get('dial_wait_p50', math.nan):.2f} s after the "
-        f"invite's answer at the median, {life.get('dial_wait_p99', math.nan):.2f} s at p99); "
-        f"{life['legs_ended']} of {life['legs']} legs ended; API answers "
-        + ", ".join(f"{v} x {k}" for k, v in life["api_statuses"].items())
-        + f"; callbacks not answered 2xx: {life['callbacks_non_2xx']}"
-        + "".join(f" ({k} x {v})" for k, v in life.get("callback_failures", {}).items())
-        + f", retried by the emulator: {life['callbacks_retried']}.",
-        "",
-        "| per call life | figure |",
-        "|---|---|",
-        f"| callbacks Twilio sends (`GET /_emulator/calls`) | **{life['callbacks']:.1f}**: "
-        + ", ".join(f"{k} {v:g}" for k, v in life["callbacks_by_kind"].items())
-        + " |",
-        f"| API requests | {life['api_requests']}: InviteChatMember, GetSession, EndSession |",
-        f"| Redis commands (commands run inside scripts included) | **{life['commands']:.0f}**"
-        f" (of them {life['scripts']:.1f} EVALSHA/EVAL, one round trip each) |",
-        f"| Redis network in / out | **{life['net_in']:,.0f} / {life['net_out']:,.0f}** bytes |",
-        f"| Redis memory kept (used_memory after the lives less before) "
-        f"| **{life['memory']:,.0f}** bytes |",
-        "| CPU ms: "
-        + " / ".join(cpu)
-        + " | "
-        + " / ".join(f"{v:.2f}" for v in cpu.values())
-        + " |",
-        "",
-        "Redis commands per call life, the most called: "
-        + ", ".join(f"{k} {v:.1f}" for k, v in life["top_commands"])
-        + ".",
-        "",
-        "What the lives left in Redis, per life (`MEMORY USAGE` of every key before and after "
-        f"them, by key with ids as `*`; {sum(g['bytes'] for g in kept):,.0f} bytes in all):",
-        "",
-        "| key | type | keys | bytes | kept for |",
-        "|---|---|---|---|---|",
-    ]
-    out += [
-        f"| `{g['pattern']}` | {g['type']} | {g['keys']:.1f}"
-        f"{' (one for all)' if g['keys'] < 0.05 else ''} | {g['bytes']:,.0f} "
-        f"| {_ttl(g['ttl'])} |"
-        for g in kept
-    ]
-    return [*out, ""]
-
-
-def _concurrent_section(data: dict[str, Any]) -> list[str]:
-    life, conc = data["call_life"], data["concurrent"]
-    lim = limits(data)
-    closed = conc["closed"]
-    rows = [
-        f"| {s['rate']:,} | {s['rps']:,.0f} | {_n(s['p50'], 2)} | {_n(s['p99'], 2)} "
-        f"| {s['errors']} | {s['web_cpu']:.0%} | {s['redis_cpu']:.0%} "
-        f"| {s['redis_ms_per_request'] * 1000:.0f} | {s['other_cpu']:.0%} "
-        f"| {'yes' if s['keeps_up'] else '**no**'} |"
-        for s in conc["steps"]
-    ]
-    return [
-        "### Concurrent calls",
-        "",
-        "One `orchestrator web` process, signed call-status callbacks of fresh 1-member "
-        "sessions (bench/workload.py) in open loop at rising rates, 32 connections, "
-        f"{data['duration']:g} s each, the worker stopped; the rates are fractions of its "
-        f"closed-loop throughput just before ({closed['rps']:,.0f} req/s, p99 "
-        f"{closed['p99']:.1f} ms, Redis {closed['redis_ms_per_request'] * 1000:.0f} µs/req). "
-        f"It keeps up while p99 < {P99_LIMIT_MS:g} ms and every request is answered 2xx. "
-        "Redis µs/req: redis-server's CPU time over the step (/proc) per request.",
-        "",
-        "Steps in the order run (a step between the best kept up with and the next not, "
-        "twice at most).",
-        "",
-        "| offered req/s | achieved | p50 ms | p99 ms | errors | web CPU | Redis CPU "
-        "| Redis µs/req | not ours | keeps up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"A concurrent call sends its {life['callbacks']:.1f} callbacks over "
-        f"{HANDLE_SECONDS:g} s (taken as the average call: a contact centre's average handle "
-        f"time), {lim['webhooks_per_call_s']:.3f} webhooks/s; concurrent calls = rate / that.",
-        "",
-        "| limit | rate or cost | concurrent calls |",
-        "|---|---|---|",
-        f"| one web process, callbacks only (its sustained rate) | {_n(lim['web_rate'])} "
-        f"webhooks/s | **{_n(lim['web_calls'])}** |",
-        "| one Redis primary, callbacks only (one core / Redis CPU per webhook at that rate) "
-        f"| {_n(lim['redis_rate'])} webhooks/s | **{_n(lim['redis_calls'])}** |",
-        "| the same, at the closed loop's batching (Redis CPU per webhook there) "
-        f"| {_n(lim['redis_rate_batched'])} webhooks/s | {_n(lim['redis_calls_batched'])} |",
-        "| one web process, the whole life (API requests included: its CPU share at the "
-        f"sustained rate / its CPU per life) | {life['cpu_ms']['web']:.2f} ms per life "
-        f"| {_n(lim['web_calls_life'])} |",
-        "| one Redis primary, the whole life (the worker's commands included: one core / "
-        f"Redis CPU per life) | {life['cpu_ms']['redis']:.2f} ms per life "
-        f"| {_n(lim['redis_calls_life'])} |",
-        "| one worker process, the whole life (its CPU: dial and control jobs) "
-        f"| {life['cpu_ms']['worker']:.2f} ms per life | {_n(lim['worker_calls_life'])} |",
-        "",
-        _verdict(lim),
-        "",
-    ]
-
-
-def _verdict(lim: dict[str, float]) -> str:
-    ratio = lim["redis_calls"] / lim["web_calls"]
-    if math.isnan(ratio):
-        return "No step kept up: no limit can be given."
-    if ratio < 1:
-        return "The limit is Redis: one primary saturates before one web process does."
-    return (
-        f"The limit is the web process: one Redis primary carries {ratio:.1f} x the calls of "
-        "one web process, so about that many web processes (each on a core of its own) can "
-        "share it before Redis is the limit; counted with the whole life, "
-        f"{lim['redis_calls_life'] / lim['web_calls_life']:.1f} x."
-    )
-
-
-def _replica_section(ha: dict[str, Any]) -> list[str]:
-    s = ha["samples"]
-    rows = []
-    for load, what in (
-        ("invite@200/s", "InviteChatMember at 200/s"),
-        ("webhook@200/s", "call-status webhook at 200/s"),
-    ):
-        a, b = s[f"0:{load}"], s[f"1:{load}"]
-        for attr in ("p50", "p99"):
-            x, y = _median(a, attr), _median(b, attr)
-            rows.append(
-                f"| {what}, {attr} ms | {_n(x, 2)} | {_n(y, 2)} | {y - x:+.2f} ms "
-                f"| {_n(_median(b, 'waits_per_request'), 2)} |"
-            )
-    for load, what in (
-        ("invite", "InviteChatMember, closed loop"),
-        ("webhook", "call-status webhook, closed loop"),
-    ):
-        a, b = s[f"0:{load}"], s[f"1:{load}"]
-        x, y = _median(a, "rps"), _median(b, "rps")
-        rows.append(
-            f"| {what}, req/s | {_n(x)} | {_n(y)} | {y / x:.2f} x "
-            f"| {_n(_median(b, 'waits_per_request'), 2)} |"
-        )
-        x, y = _median(a, "p99"), _median(b, "p99")
-        rows.append(f"| {what}, p99 ms | {_n(x, 2)} | {_n(y, 2)} | {y - x:+.2f} ms | |")
-    others = [x["other_cpu"] for xs in s.values() for x in xs]
-    return [
-        "### REDIS_MIN_REPLICAS",
-        "",
-        "A primary and one replica on the same machine (`--replicaof`, the same binary); one "
-        "web process with `REDIS_MIN_REPLICAS=0`, then `=1`, against the same pair (the "
-        "replica is attached in both, so the difference is the `WAIT`), the worker stopped, "
-        f"{ha['runs']} run(s) in ABBA order, medians; every load starts from an empty Redis. "
-        "WAIT/req: Redis `WAIT` calls per request with `=1` (the web waits once per batch of "
-        "script calls, not once per request). Other work took "
-        f"{statistics.median(others):.0%} of a core (median; at most {max(others):.0%}).",
-        "",
-        "| load | MIN_REPLICAS=0 | =1 | difference | WAIT/req |",
-        "|---|---|---|---|---|",
-        *rows,
-        "",
-    ]
-
-
-def _limits_section(data: dict[str, Any]) -> list[str]:
-    life = data["call_life"]
-    return [
-        "Limits of these figures:",
-        "",
-        "- Two cores shared by everything: the web, Redis, the worker, the emulator, the "
-        "load generator and other work on the machine compete, so each rate is lower than "
-        "the same process would reach on a core of its own; CPU per request or per life is "
-        "much less affected.",
-        "- Redis's saturation is linear in its CPU per request. At one web process's "
-        "sustained rate its script calls seldom batch (one MULTI/EXEC per event-loop turn); "
-        "near saturation, with many web processes, they batch more and Redis spends less "
-        "per request (the closed-loop row), but its latency grows before its core is full. "
-        f"The per-life Redis CPU was taken at {life['rate']:g} lives/s, where nothing "
-        "batches: the least it carries.",
-        "- The sustained rate is for call-status callbacks; a life's conference callbacks "
-        "and its voice webhook are counted as callbacks of the same cost. The whole-life rows "
-        "count each as it is, and the API requests with them.",
-        "- The emulator answers Twilio REST in about a millisecond; Twilio takes tens to "
-        "hundreds, which the worker spends waiting (more workers, not more CPU), and "
-        "`TWILIO_CPS` (1 by default: Twilio's account limit) caps new outbound dials. With "
-        f"one dial per call, {HANDLE_SECONDS:g} concurrent calls per dial per second.",
-        "- Live event subscribers (consoles on `GET /sessions/events`) are left out; their "
-        "own section gives what they cost the web.",
-        "",
-    ]
-
-
-def _ttl(seconds: int) -> str:
-    if seconds < 0:
-        return "no expiry"
-    if seconds >= 0.9 * 86400:
-        return f"{seconds / 86400:.0f} d"
-    if seconds >= 0.9 * 3600:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 60:.0f} min"
-
-
 # --- the command ----------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.report import capacity_section
+
     p = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.split("\n")[0])
     p.add_argument("--output", type=Path, default=Path("bench/capacity.json"))
     p.add_argument("--lives", type=int, default=LIVES, help=f"call lives measured ({LIVES})")
@@ -922,24 +630,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = p.parse_args(argv)
     if a.render is not None:
-        print(section(json.loads(a.render.read_text())))
+        print(capacity_section(json.loads(a.render.read_text())))
         return 0
     if a.lives < 10 or a.duration <= 0 or a.runs < 1 or a.retries < 0:
         p.error("--lives >= 10, --duration > 0, --runs >= 1, --retries >= 0")
-    # A SIGTERM unwinds like Ctrl-C, so the servers started here are stopped, not orphaned.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    started = time.monotonic()
-
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-    workdir = Path(tempfile.mkdtemp(prefix="orchestrator-capacity-"))
+    workdir, log = stack.command("capacity")
     options = Options(output=None, duration=a.duration, runs=a.runs, retries=a.retries)
     data = Capacity(options, a.lives, workdir, log).run()
     data["limits"] = limits(data)
     a.output.parent.mkdir(parents=True, exist_ok=True)
     a.output.write_text(json.dumps(data, indent=1))
-    print(section(data))
+    print(capacity_section(data))
     log(f"wrote {a.output}; logs in {workdir}")
     return 0
 

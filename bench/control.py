@@ -1,4 +1,4 @@
-"""Session control (SPEC 4): what each operation costs the web process, how soon a removal
+"""Session control (docs/api.md): what each operation costs the web process, how soon a removal
 reaches Twilio, and whether a page of ListSessions stays flat as sessions pile up.
 
 **Operations** (closed loop, 32 connections, worker stopped, B0 of the same run as the base).
@@ -26,6 +26,7 @@ keeping 10,000 (the index is a sorted set: a page should cost O(log n + page)).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -38,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from bench import loadgen, workload
-from orchestrator import jobs
-from orchestrator.store import PREFIX
+from orchestrator import jobs, keys
+from orchestrator.launch import wait_until
 
 if TYPE_CHECKING:
     from bench.suite import Sample, Suite
@@ -285,10 +286,9 @@ class Control:
         not recorded."""
         suite = self.suite
         self._fresh()
-        httpx.post(f"{suite.stack.emulator_url}/_emulator/reset", timeout=10, trust_env=False)
+        suite._emulator("reset", {})
         worker = suite.stack.start_worker()
         try:
-            suite._wait_worker()
             self._removal("connected", REMOVAL_WARMUP)  # untimed
             count = max(20, int(REMOVAL_RATE * suite.o.duration))
             if spy is not None:
@@ -298,12 +298,8 @@ class Control:
                 return
             for case in REMOVAL_CASES:
                 key = removal_key(case)
-                attempts: list[Sample] = []
-                while True:
-                    attempts.append(self._removal(case, count, key))
-                    if not suite._contended(key, attempts[-1], len(attempts) - 1):
-                        break
-                suite.results.add(key, min(attempts, key=lambda a: a.other_cpu))
+                removal = functools.partial(self._removal, case, count, key)
+                suite.results.add(key, suite.retried(key, removal, quiet=False))
         finally:
             suite.stack.stop("worker")
             time.sleep(1.0)  # the emulator's callbacks for the last legs drain
@@ -339,12 +335,14 @@ class Control:
         if out.errors:
             raise RuntimeError(f"inviting the members to remove failed: {out.statuses()}")
         rank = "1" if case == "ringing" else "2"
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            ready = self._members(sids, numbers, rank)
-            if len(ready) == count or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        ready: list[tuple[str, str, str]] = []
+
+        def all_ready() -> bool:
+            ready[:] = self._members(sids, numbers, rank)
+            return len(ready) == count
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(all_ready, READY_SECONDS, "the members to remove", interval=0.05)
         if len(ready) < count:
             suite.log(f"  {case}: only {len(ready)} of {count} members ready in time")
         time.sleep(0.2)  # the last callbacks' answers and the dial jobs' ends
@@ -356,11 +354,11 @@ class Control:
         r = self.suite.r
         pipe = r.pipeline(transaction=False)
         for sid, number in zip(sids, numbers, strict=True):
-            pipe.hget(f"{PREFIX}session:{sid}:active", number)
+            pipe.hget(keys.session_active(sid), number)
         mids = [m.decode() if m else "" for m in pipe.execute()]
         pipe = r.pipeline(transaction=False)
         for sid, mid in zip(sids, mids, strict=True):
-            pipe.hmget(f"{PREFIX}session:{sid}:member:{mid}", "_rank", "callSid")
+            pipe.hmget(keys.member(sid, mid), "_rank", "callSid")
         out = []
         for sid, mid, (have, call) in zip(sids, mids, pipe.execute(), strict=True):
             if mid and call and have is not None and have.decode() == rank:
@@ -381,22 +379,18 @@ class Control:
         sample, out = suite._apply(key, self.port, reqs, "web", rate=REMOVAL_RATE)
         removed = [i for i in range(len(targets)) if out.status[i] // 100 == 2]
         seen: dict[int, tuple[float, float]] = {}
-        deadline = time.monotonic() + RECORD_SECONDS
-        pending = removed
         with httpx.Client(trust_env=False, timeout=30) as client:
-            while pending:
-                still = []
-                for i in pending:
+
+            def all_seen() -> bool:
+                for i in (i for i in removed if i not in seen):
                     url = f"{suite.stack.emulator_url}/_emulator/calls/{targets[i][2]}"
                     hit = _hit(case, client.get(url).json().get("requests", []))
-                    if hit is None:
-                        still.append(i)
-                    else:
+                    if hit is not None:
                         seen[i] = hit
-                pending = still
-                if not pending or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
+                return len(seen) == len(removed)
+
+            with contextlib.suppress(TimeoutError):  # one never seen counts as infinitely late
+                wait_until(all_seen, RECORD_SECONDS, "every removal at the emulator", 0.2)
         delays = [(seen[i][1] - out.done_at[i]) * 1000 if i in seen else math.inf for i in removed]
         firsts = [(seen[i][0] - out.done_at[i]) * 1000 for i in removed if i in seen]
         rests = [(seen[i][1] - seen[i][0]) * 1000 for i in removed if i in seen]

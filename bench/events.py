@@ -1,4 +1,4 @@
-"""Live events (SPEC 8): how soon a change reaches 200 subscribers, what they cost the
+"""Live events (docs/events.md): how soon a change reaches 200 subscribers, what they cost the
 webhooks, the web processes' memory and Redis.
 
 **Set-up.** `orchestrator web --workers 2` (two processes on one port: the kernel hands each
@@ -10,8 +10,8 @@ the throughput load's call-status callbacks go to. The worker is not running.
 
 **Subscribers.** 200 `GET /sessions/events` streams of the watched account, held by two
 forked client processes of raw asyncio sockets (100 each, connections staggered 3 ms apart
-as independent consoles would open them). A client parses only the `id:` lines, stamping
-each with `time.monotonic()` as its bytes arrive (CLOCK_MONOTONIC is one clock for every
+as independent consoles would open them; bench/sse.py). A client stamps each event's id
+with `time.monotonic()` as its `id:` line arrives (CLOCK_MONOTONIC is one clock for every
 process of the machine), or, where only completeness matters, counts them.
 
 **Changes.** Signed conference-status callbacks, each exactly one change of the watched
@@ -35,15 +35,11 @@ XLEN, per entry, times a rate for an hour (the stream keeps an hour: MINID ~).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
-import multiprocessing
-import multiprocessing.connection
-import os
 import resource
-import socket
 import time
 from array import array
 from collections.abc import Iterator
@@ -52,8 +48,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from bench import loadgen, stack, workload
-from orchestrator.events import stream_key
+from bench import loadgen, sse, stack, workload
+from orchestrator.keys import account_events
+from orchestrator.launch import wait_until
 
 if TYPE_CHECKING:
     from bench.suite import Sample, Suite
@@ -69,7 +66,6 @@ STAGGER = 0.003  # seconds between two subscribers connecting
 LAZY_BYTES = 65536  # a lazy stream is read once this much has come
 PROMPT = 10  # streams that stamp promptly while the others read lazily
 BURST = 2000  # events written at once for the fan-out's ceiling
-READY_SECONDS = 30.0
 DRAIN_SECONDS = 30.0  # after a load, for every subscriber to have read what it was sent
 OVERLAP = 0.5  # the steady changes start this long before a throughput load, end after it
 # What each results key measures (the report's rows).
@@ -81,173 +77,57 @@ UNDER_LOAD = KEY + "latency+load"  # the 50 changes/s of that run, as latency
 WORST = KEY + "webhook-watched"  # the load aimed at the watched account itself
 
 
-# --- the subscriber client ------------------------------------------------------------------
+# --- the subscribers ------------------------------------------------------------------------
 
 
-class _Stream(asyncio.Protocol):
-    """One event stream: the `id:` lines it receives, stamped, or only counted (and then
-    perhaps read lazily: the kernel wakes the client once LAZY_BYTES have come)."""
+class _Stream(sse.Stream):
+    """One event stream: the ids it receives, stamped, or only counted (and then perhaps
+    read lazily: the kernel wakes the client once LAZY_BYTES have come)."""
 
-    def __init__(self, client: _Client) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
-        self.head = b""
-        self.tail = b""  # a line cut by the network, or the last bytes of the last read
-        self.opened = False
-        self.status = 0
+    def __init__(self, client: sse.Client) -> None:
+        super().__init__(client)
         self.ids: list[bytes] = []
         self.times = array("d")
-        self.count = 0
-        self.stamp = True
-        self.last = b""  # the end of the previous read, for a Dropped cut in two
-        self.dropped = False
-        self.lost = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
 
     def reset(self, stamp: bool, lazy: bool) -> None:
-        self.ids, self.times, self.count, self.stamp = [], array("d"), 0, stamp
+        self.ids, self.times = [], array("d")
+        self.set_counting(not stamp)
         self.lowat(LAZY_BYTES if lazy else 1)
 
-    def lowat(self, size: int) -> None:
-        """Wake the client only once `size` bytes are in (1: at once). Setting it back to
-        1 makes the kernel report what is already there."""
-        if self.transport is not None:
-            sock = self.transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.monotonic()
-        if not self.opened:
-            self.head += data
-            end = self.head.find(b": connected\n\n")
-            if end < 0:
-                if b"\r\n\r\n" in self.head and not self.head.startswith(b"HTTP/1.1 200"):
-                    self.status = int(self.head[9:12])
-                    self.client.opened(self)
-                return
-            self.status, self.opened = int(self.head[9:12]), True
-            data, self.head = self.head[end + 14 :], b""
-            self.client.opened(self)
-        buf = self.tail + data if self.tail else data
-        if b"Dropped" in data or b"event: Dropped" in self.last + data[:16]:
-            self.dropped = True
-        self.last = data[-16:]
-        if not self.stamp:
-            # "\nid: " is 5 bytes; the last 4 cannot hold one, and none of its suffixes
-            # holds a newline, so a match across two reads is counted once.
-            self.count += buf.count(b"\nid: ")
-            self.tail = buf[-4:]
-            return
-        start = 0
-        while True:
-            at = buf.find(b"\nid: ", start)
-            if at < 0:
-                break
-            end = buf.find(b"\n", at + 5)
-            if end < 0:
-                self.tail = buf[at:]
-                return
-            self.ids.append(buf[at + 5 : end])
-            self.times.append(now)
-            start = end
-        self.count = len(self.ids)
-        self.tail = buf[max(start, len(buf) - 4) :]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if not self.opened:
-            self.client.opened(self)
+    def event(
+        self, event_id: bytes | None, name: bytes | None, data: bytes | None, at: float
+    ) -> None:
+        if event_id is not None:
+            self.ids.append(event_id)
+            self.times.append(at)
 
 
-class _Client:
-    """The streams of one client process, and its commands from the bench over a pipe."""
+class _Client(sse.Client):
+    stream = _Stream
 
-    def __init__(self, port: int, key: str, count: int, delay: float) -> None:
-        self.port, self.count, self.delay = port, count, delay
-        self.request = (
-            f"GET /sessions/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
-        ).encode()
-        self.streams: list[_Stream] = []
-        self.pending = 0
-        self.ready: asyncio.Future[None] | None = None
+    def do_record(self, mode: str, prompt: int) -> str:
+        n, k = self.processes, self.index
+        share = prompt // n + (1 if k < prompt % n else 0)
+        for i, s in enumerate(self.streams):
+            s.reset(stamp=mode == "stamp" or i < share, lazy=mode == "lazy" and i >= share)
+        return "ok"
 
-    def opened(self, stream: _Stream) -> None:
-        self.pending -= 1
-        if self.pending == 0 and self.ready is not None and not self.ready.done():
-            self.ready.set_result(None)
+    def do_flush(self) -> str:
+        for s in self.streams:
+            s.lowat(1)
+        return "ok"
 
-    async def main(self, pipe: multiprocessing.connection.Connection) -> None:
-        loop = asyncio.get_running_loop()
-        self.ready = loop.create_future()
-        self.pending = self.count
-        await asyncio.sleep(self.delay)
-        for _ in range(self.count):
-            transport, stream = await loop.create_connection(
-                lambda: _Stream(self), "127.0.0.1", self.port
-            )
-            stream.transport = transport  # uvloop may tell the protocol only later
-            transport.write(self.request)
-            self.streams.append(stream)
-            await asyncio.sleep(STAGGER * CLIENT_PROCESSES)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.ready), READY_SECONDS)
-        ports = [s.transport.get_extra_info("sockname")[1] for s in self.streams if s.transport]
-        pipe.send(("ready", ports, [s.status for s in self.streams]))
-        done = loop.create_future()
-
-        def command() -> None:
-            os.set_blocking(pipe.fileno(), True)  # uvloop's add_reader made it non-blocking
-            what, *args = pipe.recv()
-            if what == "record":
-                mode, prompt = args
-                for i, s in enumerate(self.streams):
-                    s.reset(
-                        stamp=mode == "stamp" or i < prompt, lazy=mode == "lazy" and i >= prompt
-                    )
-                pipe.send("ok")
-            elif what == "flush":
-                for s in self.streams:
-                    s.lowat(1)
-                pipe.send("ok")
-            elif what == "report":
-                pipe.send(self.report(args[0]))
-            elif what == "close":
-                for s in self.streams:
-                    if s.transport is not None:
-                        s.transport.close()
-                loop.remove_reader(pipe.fileno())
-                done.set_result(None)
-
-        loop.add_reader(pipe.fileno(), command)
-        await done
-        await asyncio.sleep(0.1)  # the closes go out
-        pipe.send("closed")
-
-    def report(self, full: bool) -> dict[str, Any]:
+    def do_report(self, full: bool) -> dict[str, Any]:
         use = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "ids": [s.ids for s in self.streams] if full else [],
             "times": [s.times for s in self.streams] if full else [],
-            "stamped": [s.stamp for s in self.streams],
+            "stamped": [not s.counting for s in self.streams],
             "counts": [s.count for s in self.streams],
             "dropped": sum(s.dropped for s in self.streams),
             "closed": sum(s.lost for s in self.streams),
             "cpu": use.ru_utime + use.ru_stime,
         }
-
-
-def _client_main(
-    port: int, key: str, count: int, delay: float, pipe: multiprocessing.connection.Connection
-) -> None:
-    try:
-        import uvloop  # the cheapest loop there is: the clients share the machine's two cores
-    except ImportError:
-        asyncio.run(_Client(port, key, count, delay).main(pipe))
-    else:
-        uvloop.run(_Client(port, key, count, delay).main(pipe))
 
 
 @dataclass
@@ -260,38 +140,14 @@ class Report:
     closed: int
 
 
-class Subscribers:
-    """`count` account streams over forked client processes; stopped with `close`."""
+class Subscribers(sse.Subscribers):
+    """`count` streams of the watched account over CLIENT_PROCESSES clients, counted among
+    the bench's own processes while they live."""
 
-    def __init__(self, suite: Suite, key: str, count: int, processes: int) -> None:
-        self.suite = suite
-        ctx = multiprocessing.get_context("fork")
-        self.children: list[tuple[multiprocessing.process.BaseProcess, Any]] = []
-        for k in range(processes):
-            mine, theirs = ctx.Pipe(duplex=True)
-            share = count // processes + (1 if k < count % processes else 0)
-            args = (suite.stack.web_port, key, share, k * STAGGER, theirs)
-            proc = ctx.Process(target=_client_main, args=args, daemon=True)
-            proc.start()
-            theirs.close()
-            self.children.append((proc, mine))
-        self.ports: list[int] = []
-        self.statuses: list[int] = []
-        for proc, pipe in self.children:
-            if not pipe.poll(READY_SECONDS + count * STAGGER + 10):
-                proc.kill()
-                raise RuntimeError("an event subscriber client did not get ready")
-            _, ports, statuses = pipe.recv()
-            self.ports += ports
-            self.statuses += statuses
-        suite.stack.helpers += self.pids
-        if self.statuses.count(200) != count:
-            self.close()
-            raise RuntimeError(f"event streams did not open: statuses {self.statuses}")
-
-    @property
-    def pids(self) -> list[int]:
-        return [proc.pid for proc, _ in self.children if proc.pid is not None]
+    def __init__(self, suite: Suite, key: str, count: int) -> None:
+        self.helpers = suite.stack.helpers  # before: a failed start closes what it started
+        super().__init__(_Client, suite.stack.web_port, key, count, CLIENT_PROCESSES, STAGGER)
+        self.helpers += self.pids
 
     def cpu(self) -> float:
         return stack.cpu_seconds(self.pids)
@@ -300,24 +156,11 @@ class Subscribers:
         """From now on, what came before forgotten: "stamp" each event's id as it comes,
         "count" them as they come, or "lazy": count them, read LAZY_BYTES at a time,
         except `prompt` streams in all, which stamp."""
-        for k, (_, pipe) in enumerate(self.children):
-            share = prompt // len(self.children) + (1 if k < prompt % len(self.children) else 0)
-            pipe.send(("record", mode, share))
-        for _, pipe in self.children:
-            pipe.recv()
-
-    def _all(self, *command: Any) -> None:
-        for _, pipe in self.children:
-            pipe.send(command)
-        for _, pipe in self.children:
-            pipe.recv()
+        self.ask("record", mode, prompt)
 
     def report(self, full: bool = True) -> Report:
-        for _, pipe in self.children:
-            pipe.send(("report", full))
         out = Report([], [], [], [], 0, 0)
-        for _, pipe in self.children:
-            part = pipe.recv()
+        for part in self.ask("report", full):
             out.ids += part["ids"]
             out.times += part["times"]
             out.stamped += part["stamped"]
@@ -329,32 +172,26 @@ class Subscribers:
     def drain(self, expected: int, timeout: float = DRAIN_SECONDS) -> Report:
         """Counts until every open stream has `expected` events, or they stop growing
         (lazy streams read what they have first)."""
-        self._all("flush")
-        deadline = time.monotonic() + timeout
-        last: list[int] = []
-        while True:
-            report = self.report(full=False)
-            done = all(c >= expected for c in report.counts)
-            if done or report.counts == last or time.monotonic() > deadline:
-                return report
-            last = report.counts
-            time.sleep(0.5)
+        self.ask("flush")
+        last: list[list[int]] = [[]]
+        reports: list[Report] = []
+
+        def settled() -> bool:
+            reports.append(self.report(full=False))
+            counts = reports[-1].counts
+            done = all(c >= expected for c in counts) or counts == last[0]
+            last[0] = counts
+            return done
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(settled, timeout, "the subscribers to have every event", interval=0.5)
+        return reports[-1]
 
     def close(self) -> None:
         for pid in self.pids:
             with contextlib.suppress(ValueError):
-                self.suite.stack.helpers.remove(pid)
-        for _, pipe in self.children:
-            with contextlib.suppress(OSError):
-                pipe.send(("close",))
-        for proc, pipe in self.children:
-            with contextlib.suppress(OSError, EOFError):
-                if pipe.poll(10):
-                    pipe.recv()
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
+                self.helpers.remove(pid)
+        super().close()
 
 
 # --- the measurements -------------------------------------------------------------------------
@@ -404,13 +241,10 @@ class Events:
         hint = suite.hint.get(ALONE, suite.hint.get("2p:webhook", 8000.0))
         need = suite._pool(ALONE, hint) // 4 + 1
         members = workload.flatten(suite.seeder.sessions(tenant, need, 1))
-        s = suite.stack
-        return workload.webhooks(
-            self.port, s.public_base_url, s.token, stack.ACCOUNT_SID, tenant, members
-        )
+        return suite._webhooks(members, self.port, tenant=tenant)
 
     def _newest(self, tenant: workload.Tenant) -> str:
-        newest = self.suite.r.xrevrange(stream_key(tenant.account), count=1)
+        newest = self.suite.r.xrevrange(account_events(tenant.account), count=1)
         return newest[0][0].decode() if newest else "0-0"
 
     def _web(self) -> list[int]:
@@ -429,7 +263,7 @@ class Events:
 
     @contextlib.contextmanager
     def _subscribers(self, count: int) -> Iterator[Subscribers]:
-        subs = Subscribers(self.suite, self.watched.key, count, CLIENT_PROCESSES)
+        subs = Subscribers(self.suite, self.watched.key, count)
         try:
             yield subs
         finally:
@@ -519,7 +353,7 @@ class Events:
     ) -> dict[str, float]:
         """The account's stream: its bytes (`MEMORY USAGE`, every node counted) and entries;
         with `before`, what the entries added since cost each."""
-        key = stream_key(tenant.account)
+        key = account_events(tenant.account)
         r = self.suite.r
         used = int(r.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0") or 0)
         entries = int(r.xlen(key))
@@ -575,7 +409,7 @@ class Events:
         from bench.suite import percentile
 
         r = self.suite.r
-        key = stream_key(self.watched.account)
+        key = account_events(self.watched.account)
         ids = [e[0] for e in r.xrange(key, min=f"({after}", max="+")]
         answered = [out.answered[i] for i in range(len(out.status)) if out.status[i] // 100 == 2]
         paired = len(ids) == len(answered)
@@ -629,12 +463,8 @@ class Events:
         again while other processes take the machine, as every figure of the suite, except
         with `hooks` given (built before the subscribers came: one attempt)."""
         suite = self.suite
-        attempts: list[tuple[Sample, dict[str, Any]]] = []
-        while True:
-            attempts.append(self._throughput_once(key, tenant, subs, hooks))
-            if hooks is not None or not suite._contended(key, attempts[-1][0], len(attempts) - 1):
-                break
-        sample, facts = min(attempts, key=lambda a: a[0].other_cpu)
+        once = functools.partial(self._throughput_once, key, tenant, subs, hooks)
+        sample, facts = once() if hooks is not None else suite.retried(key, once, quiet=False)
         suite.results.add(key, sample)
         suite.hint[key] = max(suite.hint.get(key, 0.0), sample.rps)
         if key == ALONE:
@@ -733,7 +563,7 @@ class Events:
         again BURST times straight into Redis (pipelined), the subscribers reading lazily.
         The web processes' CPU until every subscriber has them all, per delivery."""
         r = self.suite.r
-        key = stream_key(self.watched.account)
+        key = account_events(self.watched.account)
         ((_, fields),) = r.xrevrange(key, count=1)
         web = self._web()
         subs.record("lazy")

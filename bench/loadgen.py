@@ -25,11 +25,12 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import resource
-import socket
 import time
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
+
+from orchestrator.launch import port_in_use, wait_until
 
 FIXED_RESPONSE = b"HTTP/1.1 204 No Content\r\nserver: fixed\r\n\r\n"
 CONNECT_STAGGER = 0.003  # seconds between opening two connections
@@ -179,6 +180,21 @@ class _Run:
             self.finished.set_result(None)
 
 
+def _framing(buf: bytearray) -> tuple[int, int] | None:
+    """Where an HTTP/1.1 message's body starts and where the message ends (its head and
+    Content-Length, nothing more); None while its head is incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buf[:end]).lower()
+    at = head.find(b"\r\ncontent-length:")
+    length = 0
+    if at >= 0:
+        stop = head.find(b"\r\n", at + 2)
+        length = int(head[at + 17 : stop if stop >= 0 else end])
+    return end + 4, end + 4 + length
+
+
 class _Conn(asyncio.Protocol):
     def __init__(self, run: _Run) -> None:
         self.run = run
@@ -206,18 +222,11 @@ class _Conn(asyncio.Protocol):
         buf = self.buf
         buf += data
         if self.need < 0:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
+            framed = _framing(buf)
+            if framed is None:
                 return
             self.code = int(buf[9:12])
-            head = bytes(buf[:end]).lower()
-            at = head.find(b"\r\ncontent-length:")
-            length = 0
-            if at >= 0:
-                stop = head.find(b"\r\n", at + 2)
-                length = int(head[at + 17 : stop if stop >= 0 else end])
-            self.body_at = end + 4
-            self.need = end + 4 + length
+            self.body_at, self.need = framed
         if len(buf) < self.need:
             return
         body = bytes(buf[self.body_at : self.need]) if self.run.keep_bodies else b""
@@ -362,19 +371,8 @@ class _Fixed(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
         self.buf += data
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(self.buf[:end]).lower()
-            at = head.find(b"\r\ncontent-length:")
-            length = 0
-            if at >= 0:
-                stop = head.find(b"\r\n", at + 2)
-                length = int(head[at + 17 : stop if stop >= 0 else end])
-            if len(self.buf) < end + 4 + length:
-                return
-            del self.buf[: end + 4 + length]
+        while (framed := _framing(self.buf)) is not None and len(self.buf) >= framed[1]:
+            del self.buf[: framed[1]]
             self.transport.write(FIXED_RESPONSE)
 
 
@@ -394,14 +392,7 @@ def ceiling(port: int, requests: list[bytes], duration: float, processes: int = 
     server = ctx.Process(target=_serve_fixed, args=(port, duration + 30), daemon=True)
     server.start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("fixed-response server did not start")
-            time.sleep(0.02)
+        wait_until(lambda: port_in_use(port), 10, "the fixed-response server")
         return run(Load(port, requests, duration=duration), processes=processes)
     finally:
         server.kill()

@@ -7,19 +7,14 @@ check, the real `twilio` client pointed at TWILIO_API_BASE_URL, run in Starlette
 pool so the event loop stays free, the member written to Redis afterwards) and answers the
 SessionInfo as the service does, so the two invite latencies compare the designs.
 
-Twilio's own latency is simulated by the emulator's `mode=delay` fault when it has one; else
-`create_fake_twilio` below stands in for it (a participants endpoint answering after
-BENCH_TWILIO_DELAY seconds, 0.2 by default).
+Twilio's own latency is simulated by the emulator's `mode=delay` fault (docs/emulator.md).
 
 Run: `uvicorn --factory bench.naive:create_app` (env as for `orchestrator web`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import secrets
 
 import redis.asyncio
 from starlette.applications import Starlette
@@ -28,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orchestrator import auth, callback_urls, store
+from orchestrator import apikeys, callback_urls, keys, store
 from orchestrator.api import authn
 from orchestrator.cli.app import redis_lifespan
 from orchestrator.phone import normalise
@@ -42,7 +37,7 @@ async def invite(request: Request) -> Response:
     principal = await authn.authenticate(request)
     sid = request.path_params["sessionId"]
     to = normalise(json.loads(await request.body())["memberToAdd"], settings.phone_region)
-    owner, number = await r.hmget(f"{store.PREFIX}session:{sid}", "accountId", "_number")
+    owner, number = await r.hmget(keys.session(sid), "accountId", "_number")
     if owner is None or owner.decode() != principal.account_id:
         return JSONResponse({"message": "no such session"}, status_code=404)
     mid = store.new_id("mem")
@@ -58,7 +53,7 @@ async def invite(request: Request) -> Response:
         status_callback=callback_urls.call_status(settings.public_base_url, sid, mid),
         status_callback_method="POST",
     )
-    member = f"{store.PREFIX}session:{sid}:member:{mid}"
+    member = keys.member(sid, mid)
     fields = {
         "id": mid,
         "identity": to,
@@ -74,8 +69,8 @@ async def invite(request: Request) -> Response:
     }
     pipe = r.pipeline(transaction=True)
     pipe.hset(member, mapping=fields)
-    pipe.rpush(f"{store.PREFIX}session:{sid}:members", mid)
-    pipe.hset(f"{store.PREFIX}session:{sid}:active", to, mid)
+    pipe.rpush(keys.session_members(sid), mid)
+    pipe.hset(keys.session_active(sid), to, mid)
     await pipe.execute()
     session = await store.get_session(request.app.state.scripts, sid, principal.account_id)
     return Response(session.to_json(), media_type="application/json")
@@ -89,29 +84,5 @@ def create_app() -> Starlette:
     )
     app.state.settings = settings
     app.state.twilio = make_client(settings)
-    app.state.keys = auth.KeyCache()
+    app.state.keys = apikeys.KeyCache()
     return app
-
-
-# --- stand-in for Twilio when the emulator cannot delay its answers --------------------------
-
-
-async def _slow_participant(request: Request) -> Response:
-    form = await request.form()
-    await asyncio.sleep(float(os.environ.get("BENCH_TWILIO_DELAY", "0.2")))
-    account = request.path_params["account"]
-    return JSONResponse(
-        {
-            "account_sid": account,
-            "call_sid": "CA" + secrets.token_hex(16),
-            "conference_sid": "CF" + secrets.token_hex(16),
-            "label": form.get("Label"),
-            "status": "queued",
-        },
-        status_code=201,
-    )
-
-
-def create_fake_twilio() -> Starlette:
-    path = "/2010-04-01/Accounts/{account}/Conferences/{conference}/Participants.json"
-    return Starlette(routes=[Route(path, _slow_participant, methods=["POST"])])

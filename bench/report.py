@@ -2,11 +2,12 @@
 
 Everything here is computed from one `Results`, so the file is always the latest run as a
 whole; nothing is edited by hand. A ratio to B0 is taken within each run (same run, same
-number of web processes, as the issue's targets are stated), then the median over runs.
+number of web processes, as the targets are stated), then the median over runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import importlib.util
 import json
@@ -17,13 +18,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import capacity, control, soak
 from bench import events as ev
-from bench.suite import Results, Sample
+from bench.suite import Options, Results, Sample
 
 B0 = "b0"
 
@@ -43,17 +45,34 @@ class Target:
             return "n/a"
         if math.isnan(self.limit):
             return "figure (no limit)"
-        ok = self.value < self.limit if self.below else self.value >= self.limit
-        return "PASS" if ok else "**FAIL**"
+        return verdict(self.value < self.limit if self.below else self.value >= self.limit)
 
 
-def median(samples: list[Sample], attr: str) -> float:
-    values = [getattr(s, attr) for s in samples if not math.isnan(getattr(s, attr))]
+def _get(sample: Sample | dict[str, Any], attr: str) -> Any:
+    return sample[attr] if isinstance(sample, dict) else getattr(sample, attr)
+
+
+def median(samples: Sequence[Sample | dict[str, Any]], attr: str) -> float:
+    values = [_get(s, attr) for s in samples if not math.isnan(_get(s, attr))]
     return statistics.median(values) if values else math.nan
 
 
-def _num(value: float, digits: int = 1) -> str:
-    if math.isnan(value):
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "**FAIL**"
+
+
+def row(*cells: object) -> str:
+    """One row of a Markdown table."""
+    return "|" + "".join(f" {c} |" if c != "" else " |" for c in cells)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A Markdown table: the header, its rule, the rows. Every table of RESULTS.md is one."""
+    return [row(*header), "|" + "---|" * len(header), *(row(*r) for r in rows)]
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None or math.isnan(value):
         return "-"
     if abs(value) >= 100:
         return f"{value:,.0f}"
@@ -229,13 +248,40 @@ def _label(key: str) -> str:
     return f"{LABELS[base]}, {n}-member sessions"
 
 
+# The columns of a load's figures against B0.
+SAMPLE_COLUMNS = (
+    "req/s (min / **median** / max)",
+    "x B0",
+    "p50 ms",
+    "x B0",
+    "p99 ms",
+    "x B0",
+    "web CPU ms/req",
+    "Redis cmds/req (of them EVALSHA)",
+    "CPU: web / Redis / generator / not ours",
+)
+
+
+def _cpu(samples: list[Sample], client: bool = False) -> str:
+    """Who used the CPU: web / Redis / generator (/ the bench's clients) / not ours."""
+    attrs = ("web_cpu", "redis_cpu", "gen_cpu", *(("client_cpu",) if client else ()), "other_cpu")
+    return " / ".join(f"{median(samples, a):.0%}" for a in attrs)
+
+
+def _sample_cells(samples: list[Sample], base: list[Sample], steady: bool = False) -> list[str]:
+    """A load's SAMPLE_COLUMNS; `steady` (open loop) has no B0 to compare with."""
+    rps = "20 (fixed)" if steady else _spread(samples, "rps")
+    cells = [rps + (" *" if any(x.exhausted for x in samples) else "")]
+    cells.append("-" if steady else _ratio(samples, base, "rps"))
+    for q in ("p50", "p99"):
+        cells += [_spread(samples, q), "-" if steady else _ratio(samples, base, q)]
+    cells.append("-" if steady else f"{median(samples, 'web_ms_per_request'):.2f}")
+    calls = f"{median(samples, 'redis_calls'):.1f} ({median(samples, 'redis_scripts'):.1f})"
+    return [*cells, calls, _cpu(samples)]
+
+
 def figures(results: Results) -> list[str]:
-    rows = [
-        "| measurement | web procs | req/s (min / **median** / max) | x B0 | p50 ms | x B0 "
-        "| p99 ms | x B0 | web CPU ms/req | Redis cmds/req (of them EVALSHA) "
-        "| CPU: web / Redis / generator / not ours |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     order = ["b0"] + [f"webhook@{n}" for n in results.options.sizes]
     order += [f"invite@{n}" for n in results.options.sizes]
     order += ["naive", "invite@20/s", "naive@20/s", "dispatch"]
@@ -246,25 +292,10 @@ def figures(results: Results) -> list[str]:
             samples = results.samples.get(f"{p}:{kind}")
             if not samples:
                 continue
-            cpu = " / ".join(
-                f"{median(samples, a):.0%}"
-                for a in ("web_cpu", "redis_cpu", "gen_cpu", "other_cpu")
-            )
             steady = kind.endswith("/s") or kind == "dispatch"  # open loop: no B0 to compare
-            rps = "20 (fixed)" if steady else _spread(samples, "rps")
-            if any(x.exhausted for x in samples):
-                rps += " *"
-            cells = [_label(f"{p}:{kind}"), str(procs), rps]
-            cells.append("-" if steady else _ratio(samples, base, "rps"))
-            for q in ("p50", "p99"):
-                ratio = "-" if steady else _ratio(samples, base, q)
-                cells += [_spread(samples, q), ratio]
-            cells.append("-" if steady else f"{median(samples, 'web_ms_per_request'):.2f}")
-            cells.append(
-                f"{median(samples, 'redis_calls'):.1f} ({median(samples, 'redis_scripts'):.1f})"
-            )
-            rows.append("| " + " | ".join([*cells, cpu]) + " |")
-    return rows
+            rows.append([_label(f"{p}:{kind}"), procs, *_sample_cells(samples, base, steady)])
+    header = ("measurement", "web procs", *SAMPLE_COLUMNS)
+    return table(header, rows)
 
 
 def render(results: Results, env: dict[str, str], command: str) -> str:
@@ -287,9 +318,8 @@ def render(results: Results, env: dict[str, str], command: str) -> str:
         "",
         "## Targets",
         "",
-        "| target | measured (median) | limit | verdict |",
-        "|---|---|---|---|",
     ]
+    rows = []
     for t in targets(results):
         count = t.digits == 0 and not math.isnan(t.value)  # a count: "0", limit "< 1"
         value = f"{t.value:,.0f}" if count else _num(t.value, 2)
@@ -297,7 +327,8 @@ def render(results: Results, env: dict[str, str], command: str) -> str:
         shown = f"{value} {t.shown}".strip(), f"{limit} {t.shown}".strip()
         if math.isnan(t.limit):
             shown = shown[0], "-"
-        lines.append(f"| {t.name} | {shown[0]} | {shown[1]} | {t.verdict} |")
+        rows.append((t.name, *shown, t.verdict))
+    lines += table(("target", "measured (median)", "limit", "verdict"), rows)
     lines += ["", "## Figures", "", *figures(results), ""]
     if any(x.exhausted for v in results.samples.values() for x in v):
         lines += ["\\* some runs used up their pre-built requests before the time was up.", ""]
@@ -331,17 +362,16 @@ def render(results: Results, env: dict[str, str], command: str) -> str:
     return "\n".join(lines)
 
 
-# What the soak and capacity commands last wrote: they run for longer than the rest of the
-# bench together, so `python -m bench` shows their latest figures instead of running them.
-LONG_RUNS = (
-    (Path(__file__).parent / "soak.json", soak.section),
-    (Path(__file__).parent / "capacity.json", capacity.section),
-)
-
-
 def _long_runs() -> list[str]:
+    """What the soak and capacity commands last wrote: they run for longer than the rest of
+    the bench together, so `python -m bench` shows their latest figures instead of running
+    them."""
     lines = []
-    for path, section in LONG_RUNS:
+    here = Path(__file__).parent
+    for path, section in (
+        (here / "soak.json", soak_section),
+        (here / "capacity.json", capacity_section),
+    ):
         if path.exists():
             lines += [section(json.loads(path.read_text())), ""]
         else:
@@ -392,35 +422,21 @@ def _control(results: Results) -> list[str]:
         return []
     base = s.get("1p:b0", [])
     lines = [
-        "## Session control (SPEC 4)",
+        "## Session control",
         "",
         "One web process, closed loop at 32 connections, the worker stopped (the control "
         "jobs the changes write wait in the queue), each run against its own B0; every "
         "request acts on state prepared for it (what each does is listed below the table). "
         "A row fails if any request got an answer other than 2xx (or none).",
         "",
-        "| operation | req/s (min / **median** / max) | x B0 | p50 ms | x B0 | p99 ms | x B0 "
-        "| web CPU ms/req | Redis cmds/req (of them EVALSHA) "
-        "| CPU: web / Redis / generator / not ours | non-2xx | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for op in ops:
         samples = s[control.KEY + op.key]
         errors = sum(x.errors for x in samples)
-        cpu = " / ".join(
-            f"{median(samples, a):.0%}" for a in ("web_cpu", "redis_cpu", "gen_cpu", "other_cpu")
-        )
-        rps = _spread(samples, "rps") + (" *" if any(x.exhausted for x in samples) else "")
-        cells = [f"{op.name}: `{op.route}`", rps, _ratio(samples, base, "rps")]
-        for q in ("p50", "p99"):
-            cells += [_spread(samples, q), _ratio(samples, base, q)]
-        cells.append(f"{median(samples, 'web_ms_per_request'):.2f}")
-        cells.append(
-            f"{median(samples, 'redis_calls'):.1f} ({median(samples, 'redis_scripts'):.1f})"
-        )
-        cells += [cpu, str(errors), "PASS" if errors == 0 else "**FAIL**"]
-        rows = "| " + " | ".join(cells) + " |"
-        lines.append(rows)
+        cells = _sample_cells(samples, base)
+        rows.append([f"{op.name}: `{op.route}`", *cells, errors, verdict(errors == 0)])
+    lines += table(("operation", *SAMPLE_COLUMNS, "non-2xx", "verdict"), rows)
     lines += ["", "What each request does:", ""]
     lines += [f"- {op.name} `{op.route}`: {op.does}." for op in ops]
     lines.append("")
@@ -449,26 +465,29 @@ def _control(results: Results) -> list[str]:
             "first fetches the call (and, for a connected leg, its participant), as Twilio "
             "requires; the split is at the first of its requests the emulator received.",
             "",
-            "| member | removals timed | 200 → Twilio gets it: p50 ms | p99 ms "
-            "| 200 → first Twilio request (median ms) | first request → the cancel/DELETE "
-            "| never arrived | non-2xx |",
-            "|---|---|---|---|---|---|---|---|",
         ]
+        rows = []
         for case in removals:
             key = control.removal_key(case)
             samples = s[key]
-            cells = [
-                f"{case}: {control.REMOVAL_WHAT[case]}",
-                str(sum(x.count for x in samples)),
-                _spread(samples, "p50"),
-                _spread(samples, "p99"),
-                _num(median(samples, "to_start"), 2),
-                _num(median(samples, "to_accept"), 2),
-                str(missing.get(key, 0)),
-                str(sum(x.errors for x in samples)),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(
+                [
+                    f"{case}: {control.REMOVAL_WHAT[case]}",
+                    str(sum(x.count for x in samples)),
+                    _spread(samples, "p50"),
+                    _spread(samples, "p99"),
+                    _num(median(samples, "to_start"), 2),
+                    _num(median(samples, "to_accept"), 2),
+                    missing.get(key, 0),
+                    sum(x.errors for x in samples),
+                ]
+            )
+        header = (
+            "member", "removals timed", "200 → Twilio gets it: p50 ms", "p99 ms",
+            "200 → first Twilio request (median ms)", "first request → the cancel/DELETE",
+            "never arrived", "non-2xx",
+        )  # fmt: skip
+        lines += [*table(header, rows), ""]
     return lines
 
 
@@ -610,13 +629,6 @@ def events_targets(results: Results) -> list[Target]:
     return out
 
 
-def _cpu5(samples: list[Sample]) -> str:
-    return " / ".join(
-        f"{median(samples, a):.0%}"
-        for a in ("web_cpu", "redis_cpu", "gen_cpu", "client_cpu", "other_cpu")
-    )
-
-
 def _events(results: Results) -> list[str]:
     """The live events section: latency, throughput with and without subscribers, memory."""
     s = results.samples
@@ -627,7 +639,7 @@ def _events(results: Results) -> list[str]:
     alone, watched, worst = s.get(ev.ALONE, []), s.get(ev.WATCHED, []), s.get(ev.WORST, [])
     steady = s.get(ev.STEADY, [])
     lines = [
-        "## Live events (SPEC 8)",
+        "## Live events",
         "",
         f"`orchestrator web --workers {ev.PROCESSES}` (one port; the kernel gives each new "
         "connection to one process: which one got each subscriber is read from /proc), "
@@ -659,54 +671,40 @@ def _events(results: Results) -> list[str]:
         "load aimed at the watched account itself, so each change goes to all "
         f"{ev.SUBSCRIBERS} (all reading lazily).",
         "",
-        "| measurement | (change, subscriber) pairs | latency p50 ms (min / **median** / max) "
-        "| p99 ms | worst ms | lost | subscribers per web process "
-        "| CPU: web / Redis / sender / subscribers / not ours |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    worst_ms = _mid([r["latency"]["max"] for r in runs])
-    lines.append(
-        "| "
-        + " | ".join(
-            [
-                f"{ev.RATE:g} changes/s, all {ev.SUBSCRIBERS} stamping",
-                f"{sum(x.count for x in lat):,}",
-                _spread(lat, "p50"),
-                _spread(lat, "p99"),
-                _num(worst_ms, 1),
-                str(sum(x.errors for x in lat)),
-                " / ".join(_spread_text(r) for r in runs),
-                _cpu5(lat),
-            ]
-        )
-        + " |"
-    )
-    if under:
-        loaded = [r["with_load"]["latency"] for r in runs if "latency" in r["with_load"]]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    f"the same during the throughput load ({ev.PROMPT} stamping)",
-                    f"{sum(x.count for x in under):,}",
-                    _spread(under, "p50"),
-                    _spread(under, "p99"),
-                    _num(_mid([x["max"] for x in loaded]), 1),
-                    str(sum(x.errors for x in under)),
-                    "(same)",
-                    "(see the throughput table)",
-                ]
-            )
-            + " |"
-        )
-    lines += [
-        "",
-        "| webhook load (web x2) | req/s (min / **median** / max) | x without | p50 ms | p99 ms "
-        "| web CPU ms/req | events per webhook | deliveries/s (to subscribers) "
-        "| CPU: web / Redis / generator / subscribers / not ours |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [
+        [
+            f"{ev.RATE:g} changes/s, all {ev.SUBSCRIBERS} stamping",
+            f"{sum(x.count for x in lat):,}",
+            _spread(lat, "p50"),
+            _spread(lat, "p99"),
+            _num(_mid([r["latency"]["max"] for r in runs]), 1),
+            sum(x.errors for x in lat),
+            " / ".join(_spread_text(r) for r in runs),
+            _cpu(lat, client=True),
+        ]
+    ]
+    if under:
+        loaded = [r["with_load"]["latency"] for r in runs if "latency" in r["with_load"]]
+        rows.append(
+            [
+                f"the same during the throughput load ({ev.PROMPT} stamping)",
+                f"{sum(x.count for x in under):,}",
+                _spread(under, "p50"),
+                _spread(under, "p99"),
+                _num(_mid([x["max"] for x in loaded]), 1),
+                sum(x.errors for x in under),
+                "(same)",
+                "(see the throughput table)",
+            ]
+        )
+    header = (
+        "measurement", "(change, subscriber) pairs", "latency p50 ms (min / **median** / max)",
+        "p99 ms", "worst ms", "lost", "subscribers per web process",
+        "CPU: web / Redis / sender / subscribers / not ours",
+    )  # fmt: skip
+    lines += [*table(header, rows), ""]
+    loads = [
         ("to another account, no subscriber", alone, "alone", False),
         (
             f"to another account, {ev.SUBSCRIBERS} subscribers receiving {ev.RATE:g} changes/s",
@@ -716,26 +714,33 @@ def _events(results: Results) -> list[str]:
         ),
         (f"worst case: to the watched account, {ev.SUBSCRIBERS} subscribers", worst, "worst", True),
     ]
-    for name, samples, fact, subscribed in rows:
+    rows = []
+    for name, samples, fact, subscribed in loads:
         if not samples:
             continue
         per_hook = _mid([r[fact].get("events_per_webhook", math.nan) for r in runs])
         sent = _mid([r[fact]["sent"] / r[fact]["seconds"] for r in runs if "seconds" in r[fact]])
         if fact != "worst":
             sent = ev.RATE * ev.SUBSCRIBERS if subscribed else 0.0
-        cells = [
-            name,
-            _spread(samples, "rps"),
-            _ratio(samples, alone, "rps"),
-            _spread(samples, "p50"),
-            _spread(samples, "p99"),
-            f"{median(samples, 'web_ms_per_request'):.2f}",
-            _num(per_hook, 2),
-            _num(sent, 0),
-            _cpu5(samples),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
+        rows.append(
+            [
+                name,
+                _spread(samples, "rps"),
+                _ratio(samples, alone, "rps"),
+                _spread(samples, "p50"),
+                _spread(samples, "p99"),
+                f"{median(samples, 'web_ms_per_request'):.2f}",
+                _num(per_hook, 2),
+                _num(sent, 0),
+                _cpu(samples, client=True),
+            ]
+        )
+    header = (
+        "webhook load (web x2)", "req/s (min / **median** / max)", "x without", "p50 ms",
+        "p99 ms", "web CPU ms/req", "events per webhook", "deliveries/s (to subscribers)",
+        "CPU: web / Redis / generator / subscribers / not ours",
+    )  # fmt: skip
+    lines += [*table(header, rows), ""]
     mem = _events_memory(results)
     per_delivery = (median(lat, "web_cpu") - median(steady, "web_cpu")) / (ev.RATE * ev.SUBSCRIBERS)
     burst = [r["burst"] for r in runs if "burst" in r]
@@ -828,19 +833,34 @@ def _memory(mem: dict[str, Any] | None) -> list[str]:
         "From `INFO used_memory` before and after writing many of each with the service's "
         "own scripts:",
         "",
-        "| what | bytes each | measured over |",
-        "|---|---|---|",
-        f"| session (incoming call: session hash, caller member, lists, call index, its "
-        f"live-event entry) "
-        f"| {mem['per_session']:,.0f} | {mem['sessions']:,} sessions |",
-        "| invited member (member hash, list and active entries, its part of the session's "
-        "cached members JSON, log line, a live-event entry) "
-        f"| {mem['per_member']:,.0f} | {mem['members']:,} members |",
-        f"| a member's call life (4 callbacks: callSid, call index, 3 log lines, idempotency "
-        f"keys and 3 live-event entries, both kept 1 h) | {mem['per_call']:,.0f} "
-        f"| {mem['called_members']:,} members |",
-        f"| its RQ dial job hash (`MEMORY USAGE`; kept for result_ttl after it ran) "
-        f"| {mem['dial_job']:,} | 1 job |",
+        *table(
+            ("what", "bytes each", "measured over"),
+            [
+                (
+                    "session (incoming call: session hash, caller member, lists, call index, "
+                    "its live-event entry)",
+                    f"{mem['per_session']:,.0f}",
+                    f"{mem['sessions']:,} sessions",
+                ),
+                (
+                    "invited member (member hash, list and active entries, its part of the "
+                    "session's cached members JSON, log line, a live-event entry)",
+                    f"{mem['per_member']:,.0f}",
+                    f"{mem['members']:,} members",
+                ),
+                (
+                    "a member's call life (4 callbacks: callSid, call index, 3 log lines, "
+                    "idempotency keys and 3 live-event entries, both kept 1 h)",
+                    f"{mem['per_call']:,.0f}",
+                    f"{mem['called_members']:,} members",
+                ),
+                (
+                    "its RQ dial job hash (`MEMORY USAGE`; kept for result_ttl after it ran)",
+                    f"{mem['dial_job']:,}",
+                    "1 job",
+                ),
+            ],
+        ),
         "",
     ]
 
@@ -1032,3 +1052,457 @@ def environment_http() -> str:
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "the asyncio loop"
     return f"{http} and {loop}"
+
+
+# --- the longer runs: soak (bench/soak.py) and capacity (bench/capacity.py) ---------------------
+
+
+def _mib(kib_or_bytes: float | None, bytes_: bool = False) -> str:
+    if kib_or_bytes is None:
+        return "-"
+    return f"{kib_or_bytes / (2**20 if bytes_ else 1024):,.1f} MiB"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f} %"
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} s"
+
+
+def soak_section(data: dict[str, Any]) -> str:
+    """The soak as a section of bench/RESULTS.md."""
+    p, g, c, v = data["parameters"], data["growth"], data["counts"], data["verdicts"]
+    minutes = p["minutes"]
+    w, end = p["warmup_seconds"], minutes * 60
+    windows = (
+        f"median of t = {w:g}-{w + p['window_seconds']:g} s vs of "
+        f"{end - p['window_seconds']:g}-{end:g} s"
+    )
+    lines = [
+        f"## Soak ({minutes:g} minutes)",
+        "",
+        "`python -m bench.soak` (bench/soak.py): one `orchestrator web` process and one "
+        "worker against the emulator and a private Redis, with "
+        f"SESSION_RETENTION_SECONDS and EVENT_RETENTION_SECONDS at {p['session_retention_seconds']}"
+        f" (ended sessions and events kept {p['session_retention_seconds']} s, so the state "
+        "Redis holds levels off after a few minutes). "
+        f"**Load**: {p['rate_calls_per_second']:g} incoming calls/s (`POST /_emulator/incoming`), "
+        f"each session living a {p['life_seconds']:g} s script: two phone members invited "
+        f"(a busy one too in one session in {p['busy_every']}), dialled by the worker and "
+        "answered by the emulator with Twilio's signed callbacks; HoldSession and PatchSession "
+        "`Connected`, mute/unmute and hold/unhold of a member (UpdateConferenceMember), "
+        "DeleteChatMember of the second member in every other session, PatchSession "
+        "`Hold`/`Connected`, then EndSession; "
+        f"{p['subscribers']} live event subscribers (`GET /sessions/events`) reading all along. "
+        f"Each session is checked {p['verify_after_seconds']:g} s after its end: ended, every "
+        "invited member present and final, the answering ones connected during its life, every "
+        "subscriber with the same events of it, ids rising, the last equal to GetSession; "
+        "each member dialled exactly once (the emulator's creates by label). "
+        f"Sampled every {p['sample_seconds']:g} s; growth is the {windows}.",
+        "",
+    ]
+    rows = []
+    for name, label in (
+        ("web_rss", "web RSS growth"),
+        ("worker_rss", "worker RSS growth (with RQ's scheduler process)"),
+        ("redis_used_memory", "Redis used_memory growth"),
+    ):
+        x = g[name]
+        as_bytes = name.startswith("redis")
+        rows.append(
+            (
+                f"{label} ({windows}: {_mib(x['first'], as_bytes)} → {_mib(x['last'], as_bytes)})",
+                _pct(x["percent"]),
+                f"{soak.GROWTH_LIMIT:g} %",
+                verdict(v[f"{name}_growth"]),
+            )
+        )
+    rows += [
+        (
+            f"5xx answers (API {c['5xx_api']}, webhooks {c['5xx_callbacks']}; unanswered "
+            f"{c['unanswered']})",
+            c["5xx"] + c["unanswered"],
+            0,
+            verdict(v["no_5xx"]),
+        ),
+        (
+            f"lost: invites answered 200 ({c['invites_answered_200']:,}) missing, not connected "
+            f"or not final; sessions ({c['sessions']:,}) not ended",
+            c["lost"],
+            0,
+            verdict(v["no_lost"]),
+        ),
+        (
+            f"double dials (members dialled more than once; {c['creates']:,} creates)",
+            c["double_dials"],
+            0,
+            verdict(v["no_double_dials"]),
+        ),
+        (
+            f"subscribers ({p['subscribers']}): sessions whose events disagree or differ from "
+            "GET, ids out of order, streams closed",
+            c["event_problems"],
+            0,
+            verdict(v["subscribers"]),
+        ),
+    ]
+    kinds = ", ".join(
+        f"`{kind}` {x['first']:,.0f} → {x['last']:,.0f}"
+        for kind, x in list(data.get("key_kinds_growth", {}).items())[:6]
+    )
+    lines += [
+        *table(("target", "measured", "limit", "verdict"), rows),
+        "",
+        f"Other counts: {c['sessions']:,} sessions ({c['sessions_verified']:,} verified, "
+        f"{c['removed']:,} members removed); invited members connected (seen by GET once a "
+        f"second) p50 {_secs(c['connect_seconds']['p50'])}, p99 "
+        f"{_secs(c['connect_seconds']['p99'])}, max {_secs(c['connect_seconds']['max'])} after "
+        f"the call came in, {c['slow_connects']} sessions slower than "
+        f"{soak.CONNECT_SECONDS:g} s; {c['unexpected_answers']} API answers other than "
+        f"2xx, {c['callback_attempts']:,} webhook deliveries ({c['callbacks_failed']} failed), "
+        f"{c['create_attempts']:,} create requests, {c['rechecks']} checks taken again, "
+        f"Redis keys {g['redis_keys']['first'] or 0:,.0f} → {g['redis_keys']['last'] or 0:,.0f} "
+        f"({_pct(g['redis_keys']['percent'])}), used_memory_dataset "
+        f"{_pct(g['redis_used_memory_dataset']['percent'])}. Keys by kind, the same windows: "
+        f"{kinds or 'no change'}.",
+        "",
+    ]
+    step = max(1, round(60 / p["sample_seconds"]))
+    samples = [x for x in data["samples"] if x["phase"] == "load"]
+    shown = samples[::step]
+    if samples and samples[-1] is not shown[-1]:
+        shown.append(samples[-1])
+    rows = []
+    for x in shown:
+        answers, cpu = x["answers"], x["cpu"]
+        other = sum(n for k, n in answers.items() if k != "2xx")
+        rows.append(
+            (
+                f"{x['t']:.0f}",
+                x["live_sessions"],
+                f"{x['web_rss_kib'] / 1024:.1f}",
+                f"{x['worker_rss_kib'] / 1024:.1f}",
+                f"{x['redis_used_memory'] / 2**20:.1f}",
+                f"{x['redis_used_memory_dataset'] / 2**20:.1f}",
+                f"{x['redis_keys']:,}",
+                sum(x.get("queued", {}).values()),
+                f"{answers.get('2xx', 0):,} / {other}",
+                f"{cpu['web']:.0%} / {cpu['worker']:.0%} / {cpu['redis']:.0%}" if cpu else "-",
+            )
+        )
+    header = (
+        "t (s)", "live sessions", "web RSS MiB", "worker RSS MiB", "Redis used MiB",
+        "Redis dataset MiB", "Redis keys", "jobs queued", "answers 2xx / other",
+        "CPU web / worker / Redis",
+    )  # fmt: skip
+    return "\n".join([*lines, *table(header, rows)]) + "\n"
+
+
+def capacity_section(data: dict[str, Any]) -> str:
+    """`## Capacity` for bench/RESULTS.md, from what `python -m bench.capacity` wrote."""
+    m, others = data["machine"], data["others"]
+    return "\n".join(
+        [
+            "## Capacity",
+            "",
+            f"`python -m bench.capacity` on {m['date']}: {m['cpu']}, redis-server "
+            f"{m['redis-server']}, Python {m['python']}. Other work on the machine took "
+            f"{others['median']:.0%} of a core while these were measured (median over the "
+            f"measurements; at most {others['max']:.0%}; column *not ours*), on the same two "
+            "cores as every process of the bench.",
+            "",
+            *_life_section(data["call_life"]),
+            *_concurrent_section(data),
+            *_replica_section(data["replicas"]),
+            *_capacity_limits(data),
+        ]
+    )
+
+
+def _life_section(life: dict[str, Any]) -> list[str]:
+    cpu = life["cpu_ms"]
+    kept = life["kept"]
+    out = [
+        "### What one call costs",
+        "",
+        f"{life['lives']} call lives through the real path, {life['rate']:g} starting per "
+        f"second (after {life['warmup_lives']} untimed): a customer calls the tenant's number "
+        "(the emulator's incoming call asks /twilio/voice; the caller joins the conference), "
+        "the console invites a number (InviteChatMember), the worker dials it through the "
+        f"emulator, it rings {capacity.RING_SECONDS:g} s and answers, the console reads the "
+        f"session (GetSession) {life['talk_seconds']:g} s later and ends it (EndSession), the "
+        "worker ends the conference and its legs. Figures: Redis `INFO` (commandstats, "
+        "total_net_input_bytes / total_net_output_bytes, used_memory) and /proc CPU over the "
+        f"{life['seconds']:.0f} s from the first life to the emulator's last callback, less "
+        f"what the same processes did in {life['idle']['seconds']:.0f} s idle just before "
+        f"({life['idle']['commands_per_s']:.0f} Redis commands/s), divided by the lives. "
+        f"{life['connected']} of {life['lives']} members were Connected when read ("
+        + ", ".join(f"{v} {k}" for k, v in life.get("states", {}).items())
+        + f"; the worker's create came {life.get('dial_wait_p50', math.nan):.2f} s after the "
+        f"invite's answer at the median, {life.get('dial_wait_p99', math.nan):.2f} s at p99); "
+        f"{life['legs_ended']} of {life['legs']} legs ended; API answers "
+        + ", ".join(f"{v} x {k}" for k, v in life["api_statuses"].items())
+        + f"; callbacks not answered 2xx: {life['callbacks_non_2xx']}"
+        + "".join(f" ({k} x {v})" for k, v in life.get("callback_failures", {}).items())
+        + f", retried by the emulator: {life['callbacks_retried']}.",
+        "",
+        *table(
+            ("per call life", "figure"),
+            [
+                (
+                    "callbacks Twilio sends (`GET /_emulator/calls`)",
+                    f"**{life['callbacks']:.1f}**: "
+                    + ", ".join(f"{k} {v:g}" for k, v in life["callbacks_by_kind"].items()),
+                ),
+                (
+                    "API requests",
+                    f"{life['api_requests']}: InviteChatMember, GetSession, EndSession",
+                ),
+                (
+                    "Redis commands (commands run inside scripts included)",
+                    f"**{life['commands']:.0f}** (of them {life['scripts']:.1f} EVALSHA/EVAL, "
+                    "one round trip each)",
+                ),
+                (
+                    "Redis network in / out",
+                    f"**{life['net_in']:,.0f} / {life['net_out']:,.0f}** bytes",
+                ),
+                (
+                    "Redis memory kept (used_memory after the lives less before)",
+                    f"**{life['memory']:,.0f}** bytes",
+                ),
+                ("CPU ms: " + " / ".join(cpu), " / ".join(f"{v:.2f}" for v in cpu.values())),
+            ],
+        ),
+        "",
+        "Redis commands per call life, the most called: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in life["top_commands"])
+        + ".",
+        "",
+        "What the lives left in Redis, per life (`MEMORY USAGE` of every key before and after "
+        f"them, by key with ids as `*`; {sum(g['bytes'] for g in kept):,.0f} bytes in all):",
+        "",
+    ]
+    rows = [
+        (
+            f"`{g['pattern']}`",
+            g["type"],
+            f"{g['keys']:.1f}{' (one for all)' if g['keys'] < 0.05 else ''}",
+            f"{g['bytes']:,.0f}",
+            _ttl(g["ttl"]),
+        )
+        for g in kept
+    ]
+    return [*out, *table(("key", "type", "keys", "bytes", "kept for"), rows), ""]
+
+
+def _concurrent_section(data: dict[str, Any]) -> list[str]:
+    life, conc = data["call_life"], data["concurrent"]
+    lim = capacity.limits(data)
+    closed = conc["closed"]
+    steps = [
+        (
+            f"{s['rate']:,}",
+            f"{s['rps']:,.0f}",
+            _num(s["p50"], 2),
+            _num(s["p99"], 2),
+            s["errors"],
+            f"{s['web_cpu']:.0%}",
+            f"{s['redis_cpu']:.0%}",
+            f"{s['redis_ms_per_request'] * 1000:.0f}",
+            f"{s['other_cpu']:.0%}",
+            "yes" if s["keeps_up"] else "**no**",
+        )
+        for s in conc["steps"]
+    ]
+    cpu = life["cpu_ms"]
+    limits = [
+        (
+            "one web process, callbacks only (its sustained rate)",
+            f"{_num(lim['web_rate'])} webhooks/s",
+            f"**{_num(lim['web_calls'])}**",
+        ),
+        (
+            "one Redis primary, callbacks only (one core / Redis CPU per webhook at that rate)",
+            f"{_num(lim['redis_rate'])} webhooks/s",
+            f"**{_num(lim['redis_calls'])}**",
+        ),
+        (
+            "the same, at the closed loop's batching (Redis CPU per webhook there)",
+            f"{_num(lim['redis_rate_batched'])} webhooks/s",
+            _num(lim["redis_calls_batched"]),
+        ),
+        (
+            "one web process, the whole life (API requests included: its CPU share at the "
+            "sustained rate / its CPU per life)",
+            f"{cpu['web']:.2f} ms per life",
+            _num(lim["web_calls_life"]),
+        ),
+        (
+            "one Redis primary, the whole life (the worker's commands included: one core / "
+            "Redis CPU per life)",
+            f"{cpu['redis']:.2f} ms per life",
+            _num(lim["redis_calls_life"]),
+        ),
+        (
+            "one worker process, the whole life (its CPU: dial and control jobs)",
+            f"{cpu['worker']:.2f} ms per life",
+            _num(lim["worker_calls_life"]),
+        ),
+    ]
+    header = (
+        "offered req/s", "achieved", "p50 ms", "p99 ms", "errors", "web CPU", "Redis CPU",
+        "Redis µs/req", "not ours", "keeps up",
+    )  # fmt: skip
+    return [
+        "### Concurrent calls",
+        "",
+        "One `orchestrator web` process, signed call-status callbacks of fresh 1-member "
+        "sessions (bench/workload.py) in open loop at rising rates, 32 connections, "
+        f"{data['duration']:g} s each, the worker stopped; the rates are fractions of its "
+        f"closed-loop throughput just before ({closed['rps']:,.0f} req/s, p99 "
+        f"{closed['p99']:.1f} ms, Redis {closed['redis_ms_per_request'] * 1000:.0f} µs/req). "
+        f"It keeps up while p99 < {capacity.P99_LIMIT_MS:g} ms and every request is answered "
+        "2xx. Redis µs/req: redis-server's CPU time over the step (/proc) per request.",
+        "",
+        "Steps in the order run (a step between the best kept up with and the next not, "
+        "twice at most).",
+        "",
+        *table(header, steps),
+        "",
+        f"A concurrent call sends its {life['callbacks']:.1f} callbacks over "
+        f"{capacity.HANDLE_SECONDS:g} s (taken as the average call: a contact centre's average "
+        f"handle time), {lim['webhooks_per_call_s']:.3f} webhooks/s; concurrent calls = rate / "
+        "that.",
+        "",
+        *table(("limit", "rate or cost", "concurrent calls"), limits),
+        "",
+        _which_limit(lim),
+        "",
+    ]
+
+
+def _which_limit(lim: dict[str, float]) -> str:
+    ratio = lim["redis_calls"] / lim["web_calls"]
+    if math.isnan(ratio):
+        return "No step kept up: no limit can be given."
+    if ratio < 1:
+        return "The limit is Redis: one primary saturates before one web process does."
+    return (
+        f"The limit is the web process: one Redis primary carries {ratio:.1f} x the calls of "
+        "one web process, so about that many web processes (each on a core of its own) can "
+        "share it before Redis is the limit; counted with the whole life, "
+        f"{lim['redis_calls_life'] / lim['web_calls_life']:.1f} x."
+    )
+
+
+def _replica_section(ha: dict[str, Any]) -> list[str]:
+    s = ha["samples"]
+    rows: list[tuple[object, ...]] = []
+    for load, what in (
+        ("invite@200/s", "InviteChatMember at 200/s"),
+        ("webhook@200/s", "call-status webhook at 200/s"),
+    ):
+        a, b = s[f"0:{load}"], s[f"1:{load}"]
+        for attr in ("p50", "p99"):
+            x, y = median(a, attr), median(b, attr)
+            waits = _num(median(b, "waits_per_request"), 2)
+            rows.append((f"{what}, {attr} ms", _num(x, 2), _num(y, 2), f"{y - x:+.2f} ms", waits))
+    for load, what in (
+        ("invite", "InviteChatMember, closed loop"),
+        ("webhook", "call-status webhook, closed loop"),
+    ):
+        a, b = s[f"0:{load}"], s[f"1:{load}"]
+        x, y = median(a, "rps"), median(b, "rps")
+        waits = _num(median(b, "waits_per_request"), 2)
+        rows.append((f"{what}, req/s", _num(x), _num(y), f"{y / x:.2f} x", waits))
+        x, y = median(a, "p99"), median(b, "p99")
+        rows.append((f"{what}, p99 ms", _num(x, 2), _num(y, 2), f"{y - x:+.2f} ms", ""))
+    others = [x["other_cpu"] for xs in s.values() for x in xs]
+    return [
+        "### REDIS_MIN_REPLICAS",
+        "",
+        "A primary and one replica on the same machine (`--replicaof`, the same binary); one "
+        "web process with `REDIS_MIN_REPLICAS=0`, then `=1`, against the same pair (the "
+        "replica is attached in both, so the difference is the `WAIT`), the worker stopped, "
+        f"{ha['runs']} run(s) in ABBA order, medians; every load starts from an empty Redis. "
+        "WAIT/req: Redis `WAIT` calls per request with `=1` (the web waits once per batch of "
+        "script calls, not once per request). Other work took "
+        f"{statistics.median(others):.0%} of a core (median; at most {max(others):.0%}).",
+        "",
+        *table(("load", "MIN_REPLICAS=0", "=1", "difference", "WAIT/req"), rows),
+        "",
+    ]
+
+
+def _capacity_limits(data: dict[str, Any]) -> list[str]:
+    life = data["call_life"]
+    return [
+        "Limits of these figures:",
+        "",
+        "- Two cores shared by everything: the web, Redis, the worker, the emulator, the "
+        "load generator and other work on the machine compete, so each rate is lower than "
+        "the same process would reach on a core of its own; CPU per request or per life is "
+        "much less affected.",
+        "- Redis's saturation is linear in its CPU per request. At one web process's "
+        "sustained rate its script calls seldom batch (one MULTI/EXEC per event-loop turn); "
+        "near saturation, with many web processes, they batch more and Redis spends less "
+        "per request (the closed-loop row), but its latency grows before its core is full. "
+        f"The per-life Redis CPU was taken at {life['rate']:g} lives/s, where nothing "
+        "batches: the least it carries.",
+        "- The sustained rate is for call-status callbacks; a life's conference callbacks "
+        "and its voice webhook are counted as callbacks of the same cost. The whole-life rows "
+        "count each as it is, and the API requests with them.",
+        "- The emulator answers Twilio REST in about a millisecond; Twilio takes tens to "
+        "hundreds, which the worker spends waiting (more workers, not more CPU), and "
+        "`TWILIO_CPS` (1 by default: Twilio's account limit) caps new outbound dials. With "
+        f"one dial per call, {capacity.HANDLE_SECONDS:g} concurrent calls per dial per second.",
+        "- Live event subscribers (consoles on `GET /sessions/events`) are left out; their "
+        "own section gives what they cost the web.",
+        "",
+    ]
+
+
+def _ttl(seconds: int) -> str:
+    if seconds < 0:
+        return "no expiry"
+    if seconds >= 0.9 * 86400:
+        return f"{seconds / 86400:.0f} d"
+    if seconds >= 0.9 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min"
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def load(path: Path) -> tuple[Results, dict[str, str], str]:
+    """The results.json a run of `python -m bench` wrote: its Results, machine and command."""
+    raw = json.loads(path.read_text())
+    options = {**raw["options"], "output": None}
+    options.update(sizes=tuple(options["sizes"]), web_processes=tuple(options["web_processes"]))
+    samples = {k: [Sample(**x) for x in v] for k, v in raw["samples"].items()}
+    return Results(Options(**options), samples, raw["facts"]), raw["environment"], raw["command"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="RESULTS.md again from the results.json of a run of `python -m bench` "
+        "(in its work directory), with the soak and capacity sections of bench/*.json",
+    )
+    p.add_argument("results", type=Path, help="results.json")
+    p.add_argument("--output", type=Path, help="default: print it")
+    a = p.parse_args(argv)
+    text = render(*load(a.results))
+    if a.output is None:
+        print(text)
+    else:
+        a.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

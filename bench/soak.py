@@ -43,14 +43,10 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import multiprocessing
-import multiprocessing.connection
 import os
 import re
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -61,9 +57,10 @@ from urllib.parse import quote
 
 import httpx
 import redis
+from rq import Queue
 
-from bench import stack, workload
-from orchestrator.store import PREFIX
+from bench import sse, stack, workload
+from orchestrator import keys
 
 # New incoming calls per second. About 9 worker jobs each (2-3 dials, the rest control jobs):
 # at 4/s one worker on this 2-core machine fell behind (the control queue, taken first,
@@ -80,7 +77,6 @@ CALLERS = 500  # distinct customers calling in, round robin
 CONNECT_SECONDS = 12.0  # after the call came in, the invited members must be connected by
 VERIFY_AFTER = 10.0  # seconds after EndSession a session is checked
 RECHECK_SECONDS = 3.0  # a check that disagrees is taken again once, this much later
-READY_SECONDS = 30.0
 KEEPALIVE_SECONDS = 4.0
 EXAMPLES = 5  # problems of each kind kept in the output
 # (seconds after the call came in, step): the life of every session.
@@ -108,59 +104,27 @@ ID = re.compile(r"[a-z]{2,5}_[0-9a-f]{12,}|\b(CA|CF)[0-9a-f]{32}|[0-9a-f-]{24,}"
 # --- the event subscribers (a forked client process) ------------------------------------------
 
 
-class _Stream(asyncio.Protocol):
+class _Stream(sse.Stream):
     """One `GET /sessions/events`: per session, how many SessionInfoChanged came, the last
     one's id and data; ids must rise strictly."""
 
-    def __init__(self, client: _Subscribers) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
-        self.buf = b""
-        self.opened = False
-        self.status = 0
+    def __init__(self, client: sse.Client) -> None:
+        super().__init__(client)
         self.last: dict[str, list[Any]] = {}  # session id -> [count, id, data]
         self.previous: tuple[int, int] = (0, 0)
         self.events = 0  # SessionInfoChanged received
         self.names: Counter[str] = Counter()
         self.disorder = 0
-        self.keepalives = 0
-        self.lost = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if not self.opened:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            self.status, self.opened = int(self.buf[9:12]), True
-            self.buf = self.buf[end + 4 :]
-            self.client.opened()
-            if self.status != 200:
-                return
-        *blocks, self.buf = self.buf.split(b"\n\n")
-        for block in blocks:
-            self._block(block)
-
-    def _block(self, block: bytes) -> None:
-        event_id = name = data = None
-        for line in block.split(b"\n"):
-            if line.startswith(b":"):
-                self.keepalives += line.startswith(b": keep-alive")
-            elif line.startswith(b"id: "):
-                event_id = line[4:].decode()
-            elif line.startswith(b"event: "):
-                name = line[7:].decode()
-            elif line.startswith(b"data: "):
-                data = line[6:]
+    def event(
+        self, event_id: bytes | None, name: bytes | None, data: bytes | None, at: float
+    ) -> None:
         if name is None:
             return
-        self.names[name] += 1
-        if name != "SessionInfoChanged" or event_id is None or data is None:
+        self.names[name.decode()] += 1
+        if name != b"SessionInfoChanged" or event_id is None or data is None:
             return
-        ms, _, seq = event_id.partition("-")
+        ms, _, seq = event_id.decode().partition("-")
         order = (int(ms), int(seq or 0))
         if order <= self.previous:
             self.disorder += 1
@@ -169,71 +133,16 @@ class _Stream(asyncio.Protocol):
         sid = data[14 : data.index(b'"', 14)].decode()  # {"sessionId":"ses_..."
         entry = self.last.get(sid)
         if entry is None:
-            self.last[sid] = [1, event_id, data]
+            self.last[sid] = [1, event_id.decode(), data]
         else:
             entry[0] += 1
-            entry[1], entry[2] = event_id, data
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if not self.opened:
-            self.client.opened()
+            entry[1], entry[2] = event_id.decode(), data
 
 
-class _Subscribers:
-    """The client process's streams, and its commands from the soak over a pipe."""
+class _Client(sse.Client):
+    stream = _Stream
 
-    def __init__(self, port: int, key: str, count: int) -> None:
-        self.port, self.count = port, count
-        self.request = (
-            f"GET /sessions/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
-        ).encode()
-        self.streams: list[_Stream] = []
-        self.pending = count
-        self.ready: asyncio.Future[None] | None = None
-
-    def opened(self) -> None:
-        self.pending -= 1
-        if self.pending <= 0 and self.ready is not None and not self.ready.done():
-            self.ready.set_result(None)
-
-    async def main(self, pipe: multiprocessing.connection.Connection) -> None:
-        loop = asyncio.get_running_loop()
-        self.ready = loop.create_future()
-        for _ in range(self.count):
-            transport, stream = await loop.create_connection(
-                lambda: _Stream(self), "127.0.0.1", self.port
-            )
-            stream.transport = transport
-            transport.write(self.request)
-            self.streams.append(stream)
-            await asyncio.sleep(0.01)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.ready), READY_SECONDS)
-        pipe.send([s.status for s in self.streams])
-        done = loop.create_future()
-
-        def command() -> None:
-            os.set_blocking(pipe.fileno(), True)
-            what, *args = pipe.recv()
-            if what == "sessions":
-                pipe.send(self.sessions(*args))
-            elif what == "stats":
-                pipe.send(self.stats())
-            elif what == "close":
-                for s in self.streams:
-                    if s.transport is not None:
-                        s.transport.close()
-                loop.remove_reader(pipe.fileno())
-                done.set_result(None)
-
-        loop.add_reader(pipe.fileno(), command)
-        await done
-        await asyncio.sleep(0.1)
-        pipe.send("closed")
-
-    def sessions(self, sids: list[str], forget: bool) -> dict[str, list[Any]]:
+    def do_sessions(self, sids: list[str], forget: bool) -> dict[str, list[Any]]:
         """Per session: per stream (count, last id, digest of its data), and the data of
         the first stream's last event; forgotten after with `forget`."""
         out: dict[str, list[Any]] = {}
@@ -250,7 +159,7 @@ class _Subscribers:
             out[sid] = [per, data]
         return out
 
-    def stats(self) -> dict[str, Any]:
+    def do_stats(self) -> dict[str, Any]:
         names: Counter[str] = Counter()
         for s in self.streams:
             names.update(s.names)
@@ -264,51 +173,17 @@ class _Subscribers:
         }
 
 
-def _subscribers_main(
-    port: int, key: str, count: int, pipe: multiprocessing.connection.Connection
-) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_Subscribers(port, key, count).main(pipe))
-    else:
-        uvloop.run(_Subscribers(port, key, count).main(pipe))
-
-
-class Subscribers:
+class Subscribers(sse.Subscribers):
     """The forked client of `count` account streams; stopped with `close`."""
 
     def __init__(self, port: int, key: str, count: int) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self.pipe, theirs = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_subscribers_main, args=(port, key, count, theirs))
-        self.proc.daemon = True
-        self.proc.start()
-        theirs.close()
-        if not self.pipe.poll(READY_SECONDS + 10):
-            self.proc.kill()
-            raise RuntimeError("the event subscriber client did not get ready")
-        self.statuses: list[int] = self.pipe.recv()
-        if self.statuses.count(200) != count:
-            self.close()
-            raise RuntimeError(f"event streams did not open: statuses {self.statuses}")
+        super().__init__(_Client, port, key, count, processes=1, stagger=0.01)
 
     def sessions(self, sids: list[str], forget: bool) -> dict[str, list[Any]]:
-        self.pipe.send(("sessions", sids, forget))
-        return self.pipe.recv()
+        return self.ask("sessions", sids, forget)[0]
 
     def stats(self) -> dict[str, Any]:
-        self.pipe.send(("stats",))
-        return self.pipe.recv()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.pipe.send(("close",))
-            self.pipe.poll(5)
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
+        return self.ask("stats")[0]
 
 
 # --- the driver ---------------------------------------------------------------------------------
@@ -345,7 +220,9 @@ class Soak:
     def __init__(self, o: Options, workdir: Path, log: Any) -> None:
         self.o = o
         self.log = log
-        self.stack = stack.Stack(workdir)
+        retention = str(o.retention)  # read by web and worker (orchestrator/settings.py)
+        settings = {"SESSION_RETENTION_SECONDS": retention, "EVENT_RETENTION_SECONDS": retention}
+        self.stack = stack.Stack(workdir, settings)
         self.answers: dict[str, Counter[int]] = {}  # operation -> status (0: no answer)
         self.callbacks: Counter[int] = Counter()  # the emulator's webhook attempts, by status
         self.failed_callbacks = 0
@@ -394,10 +271,6 @@ class Soak:
 
     def run(self) -> dict[str, Any]:
         s = self.stack
-        # Read by web and worker (orchestrator/settings.py) from the environment stack.env()
-        # copies; the emulator ignores them.
-        os.environ["SESSION_RETENTION_SECONDS"] = str(self.o.retention)
-        os.environ["EVENT_RETENTION_SECONDS"] = str(self.o.retention)
         subs = None
         try:
             s.start_redis()
@@ -407,15 +280,10 @@ class Soak:
             s.start_emulator()
             s.start_web(1)
             s.start_worker()
-            deadline = time.monotonic() + READY_SECONDS
-            while not self.r.smembers("rq:workers"):
-                if not s.procs["worker"].alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"the worker did not start:\n{s.procs['worker'].log()}")
-                time.sleep(0.05)
             self.log(f"work directory {s.workdir}; Redis on {s.redis.port}")
             subs = Subscribers(s.web_port, self.tenant.key, self.o.subscribers)
             self.subs = subs
-            s.helpers.append(subs.proc.pid or 0)
+            s.helpers += subs.pids
             self.log(f"{self.o.subscribers} event subscribers connected")
             asyncio.run(self._main())
             return self._result()
@@ -604,8 +472,8 @@ class Soak:
         await self._record_members(call, session)
         if not self.retention_seen:
             self.retention_seen = {
-                "session_ttl": int(self.r.ttl(f"{PREFIX}session:{call.sid}")),
-                "events_ttl": int(self.r.ttl(f"{PREFIX}account:{self.tenant.account}:events")),
+                "session_ttl": int(self.r.ttl(keys.session(call.sid))),
+                "events_ttl": int(self.r.ttl(keys.account_events(self.tenant.account))),
             }
 
     def _session_troubles(self, call: Call, session: dict[str, Any]) -> list[tuple[str, str]]:
@@ -639,18 +507,17 @@ class Soak:
             out.append(("events", f"subscribers disagree: event counts {counts}"))
         event = json.loads(data)["session"]
         if event != session:
-            keys = sorted(k for k in set(event) | set(session) if event.get(k) != session.get(k))
-            out.append(("events", f"last event differs from GET in {keys}"))
+            differ = sorted(k for k in set(event) | set(session) if event.get(k) != session.get(k))
+            out.append(("events", f"last event differs from GET in {differ}"))
         return out
 
     async def _record_members(self, call: Call, session: dict[str, Any]) -> None:
         """The invited members' ids (the emulator's labels), and the emulator's record of
         every webhook of the session's calls."""
-        key = f"{PREFIX}session:{call.sid}"
-        mids = [m.decode() for m in self.r.lrange(key + ":members", 0, -1)]
+        mids = [m.decode() for m in self.r.lrange(keys.session_members(call.sid), 0, -1)]
         pipe = self.r.pipeline(transaction=False)
         for mid in mids:
-            pipe.hget(f"{key}:member:{mid}", "identity")
+            pipe.hget(keys.member(call.sid, mid), "identity")
         identities = {(i or b"").decode(): mid for i, mid in zip(pipe.execute(), mids, strict=True)}
         for role, number in call.invited.items():
             mid = identities.get(number)
@@ -711,7 +578,7 @@ class Soak:
         if t > self.o.minutes * 60 + 1 and phase == "load":
             phase = "drain"
         web, worker = stack.tree(s.procs["web"].pid), stack.tree(s.procs["worker"].pid)
-        memory, keys, queues = await asyncio.to_thread(self._redis_figures)
+        memory, kinds, queues = await asyncio.to_thread(self._redis_figures)
         active = None
         reply = await self._api("active", "GET", "/sessions/active")
         if reply is not None and reply.status_code == 200:
@@ -722,7 +589,7 @@ class Soak:
             "worker": worker,
             "redis": [s.redis.process.pid],
             "emulator": stack.tree(s.procs["emulator"].pid),
-            "subscribers": [self.subs.proc.pid or 0],
+            "subscribers": self.subs.pids,
             "driver": [os.getpid()],
         }
         cpu = {name: stack.cpu_seconds(pids) for name, pids in groups.items()}
@@ -739,14 +606,14 @@ class Soak:
         sample = {
             "t": round(t, 1),
             "phase": phase,
-            "web_rss_kib": sum(_rss(pid) for pid in web),
-            "web_pids": {str(pid): _rss(pid) for pid in web},
-            "worker_rss_kib": sum(_rss(pid) for pid in worker),
-            "worker_pids": {str(pid): _rss(pid) for pid in worker},
+            "web_rss_kib": sum(stack.rss_kib(pid) for pid in web),
+            "web_pids": {str(pid): stack.rss_kib(pid) for pid in web},
+            "worker_rss_kib": sum(stack.rss_kib(pid) for pid in worker),
+            "worker_pids": {str(pid): stack.rss_kib(pid) for pid in worker},
             "redis_used_memory": int(memory["used_memory"]),
             "redis_used_memory_dataset": int(memory["used_memory_dataset"]),
-            "redis_keys": sum(keys.values()),
-            "keys": keys,
+            "redis_keys": sum(kinds.values()),
+            "keys": kinds,
             "queued": queues,
             "live_sessions": self.live,
             "active_sessions": active,
@@ -772,15 +639,12 @@ class Soak:
         assert r is not None
         with contextlib.closing(r):
             memory = r.info("memory")
-            keys: Counter[str] = Counter()
-            queues = []
+            kinds: Counter[str] = Counter()
             for key in r.scan_iter(count=1000):
-                name = key.decode(errors="replace")
-                keys[ID.sub("*", name)] += 1
-                if name.startswith("rq:queue:"):
-                    queues.append(name)
-            depth = {name.removeprefix("rq:queue:"): int(r.llen(name)) for name in sorted(queues)}
-        return memory, dict(keys.most_common()), depth
+                kinds[ID.sub("*", key.decode(errors="replace"))] += 1
+            queues = sorted(Queue.all(connection=r), key=lambda q: q.name)
+            depth = {q.name: q.count for q in queues if q.count}
+        return memory, dict(kinds.most_common()), depth
 
     # --- the result -----------------------------------------------------------------------
 
@@ -901,13 +765,6 @@ def _spread(values: list[float]) -> dict[str, float | None]:
     }
 
 
-def _rss(pid: int) -> int:
-    try:
-        return stack.rss_kib(pid)
-    except (OSError, RuntimeError):
-        return 0
-
-
 def _log_lines(path: Path) -> dict[str, Any]:
     """How many lines of a process's log are warnings, errors or tracebacks, with the first
     few of them."""
@@ -922,128 +779,6 @@ def _log_lines(path: Path) -> dict[str, Any]:
                         first.append(line[:300])
                     break
     return {"counts": dict(counts), "first": first}
-
-
-# --- the Markdown section -----------------------------------------------------------------------
-
-
-def _mib(kib_or_bytes: float | None, bytes_: bool = False) -> str:
-    if kib_or_bytes is None:
-        return "-"
-    return f"{kib_or_bytes / (2**20 if bytes_ else 1024):,.1f} MiB"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.2f} %"
-
-
-def _secs(value: float | None) -> str:
-    return "-" if value is None else f"{value:g} s"
-
-
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "**FAIL**"
-
-
-def section(data: dict[str, Any]) -> str:
-    """The soak as a section of bench/RESULTS.md."""
-    p, g, c, v = data["parameters"], data["growth"], data["counts"], data["verdicts"]
-    minutes = p["minutes"]
-    w, end = p["warmup_seconds"], minutes * 60
-    windows = (
-        f"median of t = {w:g}-{w + p['window_seconds']:g} s vs of "
-        f"{end - p['window_seconds']:g}-{end:g} s"
-    )
-    lines = [
-        f"## Soak ({minutes:g} minutes)",
-        "",
-        "`python -m bench.soak` (bench/soak.py): one `orchestrator web` process and one "
-        "worker against the emulator and a private Redis, with "
-        f"SESSION_RETENTION_SECONDS and EVENT_RETENTION_SECONDS at {p['session_retention_seconds']}"
-        f" (ended sessions and events kept {p['session_retention_seconds']} s, so the state "
-        "Redis holds levels off after a few minutes). "
-        f"**Load**: {p['rate_calls_per_second']:g} incoming calls/s (`POST /_emulator/incoming`), "
-        f"each session living a {p['life_seconds']:g} s script: two phone members invited "
-        f"(a busy one too in one session in {p['busy_every']}), dialled by the worker and "
-        "answered by the emulator with Twilio's signed callbacks; HoldSession and PatchSession "
-        "`Connected`, mute/unmute and hold/unhold of a member (UpdateConferenceMember), "
-        "DeleteChatMember of the second member in every other session, PatchSession "
-        "`Hold`/`Connected`, then EndSession; "
-        f"{p['subscribers']} live event subscribers (`GET /sessions/events`) reading all along. "
-        f"Each session is checked {p['verify_after_seconds']:g} s after its end: ended, every "
-        "invited member present and final, the answering ones connected during its life, every "
-        "subscriber with the same events of it, ids rising, the last equal to GetSession; "
-        "each member dialled exactly once (the emulator's creates by label). "
-        f"Sampled every {p['sample_seconds']:g} s; growth is the {windows}.",
-        "",
-        "| target | measured | limit | verdict |",
-        "|---|---|---|---|",
-    ]
-    for name, label in (
-        ("web_rss", "web RSS growth"),
-        ("worker_rss", "worker RSS growth (with RQ's scheduler process)"),
-        ("redis_used_memory", "Redis used_memory growth"),
-    ):
-        x = g[name]
-        fmt = (lambda b: _mib(b, True)) if name.startswith("redis") else _mib
-        lines.append(
-            f"| {label} ({windows}: {fmt(x['first'])} → {fmt(x['last'])}) | {_pct(x['percent'])}"
-            f" | {GROWTH_LIMIT:g} % | {_verdict(v[f'{name}_growth'])} |"
-        )
-    lines += [
-        f"| 5xx answers (API {c['5xx_api']}, webhooks {c['5xx_callbacks']}; unanswered "
-        f"{c['unanswered']}) | {c['5xx'] + c['unanswered']} | 0 | {_verdict(v['no_5xx'])} |",
-        f"| lost: invites answered 200 ({c['invites_answered_200']:,}) missing, not connected "
-        f"or not final; sessions ({c['sessions']:,}) not ended | {c['lost']} | 0 | "
-        f"{_verdict(v['no_lost'])} |",
-        f"| double dials (members dialled more than once; {c['creates']:,} creates) | "
-        f"{c['double_dials']} | 0 | {_verdict(v['no_double_dials'])} |",
-        f"| subscribers ({p['subscribers']}): sessions whose events disagree or differ from "
-        f"GET, ids out of order, streams closed | {c['event_problems']} | 0 | "
-        f"{_verdict(v['subscribers'])} |",
-        "",
-        f"Other counts: {c['sessions']:,} sessions ({c['sessions_verified']:,} verified, "
-        f"{c['removed']:,} members removed); invited members connected (seen by GET once a "
-        f"second) p50 {_secs(c['connect_seconds']['p50'])}, p99 "
-        f"{_secs(c['connect_seconds']['p99'])}, max {_secs(c['connect_seconds']['max'])} after "
-        f"the call came in, {c['slow_connects']} sessions slower than {CONNECT_SECONDS:g} s; "
-        f"{c['unexpected_answers']} API answers other than "
-        f"2xx, {c['callback_attempts']:,} webhook deliveries ({c['callbacks_failed']} failed), "
-        f"{c['create_attempts']:,} create requests, {c['rechecks']} checks taken again, "
-        f"Redis keys {g['redis_keys']['first'] or 0:,.0f} → {g['redis_keys']['last'] or 0:,.0f} "
-        f"({_pct(g['redis_keys']['percent'])}), used_memory_dataset "
-        f"{_pct(g['redis_used_memory_dataset']['percent'])}. Keys by kind, the same windows: "
-        + (
-            ", ".join(
-                f"`{kind}` {x['first']:,.0f} → {x['last']:,.0f}"
-                for kind, x in list(data.get("key_kinds_growth", {}).items())[:6]
-            )
-            or "no change"
-        )
-        + ".",
-        "",
-        "| t (s) | live sessions | web RSS MiB | worker RSS MiB | Redis used MiB | Redis "
-        "dataset MiB | Redis keys | jobs queued | answers 2xx / other | CPU web / worker / Redis |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    step = max(1, round(60 / p["sample_seconds"]))
-    samples = [x for x in data["samples"] if x["phase"] == "load"]
-    shown = samples[::step]
-    if samples and samples[-1] is not shown[-1]:
-        shown.append(samples[-1])
-    for x in shown:
-        answers = x["answers"]
-        other = sum(n for k, n in answers.items() if k != "2xx")
-        cpu = x["cpu"]
-        lines.append(
-            f"| {x['t']:.0f} | {x['live_sessions']} | {x['web_rss_kib'] / 1024:.1f} | "
-            f"{x['worker_rss_kib'] / 1024:.1f} | {x['redis_used_memory'] / 2**20:.1f} | "
-            f"{x['redis_used_memory_dataset'] / 2**20:.1f} | {x['redis_keys']:,} | "
-            f"{sum(x.get('queued', {}).values())} | "
-            f"{answers.get('2xx', 0):,} / {other} | "
-            + (f"{cpu['web']:.0%} / {cpu['worker']:.0%} / {cpu['redis']:.0%} |" if cpu else "- |")
-        )
-    return "\n".join(lines) + "\n"
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -1081,21 +816,17 @@ def parse(argv: list[str] | None = None) -> Options:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.report import soak_section
+
     options = parse(argv)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    started = time.monotonic()
-
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-    workdir = Path(tempfile.mkdtemp(prefix="orchestrator-soak-"))
+    workdir, log = stack.command("soak")
     data = Soak(options, workdir, log).run()
     data["command"] = "python -m bench.soak " + " ".join(sys.argv[1:] if argv is None else argv)
     data["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     data["workdir"] = str(workdir)
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(json.dumps(data, indent=1) + "\n")
-    print(section(data))
+    print(soak_section(data))
     log(f"wrote {options.output}; logs in {workdir}")
     return 0 if all(data["verdicts"].values()) else 1
 

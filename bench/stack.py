@@ -1,8 +1,11 @@
-"""The processes under test, started the way the Procfile and tests/conftest.py start them.
+"""The processes under test, started with the project's launcher (orchestrator/launch.py) the
+way the Procfile starts them, plus the bench's own baselines (B0, the naive app).
 
 Everything listens on loopback ports picked here; Redis is a private server in the bench's
 own directory (`orchestrator.redis_server`), never a shared one. Each process writes its log
-to the work directory, and `stop_all` ends exactly the processes started here, by pid.
+to the work directory, and `stop_all` ends exactly the processes started here. The /proc
+readings at the end are measurement: which process used how much CPU and memory, and which
+one holds which connection.
 """
 
 from __future__ import annotations
@@ -10,41 +13,26 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
+import signal
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import redis
+from rq import Worker
 
-from orchestrator import callback_urls, processes, redis_server
+from orchestrator import redis_server
+from orchestrator.launch import Process, Service, free_port, python, wait_http, wait_until
 
 ACCOUNT_SID = "AC" + "be4c" * 8
 REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NO_ANSWER_SECONDS = 900.0  # the emulator's ring time of a callee that never answers
 UVICORN_SETTINGS = ["--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "5"]
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        processes.stop(self.popen, grace=15)
+GRACE_SECONDS = 15.0
 
 
 @dataclass
@@ -52,53 +40,34 @@ class Stack:
     """Redis, the emulator, and whichever web/worker/B0/naive processes are running."""
 
     workdir: Path
+    settings: dict[str, str] = field(default_factory=dict)  # more environment for them all
     token: str = field(default_factory=lambda: secrets.token_hex(16))
-    procs: dict[str, Proc] = field(default_factory=dict)
     helpers: list[int] = field(default_factory=list)  # the bench's own clients, forked by it
     redis: redis_server.RedisServer | None = None
-    web_port: int = field(default_factory=redis_server.free_port)
-    floor_port: int = field(default_factory=redis_server.free_port)
-    naive_port: int = field(default_factory=redis_server.free_port)
-    emulator_port: int = field(default_factory=redis_server.free_port)
-    fake_twilio_port: int = field(default_factory=redis_server.free_port)
-    twilio_api_url: str = ""
+    service: Service | None = None
+    floor_port: int = field(default_factory=free_port)
+    naive_port: int = field(default_factory=free_port)
+
+    @property
+    def svc(self) -> Service:
+        assert self.service is not None, "start_redis first"
+        return self.service
+
+    @property
+    def procs(self) -> dict[str, Process]:
+        return self.service.processes if self.service is not None else {}
+
+    @property
+    def web_port(self) -> int:
+        return self.svc.port
 
     @property
     def public_base_url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        return self.svc.base_url
 
     @property
     def emulator_url(self) -> str:
-        return f"http://127.0.0.1:{self.emulator_port}"
-
-    def env(self, twilio_api_url: str | None = None) -> dict[str, str]:
-        assert self.redis is not None
-        env = {k: v for k, v in os.environ.items() if k not in ("TWILIO_REGION", "TWILIO_EDGE")}
-        env.update(
-            REDIS_URL=self.redis.url,
-            TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-            TWILIO_AUTH_TOKEN=self.token,
-            TWILIO_API_BASE_URL=twilio_api_url or self.emulator_url,
-            PUBLIC_BASE_URL=self.public_base_url,
-            TWILIO_CPS="1000",
-            PORT=str(self.web_port),
-        )
-        return env
-
-    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
-        log_path = self.workdir / f"{name}.log"
-        with log_path.open("ab") as log:
-            popen = subprocess.Popen(
-                [sys.executable, *args],
-                env=env or self.env(),
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C reaches the bench, which stops these in order
-            )
-        proc = Proc(name, popen, log_path)
-        self.procs[name] = proc
-        return proc
+        return self.svc.emulator_url
 
     def pids(self) -> list[int]:
         """Every process of the bench: this one, Redis, and all started here with children."""
@@ -108,74 +77,62 @@ class Stack:
         return out
 
     def stop(self, name: str) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is not None:
-            proc.stop()
+        if self.service is not None:
+            self.service.stop(name, GRACE_SECONDS)
 
     def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
+        if self.service is not None:
+            self.service.stop_all(GRACE_SECONDS)
+            self.service.processes.clear()
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
 
     # --- the parts
 
-    def start_redis(self) -> None:
-        self.redis = redis_server.start(self.workdir / "redis")
+    def start_redis(self, redis: redis_server.RedisServer | None = None) -> None:
+        """A private Redis (or `redis`, started by the caller), and the service against it."""
+        self.redis = redis or redis_server.start(self.workdir / "redis")
+        self.service = Service(
+            self.redis.url,
+            self.workdir,
+            account_sid=ACCOUNT_SID,
+            auth_token=self.token,
+            settings={"TWILIO_CPS": "1000", **self.settings},
+            cwd=REPO,
+        )
 
-    def start_emulator(self) -> None:
-        args = [
-            "-m", "emulator", "--port", str(self.emulator_port),
-            "--account-sid", ACCOUNT_SID, "--auth-token", self.token,
-            "--voice-url", callback_urls.voice(self.public_base_url),
-        ]  # fmt: skip
-        help_text = _help(["-m", "emulator", "--help"])
-        # The TCP front only exists to inject connection resets; Twilio has no such hop.
-        if "--no-front" in help_text:
-            args.append("--no-front")
-        # A number ending 0002 rings until it is cancelled: the removal of a ringing member
-        # is timed on it (bench/control.py); no other load dials such a number.
-        if "--no-answer-seconds" in help_text:
-            args += ["--no-answer-seconds", str(NO_ANSWER_SECONDS)]
-        self._start("emulator", args)
-        wait_http(f"{self.emulator_url}/_emulator/health", self.procs["emulator"])
-
-    def start_web(self, processes: int, cli: bool = False) -> Proc:
-        """`orchestrator web` for one process; uvicorn --workers for more (same settings), or
-        with `cli`, `orchestrator web --workers` (its metrics then count every process)."""
-        if cli:
-            args = ["-m", "orchestrator", "web", "--host", "127.0.0.1"]
-            args += ["--port", str(self.web_port), "--workers", str(processes)]
-        elif processes == 1:
-            args = [
-                "-m",
-                "orchestrator",
-                "web",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.web_port),
-            ]
-        else:
-            args = _uvicorn("orchestrator.cli.app:create_app", self.web_port, processes)
-        proc = self._start("web", args)
-        wait_http(f"{self.public_base_url}/health", proc)
-        if processes > 1:
-            self._wait_workers(proc, processes)
+    def _start(
+        self, name: str, args: list[str], url: str, env: dict[str, str] | None = None
+    ) -> Process:
+        proc = self.svc.spawn(name, python(*args), env)
+        wait_http(url, [proc])
         return proc
 
-    def _wait_workers(self, proc: Proc, processes: int, timeout: float = 30) -> None:
-        """Until every worker has started its app (its lifespan holds a Redis connection),
-        not only the first one to answer /health."""
-        deadline = time.monotonic() + timeout
-        while True:
-            up = self.web_workers()
-            if len(up) >= processes:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(up)} of {processes} web processes started")
-            time.sleep(0.05)
+    def start_emulator(self) -> None:
+        # The TCP front only exists to inject connection resets; Twilio has no such hop. A
+        # number ending 0002 rings until it is cancelled: the removal of a ringing member is
+        # timed on it (bench/control.py); no other load dials such a number.
+        proc = self.svc.start_emulator("--no-front", "--no-answer-seconds", str(NO_ANSWER_SECONDS))
+        wait_http(f"{self.emulator_url}/_emulator/health", [proc])
+
+    def start_web(self, processes: int, cli: bool = False) -> Process:
+        """`orchestrator web` for one process; uvicorn --workers for more (same settings), or
+        with `cli`, `orchestrator web --workers` (its metrics then count every process)."""
+        s = self.svc
+        if cli or processes == 1:
+            args = ["-m", "orchestrator", "web", "--host", "127.0.0.1", "--port", str(s.port)]
+            args += ["--workers", str(processes)] if cli else []
+        else:
+            args = _uvicorn("orchestrator.cli.app:create_app", s.port, processes)
+        proc = self._start("web", args, f"{s.base_url}/health")
+        if processes > 1:
+            # Every worker has started its app (its lifespan holds a Redis connection), not
+            # only the first one to answer /health.
+            wait_until(
+                lambda: len(self.web_workers()) >= processes, 30, f"{processes} web processes"
+            )
+        return proc
 
     def web_workers(self) -> list[int]:
         """The processes of the web that serve requests: those connected to Redis (not
@@ -184,26 +141,26 @@ class Stack:
         held = connections(tree(self.procs["web"].pid))
         return [pid for pid, c in held.items() if any(r == self.redis.port for _, r in c)]
 
-    def start_floor(self, processes: int) -> Proc:
-        proc = self._start("floor", _uvicorn("bench.floor:create_app", self.floor_port, processes))
-        wait_http(f"http://127.0.0.1:{self.floor_port}/", proc)
+    def start_floor(self, processes: int) -> Process:
+        args = _uvicorn("bench.floor:create_app", self.floor_port, processes)
+        return self._start("floor", args, f"http://127.0.0.1:{self.floor_port}/")
+
+    def start_naive(self) -> Process:
+        args = _uvicorn("bench.naive:create_app", self.naive_port, 1)
+        return self._start("naive", args, f"http://127.0.0.1:{self.naive_port}/")
+
+    def start_worker(self) -> Process:
+        """The worker, once it has registered with RQ (it takes jobs from then on)."""
+        proc = self.svc.start_worker()
+        with contextlib.closing(redis.Redis.from_url(self.svc.redis_url)) as r:
+
+            def registered() -> bool:
+                if not proc.alive():
+                    raise RuntimeError(f"the worker exited:\n{proc.log()}")
+                return Worker.count(connection=r) > 0
+
+            wait_until(registered, 30, "the worker to register")
         return proc
-
-    def start_naive(self, twilio_api_url: str) -> Proc:
-        env = self.env(twilio_api_url)
-        proc = self._start("naive", _uvicorn("bench.naive:create_app", self.naive_port, 1), env)
-        wait_http(f"http://127.0.0.1:{self.naive_port}/", proc)
-        return proc
-
-    def start_fake_twilio(self) -> str:
-        args = _uvicorn("bench.naive:create_fake_twilio", self.fake_twilio_port, 1)
-        proc = self._start("fake-twilio", args)
-        url = f"http://127.0.0.1:{self.fake_twilio_port}"
-        wait_http(url + "/", proc)
-        return url
-
-    def start_worker(self) -> Proc:
-        return self._start("worker", ["-m", "orchestrator", "worker"])
 
 
 def _uvicorn(factory: str, port: int, workers: int) -> list[str]:
@@ -213,26 +170,19 @@ def _uvicorn(factory: str, port: int, workers: int) -> list[str]:
     return args + UVICORN_SETTINGS
 
 
-def _help(args: list[str]) -> str:
-    done = subprocess.run(
-        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=30
-    )
-    return done.stdout + done.stderr
+# --- a command of the bench -------------------------------------------------------------------
 
 
-def wait_http(url: str, proc: Proc, timeout: float = 30) -> None:
-    """Until `url` answers anything over HTTP; fails at once if the process died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited during start-up:\n{proc.log()}")
-        try:
-            httpx.get(url, timeout=1, trust_env=False)
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer within {timeout:.0f}s") from None
-            time.sleep(0.05)
+def command(name: str) -> tuple[Path, Callable[[str], None]]:
+    """A work directory of its own and a log with the seconds since the start. A SIGTERM
+    unwinds like Ctrl-C, so the servers the command started are stopped, not orphaned."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    return Path(tempfile.mkdtemp(prefix=f"orchestrator-{name}-")), log
 
 
 # --- /proc readings ---------------------------------------------------------------------------
@@ -303,8 +253,12 @@ def connections(pids: list[int]) -> dict[int, list[tuple[int, int]]]:
 
 
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+    """VmRSS of `pid`; 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0

@@ -1,4 +1,4 @@
-"""The measurements of issue 5, in the order that keeps them independent.
+"""The web process against its baselines, in the order that keeps the measurements independent.
 
 Each run starts from an empty Redis (FLUSHDB, a new tenant) and takes every measurement
 once, so slow drift of the machine spreads over all of them; figures are the median of the
@@ -9,8 +9,8 @@ FLUSHDB), so the invite figures are the web process alone, not web plus the emul
 callbacks and the worker competing for the same two cores.
 
 With one web process, each run also takes the session-control measurements of
-bench/control.py (SPEC 4: every new operation against the same run's B0, removals reaching
-Twilio, ListSessions at 100 and 10,000 sessions); `--only control` runs just those (with
+bench/control.py (every session-control operation against the same run's B0, removals
+reaching Twilio, ListSessions at 100 and 10,000 sessions); `--only control` runs just those (with
 B0), `--skip control` leaves them out. After the web x1 and x2 runs come the live events
 measurements of bench/events.py (their own `orchestrator web --workers 2`, fresh each run);
 `--only events` runs just those, `--skip events` leaves them out.
@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import math
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -31,10 +30,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import redis
+from rq import Queue
+from rq.job import Job
 
 from bench import loadgen, stack, workload
 from bench.control import KEY as CONTROL_KEY
@@ -42,16 +43,17 @@ from bench.control import OPS as CONTROL_OPS
 from bench.control import Control
 from bench.events import Events
 from bench.profile import summarise
-from orchestrator.jobs import job_id
-from orchestrator.store import PREFIX, new_id
+from orchestrator import jobs
+from orchestrator.launch import Process, free_port, wait_until
+from orchestrator.store import new_id
 
+T = TypeVar("T")
 DISPATCH_RATE = 20.0
 NAIVE_DELAY = 0.2
 CONTENDED = 0.25  # other processes' CPU (share of a core) past which a measurement is redone
 QUIET = 0.15  # ... below which the machine counts as quiet again, waited for before a retry
 QUIET_SECONDS = 45.0  # the longest such wait
 MAX_RSS_SECONDS = 900.0
-POLL_SECONDS = 300.0
 
 
 @dataclass
@@ -279,34 +281,47 @@ class Suite:
         stats = self.r.info("commandstats")
         return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
 
-    def _contended(self, key: str, sample: Sample, attempt: int) -> bool:
-        """Whether to measure again: other processes took a real share of the machine."""
-        if sample.other_cpu <= CONTENDED or attempt >= self.o.retries:
-            return False
-        self.log(f"  {key}: other processes used {sample.other_cpu:.0%} of a core; again")
-        self.results.facts["retries"] = self.results.facts.get("retries", 0) + 1
-        return True
+    def retried(self, key: str, attempt: Callable[[], T], quiet: bool = True) -> T:
+        """`attempt()` (a Sample, or a tuple that starts with one), again while other
+        processes took a real share of the machine, up to --retries times, after waiting
+        for a quieter machine; the least disturbed attempt."""
+        attempts: list[T] = []
+
+        def sample(a: Any) -> Sample:
+            return a[0] if isinstance(a, tuple) else a
+
+        while True:
+            if attempts and quiet:
+                self.quiet()
+            attempts.append(attempt())
+            last = sample(attempts[-1])
+            if last.other_cpu <= CONTENDED or len(attempts) > self.o.retries:
+                return min(attempts, key=lambda a: sample(a).other_cpu)
+            self.log(f"  {key}: other processes used {last.other_cpu:.0%} of a core; again")
+            self.results.facts["retries"] = self.results.facts.get("retries", 0) + 1
 
     def quiet(self, seconds: float = QUIET_SECONDS) -> float:
         """Wait, up to `seconds`, for a second in which processes other than the bench's use
         less than QUIET of a core; their share in the last second."""
-        deadline = time.monotonic() + seconds
-        waited = 0
-        while True:
+        shares: list[float] = []
+
+        def quiet_second() -> bool:
             ours = self.stack.pids()
             machine0, ours0, started = (
                 stack.machine_busy_seconds(),
                 stack.cpu_seconds(ours),
-                (time.monotonic()),
+                time.monotonic(),
             )
-            time.sleep(1.0)
+            time.sleep(1.0)  # the second measured
             foreign = stack.machine_busy_seconds() - machine0 - (stack.cpu_seconds(ours) - ours0)
-            share = max(0.0, foreign) / (time.monotonic() - started)
-            if share < QUIET or time.monotonic() > deadline:
-                if waited:
-                    self.log(f"  waited {waited} s for the machine (others now {share:.0%})")
-                return share
-            waited += 1
+            shares.append(max(0.0, foreign) / (time.monotonic() - started))
+            return shares[-1] < QUIET
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(quiet_second, seconds, "a quiet machine", interval=0)
+        if len(shares) > 1:
+            self.log(f"  waited {len(shares) - 1} s for the machine (others now {shares[-1]:.0%})")
+        return shares[-1]
 
     def _measure(
         self,
@@ -318,15 +333,8 @@ class Suite:
         rate: float | None = None,
     ) -> Sample:
         """Build the requests and apply them, again (fresh requests) while the machine is
-        busy with other work, up to --retries times; record the least disturbed attempt."""
-        attempts: list[Sample] = []
-        while True:
-            if attempts:
-                self.quiet()
-            attempts.append(self._apply(key, port, build(), server, rate)[0])
-            if not self._contended(key, attempts[-1], len(attempts) - 1):
-                break
-        sample = min(attempts, key=lambda a: a.other_cpu)
+        busy with other work; record the least disturbed attempt."""
+        sample = self.retried(key, lambda: self._apply(key, port, build(), server, rate)[0])
         self.results.add(key, sample)
         if kind is not None:
             self.hint[kind] = max(self.hint.get(kind, 0.0), sample.rps)
@@ -340,7 +348,7 @@ class Suite:
         members = [workload.Member(new_id("ses"), new_id("mem"), "+14155550199")] * 256
         reqs = self._webhooks(members, port=0, path="/floor")
         reqs = reqs * (60_000 * max(1, int(self.o.duration)) // len(reqs) + 1)
-        out = loadgen.ceiling(stack.redis_server.free_port(), reqs, self.o.duration)
+        out = loadgen.ceiling(free_port(), reqs, self.o.duration)
         lat = out.latencies_ms()
         self.results.facts["ceiling"] = {
             "rps": out.rps,
@@ -351,11 +359,17 @@ class Suite:
         self.log(f"generator ceiling: {out.rps:.0f} req/s (one process, 32 connections)")
 
     def _webhooks(
-        self, members: list[workload.Member], port: int, path: str | None = None
+        self,
+        members: list[workload.Member],
+        port: int,
+        path: str | None = None,
+        tenant: workload.Tenant | None = None,
     ) -> list[bytes]:
+        """Signed call-status callbacks of `members` (of `tenant`, default the run's)."""
         s = self.stack
+        tenant = tenant or self.tenant
         return workload.webhooks(
-            port, s.public_base_url, s.token, stack.ACCOUNT_SID, self.tenant, members, path
+            port, s.public_base_url, s.token, stack.ACCOUNT_SID, tenant, members, path
         )
 
     def _one_run(self, procs: int) -> None:
@@ -406,15 +420,11 @@ class Suite:
         worker = s.start_worker()
         seconds = max(1.0, self.o.duration * 2)
         try:
-            self._wait_worker()
             warm = self._dispatch_invites(10)
             loadgen.run(loadgen.Load(s.web_port, warm, duration=1.0, rate=DISPATCH_RATE))
             time.sleep(1.0)
-            has_times = "times" in self._emulator("creates")
             self.results.facts["dispatch_method"] = (
                 "emulator `GET /_emulator/creates` times, paired by conference name"
-                if has_times
-                else "polling Redis every 2 ms for the member's callSid (an upper bound)"
             )
             if prefix == "profile":
                 name = (
@@ -422,41 +432,34 @@ class Suite:
                     "next job is left out, short waits for Redis replies are not)"
                 )
                 with self._spy(name, worker.pid, seconds, idle=False):
-                    self._dispatch_once(prefix, seconds, has_times)
+                    self._dispatch_once(prefix, seconds)
                 return
-            attempts: list[tuple[Sample, Sample]] = []
-            while True:
-                attempts.append(self._dispatch_once(prefix, seconds, has_times))
-                if not self._contended(f"{prefix}:dispatch", attempts[-1][0], len(attempts) - 1):
-                    break
-            invite, dispatch = min(attempts, key=lambda a: a[0].other_cpu)
+            invite, dispatch = self.retried(
+                f"{prefix}:dispatch", lambda: self._dispatch_once(prefix, seconds), quiet=False
+            )
             self.results.add(f"{prefix}:invite@20/s", invite)
             self.results.add(f"{prefix}:dispatch", dispatch)
         finally:
             s.stop("worker")
             time.sleep(1.0)  # the emulator's callbacks for the last calls drain
 
-    def _dispatch_once(self, prefix: str, seconds: float, has_times: bool) -> tuple[Sample, Sample]:
+    def _dispatch_once(self, prefix: str, seconds: float) -> tuple[Sample, Sample]:
         """One open-loop load of invites; (the invites' Sample, the dispatch delays' Sample)."""
         s = self.stack
-        httpx.post(f"{s.emulator_url}/_emulator/reset", timeout=10, trust_env=False)
+        self._emulator("reset", {})
         count = max(20, int(DISPATCH_RATE * seconds))
         sessions = self.seeder.sessions(self.tenant, count, 1)
         targets = [(ss.sid, next(self.seeder.numbers)) for ss in sessions]
         reqs = [workload.invite(s.web_port, self.tenant, sid, n) for sid, n in targets]
-        with self._polling(targets, not has_times) as polled:
-            sample, out = self._apply(
-                f"{prefix}:invite@20/s", s.web_port, reqs, "web", rate=DISPATCH_RATE
-            )
-        phases: dict[str, float] = {}
-        if has_times:
-            self._wait_creates(count)
-            accepted, labels = self._create_times()
-            replied = {sid: out.done_at[i] for i, (sid, _) in enumerate(targets) if out.status[i]}
-            time.sleep(0.5)  # the last jobs finish
-            phases = self._phases(replied, accepted, labels)
-        else:
-            accepted = polled
+        sample, out = self._apply(
+            f"{prefix}:invite@20/s", s.web_port, reqs, "web", rate=DISPATCH_RATE
+        )
+        with contextlib.suppress(TimeoutError):  # a create that never came counts as missing
+            wait_until(lambda: self._emulator("creates")["total"] >= count, 10, "the creates", 0.1)
+        accepted, labels = self._create_times()
+        replied = {sid: out.done_at[i] for i, (sid, _) in enumerate(targets) if out.status[i]}
+        time.sleep(0.5)  # the last jobs finish
+        phases = self._phases(replied, accepted, labels)
         delays = [
             (accepted[sid] - out.done_at[i]) * 1000
             for i, (sid, _) in enumerate(targets)
@@ -494,22 +497,13 @@ class Suite:
     def _dispatch_invites(self, count: int) -> list[bytes]:
         return self._invites(self.stack.web_port, self.seeder.sessions(self.tenant, count, 1))
 
-    def _wait_worker(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.r.smembers("rq:workers"):
-            proc = self.stack.procs["worker"]
-            if not proc.alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start:\n{proc.log()}")
-            time.sleep(0.05)
-
-    def _emulator(self, path: str) -> dict[str, Any]:
+    def _emulator(self, path: str, form: dict[str, str] | None = None) -> Any:
+        """GET the emulator's `/_emulator/{path}`, or POST `form` there; its JSON."""
         url = f"{self.stack.emulator_url}/_emulator/{path}"
-        return httpx.get(url, timeout=30, trust_env=False).json()
-
-    def _wait_creates(self, count: int, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while self._emulator("creates")["total"] < count and time.monotonic() < deadline:
-            time.sleep(0.1)
+        method = "GET" if form is None else "POST"
+        answer = httpx.request(method, url, data=form, timeout=60, trust_env=False)
+        answer.raise_for_status()
+        return answer.json()
 
     def _create_times(self) -> tuple[dict[str, float], dict[str, str]]:
         """Session id -> when the emulator accepted its first participant create, and
@@ -531,7 +525,7 @@ class Suite:
         pipe = self.r.pipeline(transaction=False)
         sids = [sid for sid in replied if sid in labels]
         for sid in sids:
-            pipe.hmget(f"rq:job:{job_id(labels[sid])}", "started_at", "ended_at")
+            pipe.hmget(Job.key_for(jobs.job_id(labels[sid])), "started_at", "ended_at")
         spans: list[tuple[float, float, float]] = []
         for sid, (started, ended) in zip(sids, pipe.execute(), strict=True):
             if started is None or ended is None:
@@ -541,76 +535,14 @@ class Suite:
         names = ("to_start", "to_accept", "to_end")
         return {name: percentile([x[k] * 1000 for x in spans], 0.5) for k, name in enumerate(names)}
 
-    @contextlib.contextmanager
-    def _polling(self, targets: list[tuple[str, str]], enabled: bool) -> Iterator[dict[str, float]]:
-        """Fallback clock: when each session's new member first shows a callSid in Redis."""
-        seen: dict[str, float] = {}
-        if not enabled:
-            yield seen
-            return
-        stop = threading.Event()
-        client = redis.Redis.from_url(self._url())
-
-        def poll() -> None:
-            mids: dict[str, str] = {}
-            start = time.monotonic()
-            while not stop.is_set() and time.monotonic() - start < POLL_SECONDS:
-                due = [t for t in targets if t[0] not in seen][:64]
-                pipe = client.pipeline(transaction=False)
-                for sid, number in due:
-                    if sid in mids:
-                        pipe.hget(f"{PREFIX}session:{sid}:member:{mids[sid]}", "callSid")
-                    else:
-                        pipe.hget(f"{PREFIX}session:{sid}:active", number)
-                now = time.time()
-                for (sid, _), value in zip(due, pipe.execute(), strict=True):
-                    if value is None:
-                        continue
-                    if sid in mids:
-                        seen[sid] = now
-                    else:
-                        mids[sid] = value.decode()
-                time.sleep(0.002)
-
-        thread = threading.Thread(target=poll, daemon=True)
-        thread.start()
-        try:
-            yield seen
-            time.sleep(1.0)
-        finally:
-            stop.set()
-            thread.join(5)
-            client.close()
-
-    def _url(self) -> str:
-        assert self.stack.redis is not None
-        return self.stack.redis.url
-
     # --- the naive design -------------------------------------------------------------------
 
     def _start_naive(self) -> None:
-        s = self.stack
-        # Arm a harmless delay fault: an emulator that knows mode=delay says so in its answer.
-        state = httpx.post(
-            f"{s.emulator_url}/_emulator/faults",
-            data={"mode": "delay", "seconds": "0", "count": "1"},
-            timeout=10,
-            trust_env=False,
+        self.results.facts["naive_twilio"] = (
+            f"the emulator, answering creates after {NAIVE_DELAY * 1000:.0f} ms "
+            "(`POST /_emulator/faults mode=delay`)"
         )
-        httpx.post(f"{s.emulator_url}/_emulator/reset", timeout=10, trust_env=False)
-        if state.status_code == 200 and state.json().get("mode") == "delay":
-            s.twilio_api_url = s.emulator_url
-            self.results.facts["naive_twilio"] = (
-                f"the emulator, answering creates after {NAIVE_DELAY * 1000:.0f} ms "
-                "(`POST /_emulator/faults mode=delay`)"
-            )
-        else:
-            s.twilio_api_url = s.start_fake_twilio()
-            self.results.facts["naive_twilio"] = (
-                f"bench/naive.py's stand-in participants endpoint, answering after "
-                f"{NAIVE_DELAY * 1000:.0f} ms (the emulator has no delay fault)"
-            )
-        s.start_naive(s.twilio_api_url)
+        self.stack.start_naive()
 
     def _naive(self) -> None:
         s = self.stack
@@ -623,19 +555,14 @@ class Suite:
             count = max(20, int(DISPATCH_RATE * self.o.duration))
             return self._invites(s.naive_port, self.seeder.sessions(self.tenant, count, 1))
 
-        on_emulator = s.twilio_api_url == s.emulator_url
-        if on_emulator:
-            window = str((self.o.duration * 3 + loadgen.GRACE_SECONDS) * (1 + self.o.retries))
-            form = {"mode": "delay", "seconds": str(NAIVE_DELAY), "for_seconds": window}
-            httpx.post(f"{s.emulator_url}/_emulator/faults", data=form, timeout=10, trust_env=False)
+        window = str((self.o.duration * 3 + loadgen.GRACE_SECONDS) * (1 + self.o.retries))
+        form = {"mode": "delay", "seconds": str(NAIVE_DELAY), "for_seconds": window}
+        self._emulator("faults", form)
         try:
             self._measure("1p:naive", s.naive_port, closed, "naive", kind="naive")
             self._measure("1p:naive@20/s", s.naive_port, steady, "naive", rate=DISPATCH_RATE)
         finally:
-            if on_emulator:
-                httpx.post(
-                    f"{s.emulator_url}/_emulator/reset", timeout=10, trust_env=False
-                ).raise_for_status()
+            self._emulator("reset", {})
 
     # --- memory ---------------------------------------------------------------------------
 
@@ -669,10 +596,8 @@ class Suite:
             trust_env=False,
         )
         response.raise_for_status()
-        job_bytes = 0
-        for key in self.r.scan_iter(match="rq:job:*", count=1000):
-            job_bytes = int(self.r.memory_usage(key) or 0)
-            break
+        queued = Queue(jobs.DIAL_QUEUE, connection=self.r).get_job_ids(0, 1)
+        job_bytes = int(self.r.memory_usage(Job.key_for(queued[0])) or 0) if queued else 0
         self.results.facts["memory"] = {
             "sessions": k,
             "per_session": (after_sessions - base) / k,
@@ -754,12 +679,11 @@ class Suite:
         args = [self.o.py_spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw"]
         args += ["--output", str(raw), "--nonblocking", "--duration", str(max(1, int(seconds - 1)))]
         args += ["--idle"] if idle else []
-        started: list[subprocess.Popen] = []
+        started: list[Process] = []
+        log = self.stack.workdir / "py-spy.log"
 
         def start() -> None:
-            started.append(
-                subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            )
+            started.append(Process("py-spy", args, log_path=log).start())
 
         @contextlib.contextmanager
         def recording() -> Iterator[None]:
@@ -771,10 +695,9 @@ class Suite:
                 timer.join()
                 for spy in started:
                     try:
-                        spy.wait(seconds + 30)
-                    except subprocess.TimeoutExpired:
+                        wait_until(lambda: not spy.alive(), seconds + 30, "py-spy", 0.1)  # noqa: B023
+                    except TimeoutError:
                         spy.kill()
-                        spy.wait()
             if raw.exists():
                 profiles[name] = summarise(raw.read_text())
 

@@ -27,8 +27,9 @@ import redis
 from twilio.request_validator import RequestValidator
 
 from orchestrator import callback_urls, jobs, provision
+from orchestrator.keys import PREFIX
 from orchestrator.scripts import source
-from orchestrator.store import PREFIX, new_id, now
+from orchestrator.store import new_id, now
 
 CALL_LIFE = ("initiated", "ringing", "in-progress", "completed")
 BLOCK = 128  # members per interleaving block; more than the connections in flight

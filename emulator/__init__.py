@@ -35,7 +35,8 @@ Control endpoints (no auth):
 * ``POST /_emulator/incoming`` (``From``, ``To``, optional ``VoiceUrl``) -> a customer calls in;
   the voice app's ``<Dial><Conference>`` decides the room
 * ``POST /_emulator/reset`` -> forget everything, including the fault
-* ``POST /_emulator/faults`` -> arm a fault for participant creates: ``mode`` ``status``
+* ``POST /_emulator/faults`` -> arm a fault for participant creates (or, with
+  ``operation``, participant updates or deletes, Calls or Conference updates): ``mode`` ``status``
   (``status`` 429/500/503), ``delay`` (``seconds``: answered late, the participant still
   created) or ``reset`` (TCP RST, nothing created); for the next ``count`` creates (default
   1; ``count=0`` clears) or for ``for_seconds``. ``GET`` -> ``{"remaining", "served"}``, plus

@@ -301,16 +301,6 @@ class CallbackDispatcher:
         """The last pending webhook on ``lane``, if any (to order other lanes behind it)."""
         return self._tails.get(lane)
 
-    @property
-    def pending(self) -> int:
-        """Webhooks queued or in flight."""
-        return len(self._tasks)
-
-    async def drain(self) -> None:
-        """Wait until every queued webhook has been attempted."""
-        while self._tasks:
-            await asyncio.wait(list(self._tasks))
-
     def cancel_all(self) -> None:
         """Drop every queued webhook (used by ``/_emulator/reset``)."""
         for task in list(self._tasks):

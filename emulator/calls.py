@@ -1,6 +1,6 @@
 """Call and conference state, and the playback that turns API requests into Twilio events.
 
-The REST layer (``emulator.app``) only validates and renders; everything that happens to a
+The REST layer (``emulator.rest``) only validates and renders; everything that happens to a
 call after the API answered lives here, in ``Switchboard``. All state is owned by the server's
 event loop: handlers and playback tasks mutate it synchronously between awaits, so no locks
 are needed and every event is emitted in the order the state changed.
@@ -264,6 +264,8 @@ class Switchboard:
         self.creates_total = 0
         self.creates_by_label: dict[str, int] = {}
         self.create_times: list[float] = []  # time.time() of each create, in order
+        # Participant create requests that passed auth: faulted, refused or not.
+        self.create_attempts = 0
 
     # ------------------------------------------------------------------ lookups
 
@@ -555,6 +557,7 @@ class Switchboard:
         self.creates_total = 0
         self.creates_by_label.clear()
         self.create_times.clear()
+        self.create_attempts = 0
 
     async def aclose(self) -> None:
         """Stop playback and webhook delivery (server shutdown)."""

@@ -3,12 +3,15 @@
 Every REST failure Twilio returns has the same body: ``{code, message, more_info, status}``.
 The official client reads ``code`` and ``message`` from it to build ``TwilioRestException``,
 so callers branch on ``exc.code``; reproducing the body exactly is what makes error handling
-code testable against the emulator.
+code testable against the emulator. That holds for failures outside any handler too (a path
+or method no route takes, a crash): ``http_error`` and ``server_error`` render those.
 """
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 MORE_INFO = "https://www.twilio.com/docs/errors/{code}"
 
@@ -56,3 +59,28 @@ def not_found(path: str) -> TwilioError:
 def bad_request(code: int, message: str) -> TwilioError:
     """A 400 with a specific Twilio error code (21211 invalid To, 21604 missing To, ...)."""
     return TwilioError(400, code, message)
+
+
+def method_not_allowed() -> TwilioError:
+    """Twilio's answer to a method a path does not take, and to a participant operation
+    addressed by conference friendly name (405 / 20004)."""
+    return TwilioError(405, 20004, "Method not allowed")
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """404/405 outside any handler; Twilio-shaped under the REST prefix."""
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/2010-04-01/"):
+        if exc.status_code == 404:
+            return not_found(request.url.path).response()
+        if exc.status_code == 405:
+            return method_not_allowed().response()
+        return JSONResponse(
+            error_body(exc.status_code, exc.status_code, str(exc.detail)), exc.status_code
+        )
+    return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """An unexpected failure, answered as Twilio answers its own (500 / 20500)."""
+    return JSONResponse(error_body(500, 20500, "Internal Server Error"), status_code=500)

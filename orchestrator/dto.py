@@ -82,6 +82,21 @@ class Field:
     name: str
     type: Any
     description: str | None = None
+    # What a request may send, for requests only. The API's document (metadata) states these
+    # and the handlers enforce them, so a client generated from the document sends nothing
+    # the server refuses for its form.
+    required: bool = False
+    """Refused (400 NotEmpty) when missing, null or only whitespace."""
+    values: tuple[str, ...] = ()
+    """The enum's names a request may send, when not all of them."""
+    minimum: int | None = None
+    maximum: int | None = None
+    max_bytes: int | None = None
+    shape: str = ""
+    """What the text must be: "date-time" (ISO 8601, empty for none), "phone" (a phone number,
+    empty for none) or "member" (a phone number, or a user's ID or email)."""
+    path_name: str | None = None
+    """The route's path parameter that stands for the field (DeleteChatMember's memberId)."""
 
     @property
     def default(self) -> Any:
@@ -180,7 +195,7 @@ SESSION_INFO_OWN = (
     Field("ringQueueId", "string", "The ring queue that the call is currently in"),
 )
 
-SESSION_ID = Field("sessionId", "string", "The ID of the session")
+SESSION_ID = Field("sessionId", "string", "The ID of the session", required=True)
 
 INVITE_CHAT_MEMBER = (
     SESSION_ID,
@@ -188,8 +203,10 @@ INVITE_CHAT_MEMBER = (
         "memberToAdd",
         "string",
         "The member to add. This can be a cell phone number, user ID (email)",
+        required=True,
+        shape="member",
     ),
-    Field("callerId", "string", "Outbound caller ID to use"),
+    Field("callerId", "string", "Outbound caller ID to use", shape="phone"),
 )
 
 
@@ -202,8 +219,10 @@ ADD_CONFERENCE_MEMBER = (
         "destination",
         "string",
         "The member to add: a phone number, or the ID or email of a user of the account",
+        required=True,
+        shape="member",
     ),
-    Field("fromNumber", "string", "Outbound caller ID to use"),
+    Field("fromNumber", "string", "Outbound caller ID to use", shape="phone"),
 )
 
 DELETE_CHAT_MEMBER = (
@@ -213,12 +232,14 @@ DELETE_CHAT_MEMBER = (
         "string",
         "The member to remove: its identity (phone number or user ID), a user's email, "
         "its member ID or its call SID (the route's memberId serves too)",
+        required=True,
+        path_name="memberId",
     ),
 )
 
 UPDATE_CONFERENCE_MEMBER = (
     SESSION_ID,
-    Field("callSid", "string", "The call SID of the member's leg"),
+    Field("callSid", "string", "The call SID of the member's leg", required=True),
     Field("hold", "bool?", "Put the member on hold (true) or take it off hold (false)"),
     Field("muted", "bool?", "Mute (true) or unmute (false) the member"),
 )
@@ -231,11 +252,18 @@ HOLD_SESSION = (
 
 PATCH_SESSION = (
     SESSION_ID,
-    Field("consoleData", "string", "Free text the console keeps on the session (16 KiB at most)"),
+    Field(
+        "consoleData",
+        "string",
+        "Free text the console keeps on the session: 16 KiB of UTF-8 at most (more is "
+        "refused, 400 MaxLength; a limit in bytes, which JSON Schema's maxLength cannot state)",
+        max_bytes=16 * 1024,
+    ),
     Field(
         "callState",
         SessionCallState,
         "Connected takes a held session off hold; Hold holds it (no holder)",
+        values=("Connected", "Hold"),
     ),
     Field("holdReason", SessionHoldReasons, "The reason for the hold"),
     Field("queueState", SessionQueueStates, "The queue state of the session"),
@@ -243,8 +271,14 @@ PATCH_SESSION = (
 
 REDIRECT_SESSION = (
     SESSION_ID,
-    Field("destination", "string", "Where to transfer the call: a phone number or a user"),
-    Field("callerId", "string", "Outbound caller ID to use"),
+    Field(
+        "destination",
+        "string",
+        "Where to transfer the call: a phone number or a user",
+        required=True,
+        shape="member",
+    ),
+    Field("callerId", "string", "Outbound caller ID to use", shape="phone"),
 )
 
 END_SESSION = (SESSION_ID, Field("callSid", "string", "The call SID of the agent's own leg"))
@@ -252,10 +286,17 @@ END_SESSION = (SESSION_ID, Field("callSid", "string", "The call SID of the agent
 GET_ACTIVE_SESSIONS: tuple[Field, ...] = ()
 
 LIST_SESSIONS = (
-    Field("startDate", "string", "Sessions created at or after this time (ISO 8601)"),
-    Field("endDate", "string", "Sessions created before this time (ISO 8601)"),
-    Field("page", "int", "The page, from 0"),
-    Field("countPerPage", "int", "Sessions per page (default 20, at most 200)"),
+    Field(
+        "startDate",
+        "string",
+        "Sessions created at or after this time (ISO 8601)",
+        shape="date-time",
+    ),
+    Field("endDate", "string", "Sessions created before this time (ISO 8601)", shape="date-time"),
+    Field("page", "int", "The page, from 0", minimum=0),
+    Field(
+        "countPerPage", "int", "Sessions per page (default 20, at most 200)", minimum=1, maximum=200
+    ),
     Field("sortOrder", SortOrders, "By dateCreated; Descend (newest first) by default"),
 )
 

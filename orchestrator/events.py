@@ -1,7 +1,7 @@
-"""An account's live events (SPEC 8): its event stream in Redis, read back as
+"""An account's live events (docs/events.md): its event stream in Redis, read back as
 server-sent events.
 
-The scripts write the stream (flush_events in `lua/_common.lua`): one entry per
+The scripts write the stream (flush_events in `lua/_events.lua`): one entry per
 change, in the same script as the change, holding what the session's SessionInfo
 is made of right after it. Reading an entry back renders exactly the SessionInfo
 that GET would have answered at that moment, with the same code, so a client that
@@ -27,22 +27,13 @@ from typing import Any
 
 import redis.asyncio
 
+from orchestrator import keys
 from orchestrator.dto import SessionView
 
-PREFIX = "orch:"
 EVERY_CHANGE = "SessionInfoChanged"
 _ID = re.compile(r"^(\d{1,19})-(\d{1,19})$")
 _PAGE = 500  # entries per XRANGE while catching a subscriber up
-VERSION_WIDTH = 6  # hex digits per member in an entry's @members (lua/_common.lua)
-
-
-def stream_key(account_id: str) -> str:
-    return f"{PREFIX}account:{account_id}:events"
-
-
-def account_of(key: bytes | str) -> str:
-    text = key.decode() if isinstance(key, bytes) else key
-    return text[len(PREFIX) + len("account:") : -len(":events")]
+VERSION_WIDTH = 6  # hex digits per member in an entry's @members (lua/_render.lua)
 
 
 def parse_id(text: str) -> tuple[int, int] | None:
@@ -172,11 +163,11 @@ class Renderer:
     ) -> None:
         pipe = self._redis.pipeline(transaction=False)
         for sid, (seen, count) in logs.items():
-            pipe.lrange(f"{PREFIX}session:{sid}:log", len(seen.log), count - 1)
+            pipe.lrange(keys.session_log(sid), len(seen.log), count - 1)
         asked = []
         for sid, (seen, wanted) in versions.items():
             names = sorted(wanted)
-            pipe.hmget(f"{PREFIX}session:{sid}:memberversions", names)
+            pipe.hmget(keys.member_versions(sid), names)
             asked.append((seen, names))
         replies = await pipe.execute()
         for (seen, _), lines in zip(logs.values(), replies, strict=False):
@@ -190,7 +181,7 @@ class Renderer:
         self, account_id: str, after: str, session_id: str | None
     ) -> AsyncIterator[Event]:
         """Every kept event after `after` (of one session, if given), a page at a time."""
-        key = stream_key(account_id)
+        key = keys.account_events(account_id)
         wanted = None if session_id is None else session_id.encode()
         while True:
             page: list[Any] = await self._redis.xrange(key, min=f"({after}", count=_PAGE)
@@ -207,7 +198,7 @@ class Renderer:
 
 async def position(r: redis.asyncio.Redis, account_id: str) -> str:
     """The id of the account's newest event ("0-0" if none): live reading starts after it."""
-    newest = await r.xrevrange(stream_key(account_id), count=1)
+    newest = await r.xrevrange(keys.account_events(account_id), count=1)
     return newest[0][0].decode() if newest else "0-0"
 
 
@@ -216,7 +207,7 @@ async def lost_since(r: redis.asyncio.Redis, account_id: str, after: str) -> boo
     one kept is newer, or none is kept at all. "0-0" asks for every event kept."""
     if after == "0-0":
         return False
-    oldest = await r.xrange(stream_key(account_id), count=1)
+    oldest = await r.xrange(keys.account_events(account_id), count=1)
     if not oldest:
         return True
     return parse_id(oldest[0][0].decode()) > parse_id(after)  # type: ignore[operator]

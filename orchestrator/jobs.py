@@ -24,7 +24,9 @@ from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
 from rq.utils import now, utcformat
 
-QUEUE = "dial"
+from orchestrator import keys
+
+DIAL_QUEUE = "dial"
 DIAL_FUNCTION = "workers.dial.dial_member"
 FAILED_CALLBACK = "workers.dial.dial_failed"
 # Twilio work other than dialling (end a leg, hold, mute, end a conference), on its own
@@ -32,7 +34,6 @@ FAILED_CALLBACK = "workers.dial.dial_failed"
 CONTROL_QUEUE = "control"
 CONTROL_FUNCTION = "workers.control.settle"
 CONTROL_FAILED_CALLBACK = "workers.control.settle_failed"
-CONTROL_TEMPLATE_KEY = "orch:jobtemplate:control"
 # A finished dial's result (what `rq info` and RQ's registries show) is kept as long as
 # the live events that told of it: EVENT_RETENTION_SECONDS, whose default this is.
 RESULT_TTL = 3600
@@ -73,7 +74,7 @@ def create(
         status=JobStatus.QUEUED,
         on_failure=Callback(FAILED_CALLBACK),
     )
-    job.origin = QUEUE
+    job.origin = DIAL_QUEUE
     job.enqueued_at = now()
     return job
 
@@ -107,7 +108,7 @@ def dial_job(
     }
     jid = job_id(member_id)
     return (
-        Queue.redis_queue_namespace_prefix + QUEUE,
+        Queue.redis_queue_namespace_prefix + DIAL_QUEUE,
         Queue.redis_queues_keys,
         Job.redis_job_namespace_prefix + jid,
         jid,
@@ -151,10 +152,10 @@ def install_control_template(r: Any) -> Any:
     latter). Every web and worker process does so at start; a script that finds it missing
     (Redis lost its data) answers NOTEMPLATE and the caller installs it and tries again."""
     pipe = r.pipeline(transaction=True)
-    pipe.delete(CONTROL_TEMPLATE_KEY)
-    pipe.hset(CONTROL_TEMPLATE_KEY, mapping=_control_fields())
+    pipe.delete(keys.control_job_template())
+    pipe.hset(keys.control_job_template(), mapping=_control_fields())
     pipe.hset(
-        CONTROL_TEMPLATE_KEY + ":keys",
+        keys.control_job_keys(),
         mapping={
             "queue": Queue.redis_queue_namespace_prefix + CONTROL_QUEUE,
             "queues": Queue.redis_queues_keys,
@@ -174,7 +175,7 @@ def session_of_control_job(job_id: str) -> str:
     return job_id.removeprefix("ctl-").rsplit("-", 1)[0]
 
 
-QUEUES = (QUEUE, CONTROL_QUEUE)
+QUEUES = (DIAL_QUEUE, CONTROL_QUEUE)
 
 
 async def queue_lengths(r: Any) -> dict[str, int]:

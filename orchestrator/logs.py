@@ -1,4 +1,4 @@
-"""Log lines of the web and worker processes (SPEC 9): short text lines by default,
+"""Log lines of the web and worker processes (docs/operations.md): short text lines by default,
 or with `LOG_FORMAT=json` one JSON object per line, carrying the session, member
 and call SIDs as fields when the line is about one (`extra=ids(...)`)."""
 
@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-FORMATS = ("text", "json")
 # The record attributes `ids` sets, in the order a JSON line shows them.
 FIELDS = ("sessionId", "memberId", "callSid")
 

@@ -1,4 +1,4 @@
-"""The service's Prometheus metrics (SPEC 9), shared by the web and worker processes.
+"""The service's Prometheus metrics (docs/operations.md), shared by the web and worker processes.
 
 prometheus_client's multiprocess mode: every process writes its samples to
 memory-mapped files in one directory per machine (`PROMETHEUS_MULTIPROC_DIR`,
@@ -77,7 +77,7 @@ CONTROL_JOBS = Counter(
 )
 EVENT_SUBSCRIBERS = Gauge(
     "orchestrator_event_subscribers",
-    "Open live event streams (SPEC 8)",
+    "Open live event streams",
     multiprocess_mode="livesum",
 )
 EVENTS_SENT = Counter(

@@ -2,11 +2,11 @@
 
 Synchronous on purpose: used by the CLI and tests, never on the event loop.
 
-An API key is the hash `apikey:{sha256 of the key}` (id, accountId, roles,
-dateCreated, and userId and userName for a key that acts as a user): all that
-authentication needs, in one read. Two indexes let an operator, who never sees
-the key again, name it by its id: `apikeyid:{id}` (str, the digest) and
-`account:{aid}:apikeys` (set of key ids).
+An API key is a hash named by the key's sha256 (`keys.api_key`: id, accountId,
+roles, dateCreated, and userId and userName for a key that acts as a user): all
+that authentication needs, in one read. Two indexes let an operator, who never
+sees the key again, name it by its id: `keys.api_key_id` (the digest) and
+`keys.account_keys` (the account's key ids).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import redis
 
-from orchestrator import auth
-from orchestrator.store import PREFIX, new_id, now
+from orchestrator import apikeys, keys
+from orchestrator.store import new_id, now
 
 
 class ProvisionError(Exception):
@@ -24,19 +24,19 @@ class ProvisionError(Exception):
 
 
 def _require_account(r: redis.Redis, account_id: str) -> None:
-    if not r.exists(f"{PREFIX}account:{account_id}"):
+    if not r.exists(keys.account(account_id)):
         raise ProvisionError(f"no account {account_id!r}")
 
 
 def create_account(r: redis.Redis, name: str) -> str:
     aid = new_id("acc")
-    r.hset(f"{PREFIX}account:{aid}", mapping={"id": aid, "name": name, "dateCreated": now()})
+    r.hset(keys.account(aid), mapping={"id": aid, "name": name, "dateCreated": now()})
     return aid
 
 
 def add_number(r: redis.Redis, e164: str, account_id: str) -> str:
     _require_account(r, account_id)
-    key = f"{PREFIX}number:{e164}"
+    key = keys.number(e164)
     if not r.set(key, account_id, nx=True):
         owner = r.get(key)
         if owner is not None and owner.decode() != account_id:
@@ -48,7 +48,7 @@ def add_user(
     r: redis.Redis, email: str, account_id: str, name: str | None = None, avatar: str | None = None
 ) -> str:
     _require_account(r, account_id)
-    email_key = f"{PREFIX}account:{account_id}:user:{email.strip().lower()}"
+    email_key = keys.account_user(account_id, email.strip().lower())
     if r.exists(email_key):
         raise ProvisionError(f"{email} is already a user of this account")
     uid = new_id("usr")
@@ -58,9 +58,9 @@ def add_user(
     if avatar:
         fields["avatarUrl"] = avatar
     pipe = r.pipeline()
-    pipe.hset(f"{PREFIX}user:{uid}", mapping=fields)
+    pipe.hset(keys.user(uid), mapping=fields)
     pipe.set(email_key, uid)
-    pipe.set(f"{PREFIX}account:{account_id}:user:{uid}", uid)
+    pipe.set(keys.account_user(account_id, uid), uid)
     pipe.execute()
     return uid
 
@@ -77,12 +77,12 @@ def create_key(r: redis.Redis, account_id: str, roles: list[str], user: str | No
     fields = {"id": kid, "accountId": account_id, "roles": ",".join(roles), "dateCreated": now()}
     if user is not None:
         fields |= _key_user(r, account_id, user)
-    key = auth.generate_key()
-    digest = auth.digest(key)
+    key = apikeys.generate_key()
+    digest = apikeys.digest(key)
     pipe = r.pipeline()
-    pipe.hset(f"{PREFIX}apikey:{digest}", mapping=fields)
-    pipe.set(f"{PREFIX}apikeyid:{kid}", digest)
-    pipe.sadd(f"{PREFIX}account:{account_id}:apikeys", kid)
+    pipe.hset(keys.api_key(digest), mapping=fields)
+    pipe.set(keys.api_key_id(kid), digest)
+    pipe.sadd(keys.account_keys(account_id), kid)
     pipe.execute()
     return key
 
@@ -94,13 +94,13 @@ def _key_user(r: redis.Redis, account_id: str, ref: str) -> dict[str, str]:
     stays one Redis read.
     """
     ref = ref.strip()
-    uid = r.get(f"{PREFIX}account:{account_id}:user:{ref}") or r.get(
-        f"{PREFIX}account:{account_id}:user:{ref.lower()}"
+    uid = r.get(keys.account_user(account_id, ref)) or r.get(
+        keys.account_user(account_id, ref.lower())
     )
     if uid is None:
         raise ProvisionError(f"no user {ref!r} in account {account_id!r}")
     uid = uid.decode()
-    user = {k.decode(): v.decode() for k, v in r.hgetall(f"{PREFIX}user:{uid}").items()}
+    user = {k.decode(): v.decode() for k, v in r.hgetall(keys.user(uid)).items()}
     return {"userId": uid, "userName": user.get("name") or user.get("email") or uid}
 
 
@@ -117,14 +117,14 @@ class KeyInfo:
 def list_keys(r: redis.Redis, account_id: str) -> list[KeyInfo]:
     """The account's keys, oldest first."""
     _require_account(r, account_id)
-    kids = [k.decode() for k in r.smembers(f"{PREFIX}account:{account_id}:apikeys")]
-    digests = r.mget([f"{PREFIX}apikeyid:{kid}" for kid in kids]) if kids else []
+    kids = [k.decode() for k in r.smembers(keys.account_keys(account_id))]
+    digests = r.mget([keys.api_key_id(kid) for kid in kids]) if kids else []
     pipe = r.pipeline(transaction=False)
     for digest in digests:
         if digest is not None:
-            pipe.hmget(f"{PREFIX}apikey:{digest.decode()}", "id", "roles", "userId", "dateCreated")
-    keys = [_key_info(fields) for fields in pipe.execute() if fields[0] is not None]
-    return sorted(keys, key=lambda k: (k.date_created, k.id))
+            pipe.hmget(keys.api_key(digest.decode()), "id", "roles", "userId", "dateCreated")
+    found = [_key_info(fields) for fields in pipe.execute() if fields[0] is not None]
+    return sorted(found, key=lambda k: (k.date_created, k.id))
 
 
 def _key_info(fields: list[bytes | None]) -> KeyInfo:
@@ -133,15 +133,15 @@ def _key_info(fields: list[bytes | None]) -> KeyInfo:
 
 
 def revoke_key(r: redis.Redis, key_id: str) -> str:
-    """Delete the key: every web process refuses it within a second (auth.KeyCache)."""
-    digest = r.get(f"{PREFIX}apikeyid:{key_id}")
+    """Delete the key: every web process refuses it within a second (apikeys.KeyCache)."""
+    digest = r.get(keys.api_key_id(key_id))
     if digest is None:
         raise ProvisionError(f"no API key {key_id!r}")
-    hash_key = f"{PREFIX}apikey:{digest.decode()}"
+    hash_key = keys.api_key(digest.decode())
     account_id = r.hget(hash_key, "accountId")
     pipe = r.pipeline()
-    pipe.delete(hash_key, f"{PREFIX}apikeyid:{key_id}")
+    pipe.delete(hash_key, keys.api_key_id(key_id))
     if account_id is not None:
-        pipe.srem(f"{PREFIX}account:{account_id.decode()}:apikeys", key_id)
+        pipe.srem(keys.account_keys(account_id.decode()), key_id)
     pipe.execute()
     return key_id

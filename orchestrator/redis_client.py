@@ -36,6 +36,9 @@ SENTINEL_SCHEME = "redis+sentinel"
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 # Asking a Sentinel is quick or it is down: the next one is asked.
 SENTINEL_TIMEOUT = 0.5
+# What Redis being away looks like to a client (no primary, a refused or hung
+# connection): the API answers these with 503 and Retry-After, workers wait them out.
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class _HiredisPacking:
@@ -123,14 +126,26 @@ def _primary_options(group: SentinelGroup, options: dict[str, Any]) -> dict[str,
 
 
 def _async_retry() -> AsyncRetry:
-    return AsyncRetry(NoBackoff(), 1)
+    """The web's quick retry is for a refused or dropped connection only (what a failover
+    looks like): a command that timed out met a hung Redis, and asking it again would only
+    double the wait of a request that is answered 503 anyway."""
+    return AsyncRetry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
 
 
-def connect(url: str, socket_timeout: float = 5, **options: Any) -> redis.asyncio.Redis:
+# The web's commands take milliseconds: one unanswered this long means Redis hangs (its
+# process stopped, a network partition), and the request is answered 503 with Retry-After
+# within it. Reads that block on purpose (the event hub's XREAD BLOCK, a WAIT for replicas)
+# run on clients, or with timeouts, of their own above their block time.
+WEB_SOCKET_TIMEOUT = 1.5
+
+
+def connect(
+    url: str, socket_timeout: float = WEB_SOCKET_TIMEOUT, **options: Any
+) -> redis.asyncio.Redis:
     """The web process's client (and the bench's apps'); connects lazily."""
     options = {
         "socket_timeout": socket_timeout,
-        "socket_connect_timeout": 2,
+        "socket_connect_timeout": min(socket_timeout, 2),
         "max_connections": 256,
         "retry": _async_retry(),
         **options,
@@ -148,6 +163,21 @@ def connect(url: str, socket_timeout: float = 5, **options: Any) -> redis.asynci
     if HIREDIS_AVAILABLE:  # the URL picked the class (TCP, TLS, unix socket, Sentinel's)
         pool.connection_class = _packing(pool.connection_class)
     return client
+
+
+def display_url(url: str) -> str:
+    """`url` fit for a log line: its password replaced by `***`."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        parts = parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hosts}")
+    if "password=" in parts.query:
+        query = "&".join(
+            f"{name}=***" if name.endswith("password") else f"{name}={value}"
+            for name, _, value in (item.partition("=") for item in parts.query.split("&"))
+        )
+        parts = parts._replace(query=query)
+    return parts.geturl()
 
 
 def connect_sync(url: str, **options: Any) -> redis.Redis:

@@ -8,21 +8,12 @@ It listens on loopback only and its data lives in a directory we own.
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from orchestrator import processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from orchestrator.launch import Process, free_port, wait_until
 
 
 def find_binary() -> str:
@@ -36,7 +27,7 @@ def find_binary() -> str:
 
 @dataclass
 class RedisServer:
-    process: subprocess.Popen
+    process: Process
     port: int
     directory: Path
 
@@ -45,7 +36,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        processes.stop(self.process, grace=5)
+        self.process.stop(grace=5)
 
 
 def start(
@@ -71,22 +62,21 @@ def start(
         "--logfile", str(directory / "redis.log"),
         *extra,
     ]  # fmt: skip
-    # Its own session: a Ctrl-C meant for our process must not stop Redis before its clients.
-    process = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    process = Process("redis", args).start()
     server = RedisServer(process, port, directory)
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
+
+    def answers() -> bool:
+        if not process.alive():
             log = (directory / "redis.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"redis-server exited with {process.returncode}: {log}")
-        if _answers(port):
-            return server
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"redis-server did not answer on port {port}")
-        time.sleep(0.05)
+        return _answers(port)
+
+    try:
+        wait_until(answers, timeout, f"redis-server to answer on port {port}", interval=0.05)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def _answers(port: int) -> bool:

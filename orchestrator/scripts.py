@@ -1,7 +1,8 @@
 """Lua scripts that make each state change one atomic Redis round trip.
 
-Every script is `_common.lua` followed by its own file, so the key layout and
-the member state rules live in one place.
+Every script is the shared helpers (`HELPERS`, in that order: each file uses only
+those before it) followed by its own file, so the key names (`_keys.lua`, the
+same as orchestrator/keys.py) and the member state rules live in one place.
 
 The worker and the CLI call them through redis-py's Script objects (`Scripts`).
 The web process calls them through `AsyncScripts`, which sends the script calls
@@ -29,6 +30,20 @@ from redis.exceptions import NoScriptError, ResponseError
 from orchestrator import jobs
 from orchestrator.errors import ApiError
 
+# The shared helpers, by concern, in the order they are concatenated: a Lua local is
+# visible only below its definition, so each file uses only what the files before it define.
+HELPERS = (
+    "_keys",  # every key name, from the prefix in ARGV[1]
+    "_json",  # values and members as JSON
+    "_changes",  # what a script changed, for the live events
+    "_render",  # members' JSON versions and the cached members' JSON
+    "_jobs",  # the control job template's copies, and dial jobs
+    "_sessions",  # the session's log, listing indexes, ending and retention
+    "_members",  # members' call state, finding, adding and removing them
+    "_callbacks",  # what Twilio's callbacks and the dials report, applied once
+    "_events",  # the script's last step: its changes' entries in the event streams
+)
+
 NAMES = (
     "render",
     "create_session",
@@ -49,7 +64,7 @@ NAMES = (
 
 
 # A script's own file is the body of a function, so that whichever `return` ends it,
-# flush_events (_common.lua) then writes the events of what it changed.
+# flush_events (_events.lua) then writes the events of what it changed.
 _RUN = """
 local function body()
 {}
@@ -78,13 +93,16 @@ class Retention:
 
 @cache
 def source(name: str, retention: Retention = Retention()) -> str:
+    """The script `name` as Redis runs it: the retention header, the helpers in their
+    declared order, then its own file as the body of a function."""
     folder = resources.files("orchestrator") / "lua"
     own = (folder / f"{name}.lua").read_text()
     header = (
         "-- How long ended sessions and live events are kept (orchestrator/settings.py).\n"
         f"local RETAIN_SECONDS, EVENTS_KEEP_SECONDS = {retention.sessions}, {retention.events}\n"
     )
-    return header + (folder / "_common.lua").read_text() + _RUN.format(own)
+    helpers = "".join(f"-- {h}.lua\n" + (folder / f"{h}.lua").read_text() for h in HELPERS)
+    return header + helpers + _RUN.format(own)
 
 
 def _missing_template(reply: Any) -> bool:

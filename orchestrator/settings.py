@@ -1,18 +1,19 @@
 """Process configuration, read once from the environment at start.
 
 A bad setting must stop the process before it serves anything, with one line
-that names the variable: a typo in production is found at deploy, not on the
-first live call.
+for each missing or malformed variable, all of them in one run: a typo in
+production is found at deploy, not on the first live call, and fixed in one go.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -25,7 +26,16 @@ TWILIO_API = "https://api.twilio.com"
 
 
 class ConfigError(Exception):
-    """A required setting is missing or malformed; the message names it."""
+    """Settings are missing or malformed: one line (`problems`) for each, naming it;
+    `missing` lists the required ones not set at all."""
+
+    def __init__(self, *problems: str, missing: Sequence[str] = ()) -> None:
+        super().__init__(*problems)
+        self.problems = list(problems)
+        self.missing = list(missing)
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class Settings:
     log_level: str = "INFO"
     # prometheus_client's multiprocess directory, shared by this machine's processes.
     metrics_dir: str = ""
-    # Live event streams (SPEC 8): the comment line that keeps an idle one open, and how
+    # Live event streams (docs/events.md): the comment line that keeps an idle one open, and how
     # many events a subscriber may fall behind before it is dropped (it then resumes).
     event_heartbeat_seconds: float = 15.0
     event_buffer: int = 1000
@@ -55,7 +65,7 @@ class Settings:
     # failover cannot lose it; a wait longer than redis_wait_timeout_ms answers 503.
     redis_min_replicas: int = 0
     redis_wait_timeout_ms: int = 1000
-    # How long Redis keeps an ended session and the live events (SPEC 8: an hour at least;
+    # How long Redis keeps an ended session and the live events (docs/events.md: an hour at least;
     # shorter only where no client resumes that far back, as in a soak test).
     session_retention_seconds: int = Retention.sessions
     event_retention_seconds: int = Retention.events
@@ -66,24 +76,39 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings, or ConfigError naming every missing or malformed one at once: an
+        operator fixes them all in one go, not one per restart."""
         env = os.environ if env is None else env
+        problems: list[str] = []
+        missing: list[str] = []
 
         def required(name: str) -> str:
             value = env.get(name, "").strip()
             if not value:
-                raise ConfigError(f"{name} is required but not set")
+                missing.append(name)
+                problems.append(f"{name} is required but not set")
             return value
 
+        def url(name: str, value: str) -> str:
+            try:
+                return _http_url(env, name, value)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                return value
+
         sid = required("TWILIO_ACCOUNT_SID")
-        if not ACCOUNT_SID_RE.match(sid):
-            raise ConfigError("TWILIO_ACCOUNT_SID must look like AC followed by 32 hex digits")
+        if sid and not ACCOUNT_SID_RE.match(sid):
+            problems.append("TWILIO_ACCOUNT_SID must look like AC followed by 32 hex digits")
+        token = required("TWILIO_AUTH_TOKEN")
         redis_url = required("REDIS_URL")
-        try:
-            redis_client.sentinel_group(redis_url)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        public = _http_url(env, "PUBLIC_BASE_URL", required("PUBLIC_BASE_URL"))
-        api = _http_url(env, "TWILIO_API_BASE_URL", env.get("TWILIO_API_BASE_URL") or TWILIO_API)
+        if redis_url:
+            try:
+                redis_client.sentinel_group(redis_url)
+            except ValueError as exc:
+                problems.append(str(exc))
+        public = required("PUBLIC_BASE_URL")
+        public = url("PUBLIC_BASE_URL", public) if public else public
+        api = url("TWILIO_API_BASE_URL", env.get("TWILIO_API_BASE_URL") or TWILIO_API)
         region = (env.get("PHONE_DEFAULT_REGION") or "US").strip().upper()
 
         caller = env.get("DEFAULT_CALLER_ID", "").strip() or None
@@ -91,7 +116,7 @@ class Settings:
             try:
                 caller = normalise(caller, region)
             except InvalidPhoneNumber:
-                raise ConfigError("DEFAULT_CALLER_ID must be an E.164 phone number") from None
+                problems.append("DEFAULT_CALLER_ID must be an E.164 phone number")
 
         raw_cps = env.get("TWILIO_CPS", "").strip() or "1"
         try:
@@ -99,7 +124,7 @@ class Settings:
         except ValueError:
             cps = 0.0
         if not cps > 0:
-            raise ConfigError("TWILIO_CPS must be a number greater than 0")
+            problems.append("TWILIO_CPS must be a number greater than 0")
 
         raw_backoff = env.get("DIAL_RETRY_BACKOFF", "").strip() or ",".join(
             map(str, cls.dial_retry_backoff)
@@ -109,50 +134,54 @@ class Settings:
         except ValueError:
             backoff = ()
         if not backoff or min(backoff) < 0:
-            raise ConfigError("DIAL_RETRY_BACKOFF must be whole seconds >= 0, comma separated")
+            problems.append("DIAL_RETRY_BACKOFF must be whole seconds >= 0, comma separated")
 
         raw_timeout = env.get("DIAL_JOB_TIMEOUT", "").strip() or str(cls.dial_job_timeout)
         if not raw_timeout.isdigit() or not 3 <= int(raw_timeout) <= 300:
-            raise ConfigError("DIAL_JOB_TIMEOUT must be whole seconds from 3 to 300")
+            problems.append("DIAL_JOB_TIMEOUT must be whole seconds from 3 to 300")
+            raw_timeout = str(cls.dial_job_timeout)
 
         hold_music = env.get("HOLD_MUSIC_URL", "").strip()
-        hold_music_url = _http_url(env, "HOLD_MUSIC_URL", hold_music) if hold_music else None
+        hold_music_url = url("HOLD_MUSIC_URL", hold_music) if hold_music else None
 
         log_format = (env.get("LOG_FORMAT") or "text").strip().lower()
         if log_format not in ("text", "json"):
-            raise ConfigError("LOG_FORMAT must be text or json")
+            problems.append("LOG_FORMAT must be text or json")
         log_level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
         if log_level not in logging.getLevelNamesMapping():
-            raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+            problems.append("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
         heartbeat = _number(env, "EVENT_HEARTBEAT_SECONDS", cls.event_heartbeat_seconds)
         if not 0.05 <= heartbeat <= 300:
-            raise ConfigError("EVENT_HEARTBEAT_SECONDS must be a number from 0.05 to 300")
+            problems.append("EVENT_HEARTBEAT_SECONDS must be a number from 0.05 to 300")
         buffer = _number(env, "EVENT_BUFFER", cls.event_buffer)
-        if buffer != int(buffer) or not 1 <= buffer <= 1_000_000:
-            raise ConfigError("EVENT_BUFFER must be a whole number from 1 to 1000000")
+        if not _whole(buffer) or not 1 <= buffer <= 1_000_000:
+            problems.append("EVENT_BUFFER must be a whole number from 1 to 1000000")
 
         replicas = _number(env, "REDIS_MIN_REPLICAS", cls.redis_min_replicas)
-        if replicas != int(replicas) or not 0 <= replicas <= 100:
-            raise ConfigError("REDIS_MIN_REPLICAS must be a whole number from 0 to 100")
+        if not _whole(replicas) or not 0 <= replicas <= 100:
+            problems.append("REDIS_MIN_REPLICAS must be a whole number from 0 to 100")
         wait_ms = _number(env, "REDIS_WAIT_TIMEOUT_MS", cls.redis_wait_timeout_ms)
-        if wait_ms != int(wait_ms) or not 10 <= wait_ms <= 10_000:
-            raise ConfigError("REDIS_WAIT_TIMEOUT_MS must be whole milliseconds from 10 to 10000")
+        if not _whole(wait_ms) or not 10 <= wait_ms <= 10_000:
+            problems.append("REDIS_WAIT_TIMEOUT_MS must be whole milliseconds from 10 to 10000")
 
         sessions = _number(env, "SESSION_RETENTION_SECONDS", cls.session_retention_seconds)
         kept = _number(env, "EVENT_RETENTION_SECONDS", cls.event_retention_seconds)
-        if kept != int(kept) or not 60 <= kept <= 7 * 24 * 3600:
-            raise ConfigError("EVENT_RETENTION_SECONDS must be whole seconds from 60 to 604800")
-        if sessions != int(sessions) or not kept <= sessions <= 366 * 24 * 3600:
-            raise ConfigError(
+        if not _whole(kept) or not 60 <= kept <= 7 * 24 * 3600:
+            problems.append("EVENT_RETENTION_SECONDS must be whole seconds from 60 to 604800")
+            kept = 60  # the sessions' own bound is checked against the least
+        if not _whole(sessions) or not kept <= sessions <= 366 * 24 * 3600:
+            problems.append(
                 "SESSION_RETENTION_SECONDS must be whole seconds from EVENT_RETENTION_SECONDS "
                 "(live events show the sessions they are of) to 31622400"
             )
 
+        if problems:
+            raise ConfigError(*problems, missing=missing)
         return cls(
             redis_url=redis_url,
             twilio_account_sid=sid,
-            twilio_auth_token=required("TWILIO_AUTH_TOKEN"),
+            twilio_auth_token=token,
             twilio_api_base_url=api,
             public_base_url=public,
             default_caller_id=caller,
@@ -171,6 +200,11 @@ class Settings:
             session_retention_seconds=int(sessions),
             event_retention_seconds=int(kept),
         )
+
+
+def _whole(value: float) -> bool:
+    """A whole number (not NaN, the mark of a value that is not a number at all)."""
+    return math.isfinite(value) and value == int(value)
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

@@ -1,32 +1,8 @@
-"""Redis state: the key layout and every read and write of it.
+"""Redis state: every read and write of it.
 
-Keys (prefix `orch:`):
-  account:{aid}                      hash  id, name, dateCreated
-  account:{aid}:user:{ref}           str   user id, for ref = the id or the lower-cased email
-  number:{e164}                      str   account id owning the number
-  user:{uid}                         hash  id, accountId, email, name, avatarUrl
-  apikey:{sha256}                    hash  id, accountId, roles (comma separated), dateCreated,
-                                           userId and userName for a key that acts as a user
-  apikeyid:{id}                      str   the key's sha256, to revoke it by id
-  account:{aid}:apikeys              set   the account's key ids
-  account:{aid}:events               stream one entry per change of its sessions, an hour at
-                                           least (orchestrator/events.py)
-  hub:{host}:{pid}:{random}          stream a web process's wake-ups of its event reader
-  session:{sid}                      hash  SessionInfo scalars (+ _number, the called number,
-                                           _members: each member's current JSON version)
-  session:{sid}:members              list  member ids in order of joining
-  session:{sid}:member:{mid}         hash  SessionMemberInfo (+ _rank, _hold, _to, ... internals)
-  session:{sid}:active               hash  dialled address -> member id, while not final
-  session:{sid}:log                  list  JSON {date, message}
-  session:{sid}:memberversions       hash  "{position}:{version}" -> a member's JSON after each
-                                           change, for live events to render
-  session:{sid}:membersjson          str   the members' JSON, joined, until one changes
-                                           (for the event retention at most)
-  call:{CallSid}                     str   "{sid} {mid}", to find a member from a callback
-  idem:{token}                       str   a callback's I-Twilio-Idempotency-Token, for the
-                                           event retention
-  cps                                zset  recent dial times (workers/ratelimit.py)
-  rq:...                             RQ's own keys; the dial job is rq:job:dial-{mid}
+The key layout lives in orchestrator/keys.py (each key's function says what it
+holds) and, for the scripts, in lua/_keys.lua; RQ's own keys belong to RQ (the dial
+job is `dial-{member id}`, see orchestrator/jobs.py).
 
 Every state change is one script call; web handlers use the async functions,
 the worker the sync ones. Each returns plain data, never Redis replies.
@@ -42,10 +18,10 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from orchestrator import keys
 from orchestrator.dto import SessionView
 from orchestrator.scripts import AsyncScripts, Read, Scripts
 
-PREFIX = "orch:"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -68,8 +44,11 @@ def _text(value: Any) -> Any:
 
 def _session_reads(sid: str) -> tuple[Read, ...]:
     """What a SessionInfo is made of, read right after a script that prepare_render()s it."""
-    key = f"{PREFIX}session:{sid}"
-    return (("HGETALL", key), ("GET", f"{key}:membersjson"), ("LRANGE", f"{key}:log", 0, -1))
+    return (
+        ("HGETALL", keys.session(sid)),
+        ("GET", keys.members_json(sid)),
+        ("LRANGE", keys.session_log(sid), 0, -1),
+    )
 
 
 def _session(reads: list[Any]) -> SessionView:
@@ -83,7 +62,7 @@ def _session(reads: list[Any]) -> SessionView:
 
 async def get_session(scripts: AsyncScripts, sid: str, account_id: str) -> SessionView | None:
     """The session, or None if `account_id` has no session `sid`."""
-    args = [PREFIX, sid, account_id]
+    args = [keys.PREFIX, sid, account_id]
     found, reads = await scripts.run_then_read("render", args, _session_reads(sid))
     return _session(reads) if found == 1 else None
 
@@ -123,7 +102,7 @@ async def invite(
     `job` is (queue key, queues-set key, job key, job id, flat job hash).
     """
     qkey, queues, jobkey, jobid, mapping = job
-    args = [PREFIX, sid, account_id, kind, ref, member_id, now(), caller_id or ""]
+    args = [keys.PREFIX, sid, account_id, kind, ref, member_id, now(), caller_id or ""]
     args += [actor.id, actor.name]
     if redirect_to is not None:
         args.append(redirect_to)
@@ -146,7 +125,7 @@ class Change:
 
 
 async def _change(scripts: AsyncScripts, name: str, sid: str, args: list[Any]) -> Change:
-    reply, reads = await scripts.run_then_read(name, [PREFIX, *args], _session_reads(sid))
+    reply, reads = await scripts.run_then_read(name, [keys.PREFIX, *args], _session_reads(sid))
     outcome = _text(reply[0] if isinstance(reply, list) else reply)
     if outcome in ("notfound", "ended", "nomember", "gone") or not reads[0]:
         return Change(outcome)
@@ -201,7 +180,7 @@ async def patch_session(
 
 async def end_session(scripts: AsyncScripts, *, sid: str, account_id: str, actor: Actor) -> str:
     """EndSession (end_call.lua): 'notfound', 'ended' (already) or 'ended-now'."""
-    args = [PREFIX, sid, account_id, now(), actor.id, actor.name]
+    args = [keys.PREFIX, sid, account_id, now(), actor.id, actor.name]
     return _text(await scripts.run("end_call", args))
 
 
@@ -226,7 +205,7 @@ async def list_sessions(
     """One page of the account's sessions (list_sessions.lua), read in one more round trip:
     the script says which sessions, then one pipeline reads them all."""
     args = [
-        PREFIX,
+        keys.PREFIX,
         account_id,
         "active" if active_only else "all",
         "-inf" if since_ms is None else since_ms,
@@ -264,7 +243,7 @@ async def create_session(
     stamp = created.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     # The listing indexes are ordered by dateCreated itself, to the millisecond it shows.
     ms = (created - _EPOCH) // timedelta(milliseconds=1)
-    args = [PREFIX, call_sid, from_, to, stamp, new_id("ses"), new_id("mem"), ms]
+    args = [keys.PREFIX, call_sid, from_, to, stamp, new_id("ses"), new_id("mem"), ms]
     reply = _text(await scripts.run("create_session", args))
     return reply[0], (reply[1] if len(reply) > 1 else None)
 
@@ -279,7 +258,7 @@ async def call_event(
     seq: str,
     token: str = "",
 ) -> str:
-    args = [PREFIX, sid, mid, status, call_sid, seq, now(), token]
+    args = [keys.PREFIX, sid, mid, status, call_sid, seq, now(), token]
     return _text(await scripts.run("call_event", args))
 
 
@@ -294,12 +273,12 @@ async def conference_event(
     seq: str,
     token: str = "",
 ) -> str:
-    args = [PREFIX, sid, event, conference_sid, call_sid, label, seq, now(), token]
+    args = [keys.PREFIX, sid, event, conference_sid, call_sid, label, seq, now(), token]
     return _text(await scripts.run("conference_event", args))
 
 
 async def api_key(r: redis.asyncio.Redis, digest: str) -> dict[str, str] | None:
-    raw = await r.hgetall(f"{PREFIX}apikey:{digest}")
+    raw = await r.hgetall(keys.api_key(digest))
     return {_text(k): _text(v) for k, v in raw.items()} or None
 
 
@@ -337,14 +316,13 @@ class ControlState:
 
 
 def control_state(r: redis.Redis, sid: str) -> ControlState | None:
-    session_key = f"{PREFIX}session:{sid}"
-    ended, ids = r.hget(session_key, "ended"), r.lrange(f"{session_key}:members", 0, -1)
+    ended, ids = r.hget(keys.session(sid), "ended"), r.lrange(keys.session_members(sid), 0, -1)
     if ended is None:
         return None
     pipe = r.pipeline(transaction=False)
     for mid in ids:
         pipe.hmget(
-            f"{session_key}:member:{_text(mid)}",
+            keys.member(sid, _text(mid)),
             "callSid", "_rank", "_removed", "_hold", "_wanthold", "muted", "_wantmute",
             "displayName", "identity",
         )  # fmt: skip
@@ -370,7 +348,7 @@ def control_state(r: redis.Redis, sid: str) -> ControlState | None:
 def log_entry(r: redis.Redis, scripts: Scripts, sid: str, message: str) -> None:
     """A line in the session's log for what the worker could not do (note.lua: with its
     event, like every other change)."""
-    scripts.run("note", [PREFIX, sid, now(), message], r)
+    scripts.run("note", [keys.PREFIX, sid, now(), message], r)
 
 
 def begin_dial(
@@ -388,7 +366,7 @@ def begin_dial(
     attempt, and a retry looks for what an earlier attempt placed; so with replicas asked
     for, the claim must be on them before Twilio is called, or a failover could forget the
     attempt and its retry dial twice."""
-    args = [PREFIX, sid, mid, now(), default_caller or "", lease_seconds]
+    args = [keys.PREFIX, sid, mid, now(), default_caller or "", lease_seconds]
     if min_replicas:
         reply, acked = scripts.run_confirmed("begin_dial", args, r, min_replicas, wait_timeout_ms)
         reply = _text(reply)
@@ -405,20 +383,20 @@ def begin_dial(
 
 def conference_sid(r: redis.Redis, sid: str) -> str | None:
     """The CF sid of the session's conference, once a callback or a dial has reported it."""
-    return _text(r.hget(f"{PREFIX}session:{sid}", "conferenceSid"))
+    return _text(r.hget(keys.session(sid), "conferenceSid"))
 
 
 def release_dial(r: redis.Redis, sid: str, mid: str) -> None:
     """Give up the claim of begin_dial, so a retry need not wait for the lease to lapse."""
-    r.hdel(f"{PREFIX}session:{sid}:member:{mid}", "_lease")
+    r.hdel(keys.member(sid, mid), "_lease")
 
 
 def record_dial(
     r: redis.Redis, scripts: Scripts, sid: str, mid: str, call_sid: str, conference_sid: str
 ) -> str:
-    args = [PREFIX, sid, mid, call_sid, now(), conference_sid or ""]
+    args = [keys.PREFIX, sid, mid, call_sid, now(), conference_sid or ""]
     return _text(scripts.run("record_dial", client=r, args=args))
 
 
 def fail_dial(r: redis.Redis, scripts: Scripts, sid: str, mid: str, message: str) -> str:
-    return _text(scripts.run("fail_dial", client=r, args=[PREFIX, sid, mid, now(), message]))
+    return _text(scripts.run("fail_dial", client=r, args=[keys.PREFIX, sid, mid, now(), message]))

@@ -2,4 +2,4 @@
 
 import pytest
 
-pytest.register_assert_rewrite("tests.emulator_support")
+pytest.register_assert_rewrite("tests.support")

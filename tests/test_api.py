@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from orchestrator import provision
-from tests.conftest import Account, Stack, random_number
+from orchestrator import keys, provision
+from tests.support.accounts import Account, random_number
+from tests.support.stack import Stack
 
 
 def _session(stack: Stack, account: Account) -> str:
@@ -33,7 +34,7 @@ def test_unknown_key_is_401(stack: Stack, account: Account) -> None:
     with stack.client("ok_not-a-real-key") as c:
         response = c.post(f"/sessions/{sid}/members", json={"memberToAdd": "+14155550123"})
     assert response.status_code == 401
-    assert stack.redis.llen(f"orch:session:{sid}:members") == 1  # only the caller
+    assert stack.redis.llen(keys.session_members(sid)) == 1  # only the caller
 
 
 def test_basic_auth_with_key_as_user_name(stack: Stack, account: Account) -> None:
@@ -70,7 +71,7 @@ def test_other_accounts_session_is_404(stack: Stack, account: Account) -> None:
         response = c.post(f"/sessions/{sid}/members", json={"memberToAdd": "+14155550123"})
     assert response.status_code == 404
     assert _status(response)["errorCode"] == "NotFound"
-    assert stack.redis.llen(f"orch:session:{sid}:members") == 1
+    assert stack.redis.llen(keys.session_members(sid)) == 1
 
 
 def test_missing_session_is_404(stack: Stack, account: Account) -> None:
@@ -102,7 +103,7 @@ def test_bad_phone_number_is_400(stack: Stack, account: Account) -> None:
     assert errors[0]["fieldName"] == "MemberToAdd"
     assert errors[0]["errorCode"] == "InvalidPhoneNumber"
     assert "Member To Add" in errors[0]["message"]
-    assert stack.redis.llen(f"orch:session:{sid}:members") == 1
+    assert stack.redis.llen(keys.session_members(sid)) == 1
 
 
 def test_every_bad_field_is_reported(stack: Stack, account: Account) -> None:

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
+from orchestrator import keys
 from orchestrator.settings import ConfigError, Settings
-from tests.conftest import Stack, random_number
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env if env is not None else os.environ,
-    )
+from tests.support.accounts import random_number
+from tests.support.cli import cli
+from tests.support.stack import Stack
 
 
 def test_provisioning_prints_only_the_new_id_or_key(stack: Stack) -> None:
@@ -38,7 +29,7 @@ def test_provisioning_prints_only_the_new_id_or_key(stack: Stack) -> None:
     assert key.returncode == 0 and key.stdout.count("\n") == 1
     plain = key.stdout.strip()
     # Only a hash of the key is stored.
-    assert not any(plain in k for k in stack.redis.keys("orch:apikey:*"))
+    assert not any(plain in k for k in stack.redis.keys(keys.api_key("*")))
 
     # The key works, the number routes incoming calls to the account.
     sid = stack.incoming_call(random_number(), "+14155550163")["conferenceName"]
@@ -58,14 +49,17 @@ def test_provisioning_errors_go_to_stderr(stack: Stack) -> None:
     assert bad.returncode == 2 and "not a valid phone number" in bad.stderr
 
 
-def test_missing_setting_stops_the_process_with_one_line() -> None:
+def test_missing_settings_stop_the_process_with_one_line_each() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "REDIS_URL"))}
     env |= {"REDIS_URL": "redis://127.0.0.1:1/0", "PUBLIC_BASE_URL": "https://x.example.com"}
     for command in ("web", "worker"):
         result = cli(command, env=env)
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() == [
-            "orchestrator: TWILIO_ACCOUNT_SID is required but not set"
+            "orchestrator: TWILIO_ACCOUNT_SID is required but not set",
+            "orchestrator: TWILIO_AUTH_TOKEN is required but not set",
+            f"orchestrator: `orchestrator {command} --help` lists the settings; "
+            "`orchestrator dev` runs the whole service on this machine with none set",
         ]
 
 

@@ -31,9 +31,10 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
-from tests.emulator_support import ACCOUNT_SID, AUTH_TOKEN, CALLER_ID, emu_get, emu_wait
+from orchestrator.launch import wait_until
+from tests.support.emulator import ACCOUNT_SID, AUTH_TOKEN, CALLER_ID, emu_get
 
-pytest_plugins = ("tests.emulator_support",)
+pytest_plugins = ("tests.support.emulator",)
 
 EXCERPT_PATH = Path(__file__).parent / "data" / "twilio_api_v2010_conference_excerpt.json"
 EXCERPT: dict[str, Any] = json.loads(EXCERPT_PATH.read_text())
@@ -526,9 +527,9 @@ class World:
         return response.json()
 
     def wait_answered(self, call_sid: str) -> None:
-        emu_wait(
+        wait_until(
             lambda: emu_get(self.url, f"calls/{call_sid}").json()["status"] == "in-progress",
-            message=f"{call_sid} to be answered",
+            what=f"{call_sid} to be answered",
         )
 
 

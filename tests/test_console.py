@@ -1,4 +1,4 @@
-"""The agent console (SPEC 8) in a real browser: Debian's Chromium, driven by
+"""The agent console (docs/events.md) in a real browser: Debian's Chromium, driven by
 Playwright, against the running web, worker, emulator and Redis.
 
 What an agent does is done through the page (paste the key, invite, remove,
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,9 @@ import redis
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 from orchestrator import provision
-from tests.conftest import Account, Stack, random_number, ringing_stack, wait_for
+from orchestrator.launch import wait_until
+from tests.support.accounts import Account, new_account, random_number
+from tests.support.stack import Stack, ringing_stack
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -66,12 +67,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def desk(console_stack: Stack) -> Account:
     """A fresh account with a number, a user and a User key (acting as no user)."""
-    r = redis.Redis.from_url(console_stack.redis_url)
-    aid = provision.create_account(r, "Console Co")
-    number = provision.add_number(r, random_number(), aid)
-    email = f"ada-{secrets.token_hex(3)}@example.com"
-    uid = provision.add_user(r, email, aid, name="Ada Agent", avatar="https://example.com/ada.png")
-    return Account(aid, number, provision.create_key(r, aid, ["User"]), uid, email)
+    return new_account(console_stack.redis_url, "Console Co")
 
 
 class Tab:
@@ -315,14 +311,14 @@ def test_after_losing_the_stream_the_page_catches_up_from_its_last_event(
     stack.processes["web"].kill()
     expect(tab.by("stream-status")).to_have_text("Reconnecting…")
     stack.start("web", "-m", "orchestrator", "web", "--host", "127.0.0.1")
-    wait_for(lambda: _reachable(stack.base_url + "/health"), 20, "the web process to restart")
+    wait_until(lambda: _reachable(stack.base_url + "/health"), 20, "the web process to restart")
 
     colleague = random_number()
     invited = _api(
         stack, desk.key, "POST", f"/sessions/{sid}/members", json={"memberToAdd": colleague}
     )
     assert invited.status_code == 200, invited.text
-    wait_for(
+    wait_until(
         lambda: _api_member(stack, desk.key, sid, colleague)["callState"] == "Connected",
         15,
         "the colleague to connect",

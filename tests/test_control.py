@@ -13,10 +13,9 @@ Twilio clear the fault when they end; those that SIGKILL a worker have their own
 
 from __future__ import annotations
 
-import secrets
+import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,11 @@ import pytest
 import redis
 from rq.job import Job
 
-from orchestrator import provision, redis_server
-from tests.conftest import ACCOUNT_SID, Stack, random_number, start_stack, wait_for
+from orchestrator import jobs, keys
+from orchestrator.launch import wait_until
+from tests.support.accounts import Team, new_team, random_number
+from tests.support.queues import control_queue, dial_queue
+from tests.support.stack import ACCOUNT_SID, Stack, private_stack
 
 LIVE = frozenset({"queued", "ringing", "in-progress"})
 HOLD_MUSIC = "https://music.example.com/hold.mp3"
@@ -39,62 +41,21 @@ def number_ending(suffix: str) -> str:
     return random_number()[:-4] + suffix
 
 
-def own_stack(workdir: Path) -> tuple[redis_server.RedisServer, Stack]:
-    """Redis, emulator, web and one worker, for this module alone."""
-    server = redis_server.start(workdir / "redis")
-    try:
-        stack = start_stack(
-            workdir / "stack",
-            server.url,
-            env={"HOLD_MUSIC_URL": HOLD_MUSIC},
-            emulator_args=EMULATOR_ARGS,
-        )
-    except BaseException:
-        server.stop()
-        raise
-    return server, stack
+def control_stack(workdir: Path) -> contextlib.AbstractContextManager[Stack]:
+    """Redis, emulator, web and one worker of their own, with hold music and callees
+    that ring for a while."""
+    return private_stack(workdir, env={"HOLD_MUSIC_URL": HOLD_MUSIC}, emulator_args=EMULATOR_ARGS)
 
 
 @pytest.fixture(scope="module")
 def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    server, stack = own_stack(tmp_path_factory.mktemp("control"))
-    try:
+    with control_stack(tmp_path_factory.mktemp("control")) as stack:
         yield stack
-    finally:
-        stack.stop_all()
-        server.stop()
-
-
-@dataclass(frozen=True)
-class Acct:
-    id: str
-    number: str
-    key: str  # a key of its own (no user)
-    agent_key: str  # acts as Ada Agent
-    ada: str
-    bob: str
-
-
-def provision_account(redis_url: str) -> Acct:
-    r = redis.Redis.from_url(redis_url)
-    aid = provision.create_account(r, "Control Co")
-    number = provision.add_number(r, random_number(), aid)
-    tag = secrets.token_hex(3)
-    ada = provision.add_user(r, f"ada-{tag}@example.com", aid, name="Ada Agent")
-    bob = provision.add_user(r, f"bob-{tag}@example.com", aid, name="Bob Colleague")
-    return Acct(
-        aid,
-        number,
-        provision.create_key(r, aid, ["User"]),
-        provision.create_key(r, aid, ["User"], user=ada),
-        ada,
-        bob,
-    )
 
 
 @pytest.fixture
-def acct(ctl: Stack) -> Acct:
-    return provision_account(ctl.redis_url)
+def acct(ctl: Stack) -> Team:
+    return new_team(ctl.redis_url)
 
 
 # --- the emulator: what Twilio was asked and what it did -------------------------------
@@ -139,7 +100,7 @@ def events(call: dict[str, Any], name: str) -> list[dict[str, Any]]:
 def sent(stack: Stack, call_sid: str, name: str, timeout: float = 10) -> dict[str, Any]:
     """The call, once a conference callback `name` about it has reached us (the emulator
     notes a delivery when our answer is back, which can be just after we applied it)."""
-    return wait_for(
+    return wait_until(
         lambda: events(c := emu_call(stack, call_sid), name) and c,
         timeout,
         f"{name} of {call_sid} to reach us",
@@ -166,6 +127,16 @@ def asked(call: dict[str, Any], operation: str, param: str | None = None) -> lis
     ]
 
 
+def assert_removed_once(stack: Stack, call_sid: str, timeout: float, what: str) -> None:
+    """The leg left its conference because the service removed it, asked of Twilio once."""
+    call = wait_until(
+        lambda: events(c := emu_call(stack, call_sid), "participant-leave") and c, timeout, what
+    )
+    (leave,) = events(call, "participant-leave")
+    assert leave["ReasonParticipantLeft"] == "participant_updated_via_api"
+    assert len(asked(call, "DeleteParticipant")) == 1
+
+
 def participant(stack: Stack, conference_sid: str, call_sid: str) -> dict[str, Any] | None:
     response = rest(stack, f"Conferences/{conference_sid}/Participants/{call_sid}.json")
     if response.status_code == 404:
@@ -185,14 +156,14 @@ def seq(params: dict[str, Any]) -> int:
 class Session:
     """An incoming call (its caller in the conference) and what the API does with it."""
 
-    def __init__(self, stack: Stack, acct: Acct) -> None:
+    def __init__(self, stack: Stack, acct: Team) -> None:
         self.stack, self.acct = stack, acct
         self.r = stack.redis
         call = stack.incoming_call(random_number(), acct.number)
         self.sid: str = call["conferenceName"]
         self.caller_sid: str = call["callSid"]
         self.conference_sid: str = call["conferenceSid"]
-        self.caller: str = self.r.get(f"orch:call:{self.caller_sid}").split()[1]
+        self.caller: str = self.r.get(keys.call(self.caller_sid)).split()[1]
         self.wait_state(self.caller, "Connected")
 
     def api(self, method: str, path: str, key: str | None = None, **kw: Any) -> httpx.Response:
@@ -209,12 +180,12 @@ class Session:
         response = self.api("POST", "/sessions/{sid}/members", key, json={"memberToAdd": who})
         assert response.status_code == 200, response.text
         address = f"client:{who}" if who.startswith("usr_") else who
-        mid = self.r.hget(f"orch:session:{self.sid}:active", address)
+        mid = self.r.hget(keys.session_active(self.sid), address)
         assert mid, f"no member for {who}"
         return mid
 
     def key(self, mid: str) -> str:
-        return f"orch:session:{self.sid}:member:{mid}"
+        return keys.member(self.sid, mid)
 
     def internals(self, mid: str) -> dict[str, str]:
         return self.r.hgetall(self.key(mid))
@@ -229,18 +200,18 @@ class Session:
         return next(m for m in members if m["identity"] == identity)
 
     def wait_state(self, mid: str, state: str, timeout: float = 10) -> dict[str, Any]:
-        return wait_for(
+        return wait_until(
             lambda: (m := self.member(mid))["callState"] == state and m,
             timeout,
             f"{self.identity(mid)} to be {state}",
         )
 
     def wait_final(self, mid: str, timeout: float = 10) -> None:
-        wait_for(lambda: self.r.hget(self.key(mid), "_rank") == "3", timeout, f"{mid} final")
+        wait_until(lambda: self.r.hget(self.key(mid), "_rank") == "3", timeout, f"{mid} final")
         assert self.member(mid)["callState"] == "None"
 
     def call_sid(self, mid: str) -> str:
-        return wait_for(lambda: self.r.hget(self.key(mid), "callSid"), 10, f"{mid}'s leg")
+        return wait_until(lambda: self.r.hget(self.key(mid), "callSid"), 10, f"{mid}'s leg")
 
     def connected(self, who: str) -> tuple[str, str]:
         """Invite and wait until in the call: (member id, CallSid)."""
@@ -268,14 +239,14 @@ class Session:
 
     def control_seq(self) -> int:
         """How many control jobs the session's changes have asked for."""
-        return int(self.r.hget(f"orch:session:{self.sid}", "_ctlseq") or 0)
+        return int(self.r.hget(keys.session(self.sid), "_ctlseq") or 0)
 
     def control_idle(self) -> bool:
         """Every control job of the session has run and succeeded (RQ deletes them then)."""
-        return not any(self.r.scan_iter(f"rq:job:ctl-{self.sid}-*"))
+        return not any(self.r.scan_iter(Job.key_for(f"ctl-{self.sid}-*")))
 
     def wait_control_idle(self, timeout: float = 10) -> None:
-        wait_for(self.control_idle, timeout, f"the control jobs of {self.sid} to finish")
+        wait_until(self.control_idle, timeout, f"the control jobs of {self.sid} to finish")
 
 
 def held_at_twilio(s: Session, call_sid: str) -> bool:
@@ -286,20 +257,20 @@ def held_at_twilio(s: Session, call_sid: str) -> bool:
 # --- removing a member, by its state when the request lands ----------------------------
 
 
-def test_a_member_removed_before_its_dial_job_runs_is_never_dialled(ctl: Stack, acct: Acct) -> None:
+def test_a_member_removed_before_its_dial_job_runs_is_never_dialled(ctl: Stack, acct: Team) -> None:
     s = Session(ctl, acct)
     ctl.processes["worker"].stop()  # no worker: the dial job waits in the queue
     try:
         target = random_number()
         mid = s.invite(target)
-        assert ctl.redis.lpos("rq:queue:dial", f"dial-{mid}") is not None
-        session = s.remove(mid, acct.agent_key)
+        assert jobs.job_id(mid) in dial_queue(ctl.redis).get_job_ids()
+        session = s.remove(mid, acct.ada_key)
         assert s.member(mid, session)["callState"] == "None"
         assert s.internals(mid)["_rank"] == "3"
     finally:
         ctl.start("worker", "-m", "orchestrator", "worker")
     job = Job.fetch(f"dial-{mid}", connection=redis.Redis.from_url(ctl.redis_url))
-    wait_for(lambda: job.get_status(refresh=True) == "finished", 20, "the dial job to run")
+    wait_until(lambda: job.get_status(refresh=True) == "finished", 20, "the dial job to run")
     assert job.return_value() == "final"
     assert ctl.creates(mid) == 0
     assert legs(ctl, mid) == []
@@ -311,7 +282,7 @@ def test_a_member_removed_before_its_dial_job_runs_is_never_dialled(ctl: Stack, 
 
 
 def test_a_member_removed_while_its_create_is_in_flight_is_hung_up_once_placed(
-    ctl: Stack, acct: Acct
+    ctl: Stack, acct: Team
 ) -> None:
     s = Session(ctl, acct)
     delay = 2.0
@@ -320,7 +291,7 @@ def test_a_member_removed_while_its_create_is_in_flight_is_hung_up_once_placed(
         target = random_number()
         mid = s.invite(target)
         # Twilio has the participant; its answer (the CallSid) is held back for `delay` s.
-        wait_for(lambda: ctl.creates(mid) == 1, 10, "the create to reach Twilio")
+        wait_until(lambda: ctl.creates(mid) == 1, 10, "the create to reach Twilio")
         fields = s.internals(mid)
         assert fields["_attempts"] == "1" and float(fields["_lease"]) > time.time()
         assert "callSid" not in fields, "the create answered too soon to test anything"
@@ -329,7 +300,7 @@ def test_a_member_removed_while_its_create_is_in_flight_is_hung_up_once_placed(
         assert s.internals(mid)["_removed"] == "1"
     finally:
         ctl.emulator("faults", "POST", data={"count": "0"})
-    (leg,) = wait_for(
+    (leg,) = wait_until(
         lambda: (found := legs(ctl, mid)) and found[0]["status"] not in LIVE and found,
         10,
         "the new leg to be ended",
@@ -348,7 +319,7 @@ def test_a_member_removed_while_its_create_is_in_flight_is_hung_up_once_placed(
     assert_no_live_leg(ctl, mid)
 
 
-def test_a_member_removed_while_ringing_is_cancelled_at_once(ctl: Stack, acct: Acct) -> None:
+def test_a_member_removed_while_ringing_is_cancelled_at_once(ctl: Stack, acct: Team) -> None:
     s = Session(ctl, acct)
     target = number_ending("0002")  # rings for NO_ANSWER_SECONDS, never answers
     mid = s.invite(target)
@@ -356,9 +327,9 @@ def test_a_member_removed_while_ringing_is_cancelled_at_once(ctl: Stack, acct: A
     call_sid = s.call_sid(mid)
     started = time.monotonic()
     s.remove(mid)
-    wait_for(lambda: emu_call(ctl, call_sid)["status"] == "canceled", 5, "the leg cancelled")
+    wait_until(lambda: emu_call(ctl, call_sid)["status"] == "canceled", 5, "the leg cancelled")
     assert time.monotonic() - started < NO_ANSWER_SECONDS / 4
-    call = wait_for(
+    call = wait_until(
         lambda: "canceled" in call_statuses(c := emu_call(ctl, call_sid)) and c,
         5,
         "the canceled callback to reach us",
@@ -370,19 +341,12 @@ def test_a_member_removed_while_ringing_is_cancelled_at_once(ctl: Stack, acct: A
     assert s.get()["ended"] is False
 
 
-def test_a_connected_member_removed_leaves_the_conference(ctl: Stack, acct: Acct) -> None:
+def test_a_connected_member_removed_leaves_the_conference(ctl: Stack, acct: Team) -> None:
     s = Session(ctl, acct)
     target = random_number()
     mid, call_sid = s.connected(target)
     s.remove(mid)
-    call = wait_for(
-        lambda: events(c := emu_call(ctl, call_sid), "participant-leave") and c,
-        10,
-        "the participant to leave",
-    )
-    (leave,) = events(call, "participant-leave")
-    assert leave["ReasonParticipantLeft"] == "participant_updated_via_api"
-    assert len(asked(call, "DeleteParticipant")) == 1
+    assert_removed_once(ctl, call_sid, 10, "the participant to leave")
     s.wait_final(mid)
     assert emu_call(ctl, call_sid)["status"] == "completed"
     assert participant(ctl, s.conference_sid, call_sid) is None
@@ -394,7 +358,7 @@ def test_a_connected_member_removed_leaves_the_conference(ctl: Stack, acct: Acct
 
 
 def test_removing_a_final_member_changes_nothing_and_an_unknown_one_is_404(
-    ctl: Stack, acct: Acct
+    ctl: Stack, acct: Team
 ) -> None:
     s = Session(ctl, acct)
     target = number_ending("0001")  # busy
@@ -411,13 +375,13 @@ def test_removing_a_final_member_changes_nothing_and_an_unknown_one_is_404(
 
 
 def test_hold_mute_and_resume_reach_twilio_and_states_follow_its_callbacks(
-    ctl: Stack, acct: Acct
+    ctl: Stack, acct: Team
 ) -> None:
     s = Session(ctl, acct)
     agent, agent_sid = s.connected(acct.ada)
     other, other_sid = s.connected(random_number())
 
-    held = s.api("POST", "/sessions/{sid}/hold", acct.agent_key,
+    held = s.api("POST", "/sessions/{sid}/hold", acct.ada_key,
                  json={"callSid": agent_sid, "reason": "Transferring"})  # fmt: skip
     assert held.status_code == 200, held.text
     session = held.json()
@@ -443,7 +407,7 @@ def test_hold_mute_and_resume_reach_twilio_and_states_follow_its_callbacks(
 
     # Holding a held session changes nothing: no job, no log line, no new hold.
     before, seq_before = s.get(), s.control_seq()
-    again = s.api("POST", "/sessions/{sid}/hold", acct.agent_key, json={"callSid": agent_sid})
+    again = s.api("POST", "/sessions/{sid}/hold", acct.ada_key, json={"callSid": agent_sid})
     assert again.status_code == 200, again.text
     assert again.json() == before == s.get()
     assert s.control_seq() == seq_before
@@ -453,7 +417,7 @@ def test_hold_mute_and_resume_reach_twilio_and_states_follow_its_callbacks(
     # Mute one member: muted once Twilio says so.
     session = s.update(other_sid, muted=True)
     assert s.member(other, session)["muted"] is False
-    wait_for(lambda: s.member(other)["muted"] is True, 10, "participant-mute")
+    wait_until(lambda: s.member(other)["muted"] is True, 10, "participant-mute")
     assert participant(ctl, s.conference_sid, other_sid)["muted"] is True
     other_call = sent(ctl, other_sid, "participant-mute")
     assert len(events(other_call, "participant-mute")) == 1
@@ -465,7 +429,7 @@ def test_hold_mute_and_resume_reach_twilio_and_states_follow_its_callbacks(
         assert len(asked(emu_call(ctl, call_sid), "UpdateParticipant", "Hold")) == 1
 
     # Resume: everyone the session held comes off hold, once Twilio says so.
-    resumed = s.api("PATCH", "/sessions/{sid}", acct.agent_key, json={"callState": "Connected"})
+    resumed = s.api("PATCH", "/sessions/{sid}", acct.ada_key, json={"callState": "Connected"})
     assert resumed.status_code == 200, resumed.text
     session = resumed.json()
     assert session["callState"] == "Connected" and session["holdReason"] == "None"
@@ -491,7 +455,7 @@ def test_hold_mute_and_resume_reach_twilio_and_states_follow_its_callbacks(
 
 
 def test_a_member_joining_a_held_session_is_not_held_and_resume_spares_own_holds(
-    ctl: Stack, acct: Acct
+    ctl: Stack, acct: Team
 ) -> None:
     s = Session(ctl, acct)
     _, agent_sid = s.connected(acct.ada)
@@ -502,7 +466,7 @@ def test_a_member_joining_a_held_session_is_not_held_and_resume_spares_own_holds
     s.wait_state(own, "Hold")
     s.wait_control_idle()
 
-    held = s.api("POST", "/sessions/{sid}/hold", acct.agent_key,
+    held = s.api("POST", "/sessions/{sid}/hold", acct.ada_key,
                  json={"callSid": agent_sid, "reason": "Transferring"})  # fmt: skip
     assert held.status_code == 200, held.text
     s.wait_state(s.caller, "Hold")
@@ -516,7 +480,7 @@ def test_a_member_joining_a_held_session_is_not_held_and_resume_spares_own_holds
     assert not held_at_twilio(s, colleague_sid)
     assert s.member(colleague)["callState"] == "Connected"
 
-    resumed = s.api("PATCH", "/sessions/{sid}", acct.agent_key, json={"callState": "Connected"})
+    resumed = s.api("PATCH", "/sessions/{sid}", acct.ada_key, json={"callState": "Connected"})
     assert resumed.status_code == 200, resumed.text
     s.wait_state(s.caller, "Connected")
     s.wait_control_idle()
@@ -537,7 +501,7 @@ def test_a_member_joining_a_held_session_is_not_held_and_resume_spares_own_holds
 # --- the end of the call ---------------------------------------------------------------
 
 
-def test_the_caller_hanging_up_ends_the_session_and_every_leg(ctl: Stack, acct: Acct) -> None:
+def test_the_caller_hanging_up_ends_the_session_and_every_leg(ctl: Stack, acct: Team) -> None:
     s = Session(ctl, acct)
     connected, connected_sid = s.connected(random_number())
     held, held_sid = s.connected(random_number())
@@ -550,11 +514,11 @@ def test_the_caller_hanging_up_ends_the_session_and_every_leg(ctl: Stack, acct: 
 
     started = time.monotonic()
     assert ctl.emulator(f"calls/{s.caller_sid}/hangup", "POST").status_code == 200
-    session = wait_for(lambda: (x := s.get())["ended"] and x, 10, "the session to end")
+    session = wait_until(lambda: (x := s.get())["ended"] and x, 10, "the session to end")
     assert session["callState"] == "Disconnected"
     assert session["dateCompleted"] and session["outcome"] == "Completed"
     assert session["wasMissed"] is False
-    wait_for(lambda: emu_call(ctl, ringing_sid)["status"] == "canceled", 5, "the ringing leg")
+    wait_until(lambda: emu_call(ctl, ringing_sid)["status"] == "canceled", 5, "the ringing leg")
     assert time.monotonic() - started < NO_ANSWER_SECONDS / 4
     for mid in (s.caller, connected, held, ringing):
         s.wait_final(mid)
@@ -566,7 +530,7 @@ def test_the_caller_hanging_up_ends_the_session_and_every_leg(ctl: Stack, acct: 
     assert "The caller hung up" in s.log()
 
 
-def test_end_session_with_members_in_every_state(ctl: Stack, acct: Acct) -> None:
+def test_end_session_with_members_in_every_state(ctl: Stack, acct: Team) -> None:
     s = Session(ctl, acct)
     connected, connected_sid = s.connected(random_number())
     held, held_sid = s.connected(random_number())
@@ -582,13 +546,13 @@ def test_end_session_with_members_in_every_state(ctl: Stack, acct: Acct) -> None
     ctl.emulator("faults", "POST", data={"mode": "delay", "seconds": "3", "count": "1"})
     try:
         dialling = s.invite(random_number())
-        wait_for(lambda: ctl.creates(dialling) == 1, 10, "the slow create to reach Twilio")
+        wait_until(lambda: ctl.creates(dialling) == 1, 10, "the slow create to reach Twilio")
         parked_number = random_number()
         parked = s.invite(parked_number)
-        assert ctl.redis.lpos("rq:queue:dial", f"dial-{parked}") is not None
+        assert jobs.job_id(parked) in dial_queue(ctl.redis).get_job_ids()
         assert "callSid" not in s.internals(dialling)
 
-        ended = s.api("DELETE", "/sessions/{sid}", acct.agent_key)
+        ended = s.api("DELETE", "/sessions/{sid}", acct.ada_key)
         assert ended.status_code == 204, ended.text
     finally:
         ctl.emulator("faults", "POST", data={"count": "0"})
@@ -623,22 +587,22 @@ def test_end_session_with_members_in_every_state(ctl: Stack, acct: Acct) -> None
 
 
 def test_blind_transfer_holds_the_caller_until_the_destination_connects(
-    ctl: Stack, acct: Acct
+    ctl: Stack, acct: Team
 ) -> None:
     s = Session(ctl, acct)
     agent, agent_sid = s.connected(acct.ada)
     other, other_sid = s.connected(random_number())
     destination = random_number()
-    response = s.api("POST", "/sessions/{sid}/redirect", acct.agent_key,
+    response = s.api("POST", "/sessions/{sid}/redirect", acct.ada_key,
                      json={"destination": destination})  # fmt: skip
     assert response.status_code == 204, response.text
-    target = s.r.hget(f"orch:session:{s.sid}:active", destination)
+    target = s.r.hget(keys.session_active(s.sid), destination)
     assert target
     s.wait_state(target, "Connected")
     for mid in (agent, other):
         s.wait_final(mid)
         assert_no_live_leg(ctl, mid)
-    wait_for(lambda: events(emu_call(ctl, s.caller_sid), "participant-unhold"), 10, "unhold")
+    wait_until(lambda: events(emu_call(ctl, s.caller_sid), "participant-unhold"), 10, "unhold")
     s.wait_state(s.caller, "Connected")
 
     caller_call = emu_call(ctl, s.caller_sid)
@@ -661,17 +625,17 @@ def test_blind_transfer_holds_the_caller_until_the_destination_connects(
 
 @pytest.mark.parametrize("suffix", ["0001", "0003"], ids=["busy", "failed"])
 def test_blind_transfer_that_does_not_connect_leaves_the_caller_in_the_session(
-    ctl: Stack, acct: Acct, suffix: str
+    ctl: Stack, acct: Team, suffix: str
 ) -> None:
     s = Session(ctl, acct)
     agent, _ = s.connected(acct.ada)
     destination = number_ending(suffix)
     response = s.api("POST", "/sessions/{sid}/redirect", json={"destination": destination})
     assert response.status_code == 204, response.text
-    target = s.r.hget(f"orch:session:{s.sid}:active", destination)
+    target = s.r.hget(keys.session_active(s.sid), destination)
     s.wait_final(target)
     s.wait_final(agent)
-    wait_for(lambda: events(emu_call(ctl, s.caller_sid), "participant-unhold"), 10, "unhold")
+    wait_until(lambda: events(emu_call(ctl, s.caller_sid), "participant-unhold"), 10, "unhold")
     s.wait_state(s.caller, "Connected")
     s.wait_control_idle()
     caller_call = emu_call(ctl, s.caller_sid)
@@ -695,7 +659,7 @@ CONTROL_FAULTS = [
 ]
 
 
-def test_a_fault_armed_for_one_operation_hits_only_that_operation(ctl: Stack, acct: Acct) -> None:
+def test_a_fault_armed_for_one_operation_hits_only_that_operation(ctl: Stack, acct: Team) -> None:
     """The emulator's faults for requests other than creates (`operation`)."""
     refused = ctl.emulator("faults", "POST", data={"operation": "calls-create"})
     assert refused.status_code == 400, refused.text
@@ -726,7 +690,7 @@ def test_a_fault_armed_for_one_operation_hits_only_that_operation(ctl: Stack, ac
 
 @pytest.mark.parametrize(("operation", "status", "action"), CONTROL_FAULTS)
 def test_twilio_failing_a_control_request_is_retried_with_backoff_and_done_once(
-    ctl: Stack, acct: Acct, operation: str, status: str, action: str
+    ctl: Stack, acct: Team, operation: str, status: str, action: str
 ) -> None:
     s = Session(ctl, acct)
     number = number_ending("0002") if action == "remove-ringing" else random_number()
@@ -783,42 +747,31 @@ def test_twilio_failing_a_control_request_is_retried_with_backoff_and_done_once(
 @pytest.fixture
 def lone(tmp_path: Path) -> Iterator[Stack]:
     """A stack of its own, for a test that kills its worker."""
-    server, stack = own_stack(tmp_path)
-    try:
+    with control_stack(tmp_path) as stack:
         yield stack
-    finally:
-        stack.stop_all()
-        server.stop()
 
 
 def test_a_worker_killed_with_a_control_job_queued_loses_nothing(lone: Stack) -> None:
-    s = Session(lone, provision_account(lone.redis_url))
+    s = Session(lone, new_team(lone.redis_url))
     member, member_sid = s.connected(random_number())
     s.wait_control_idle()
     # Keep the one worker busy in a slow create, so the removal's job waits queued.
     lone.emulator("faults", "POST", data={"mode": "delay", "seconds": "4", "count": "1"})
     busy = s.invite(random_number())
-    wait_for(lambda: lone.creates(busy) == 1, 10, "the slow create to reach Twilio")
+    wait_until(lambda: lone.creates(busy) == 1, 10, "the slow create to reach Twilio")
     s.remove(member)
-    queued = lone.redis.lrange("rq:queue:control", 0, -1)
+    queued = control_queue(lone.redis).get_job_ids()
     assert any(j.startswith(f"ctl-{s.sid}-") for j in queued), queued
     lone.processes["worker"].kill()
     assert participant(lone, s.conference_sid, member_sid) is not None
     lone.start("worker", "-m", "orchestrator", "worker")
-    call = wait_for(
-        lambda: events(c := emu_call(lone, member_sid), "participant-leave") and c,
-        15,
-        "the removal to happen after the restart",
-    )
-    (leave,) = events(call, "participant-leave")
-    assert leave["ReasonParticipantLeft"] == "participant_updated_via_api"
-    assert len(asked(call, "DeleteParticipant")) == 1
+    assert_removed_once(lone, member_sid, 15, "the removal to happen after the restart")
     s.wait_final(member)
     assert_no_live_leg(lone, member)
 
 
 def test_a_worker_killed_with_a_control_job_running_loses_nothing(lone: Stack) -> None:
-    s = Session(lone, provision_account(lone.redis_url))
+    s = Session(lone, new_team(lone.redis_url))
     first, first_sid = s.connected(random_number())
     second, second_sid = s.connected(random_number())
     s.wait_control_idle()
@@ -831,7 +784,7 @@ def test_a_worker_killed_with_a_control_job_running_loses_nothing(lone: Stack) -
     )
     held = s.api("POST", "/sessions/{sid}/hold")
     assert held.status_code == 200, held.text
-    wait_for(lambda: asked(emu_call(lone, s.caller_sid), "UpdateParticipant"), 10, "a hold")
+    wait_until(lambda: asked(emu_call(lone, s.caller_sid), "UpdateParticipant"), 10, "a hold")
     lone.processes["worker"].kill()
     assert not held_at_twilio(s, first_sid) and not held_at_twilio(s, second_sid)
     lone.start("worker", "-m", "orchestrator", "worker")

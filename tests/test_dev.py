@@ -6,42 +6,34 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import threading
 
 import httpx
 import pytest
 
-from orchestrator.redis_server import free_port
-from tests.conftest import wait_for
+from orchestrator.launch import Process, free_port, port_in_use, python, wait_until
 
 
 def _listening(url: str) -> bool:
     host, port = re.match(r"\w+://([\d.]+):(\d+)", url).groups()
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, int(port))) == 0
+    return port_in_use(int(port), host)
 
 
 @pytest.fixture
 def dev(tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TWILIO_CPS")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "dev", "--port", str(free_port())],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "dev.err").open("w"),
-        text=True,
+    log = tmp_path / "dev.log"
+    process = Process(
+        "dev", python("-m", "orchestrator", "dev", "--port", str(free_port())), env, log
     )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-    reader.start()
+    process.start()
     try:
-        banner = wait_for(
-            lambda: "Ctrl-C" in "".join(lines) and "".join(lines), 60, "the dev banner"
+        # Its children log to the same file: the banner is from its first line to Ctrl-C.
+        text = wait_until(
+            lambda: "Ctrl-C stops" in (t := log.read_text()) and t, 60, "the dev banner"
         )
+        start = text.index("Conference orchestrator (dev) is running.")
+        banner = text[start : text.index("Ctrl-C stops", start)]
         info = {
             name: re.search(pattern, banner).group(1)
             for name, pattern in {
@@ -53,16 +45,15 @@ def dev(tmp_path) -> dict[str, str]:
         }
         info["banner"] = banner
         yield info
-        process.send_signal(signal.SIGINT)
+        process.signal(signal.SIGINT)  # as Ctrl-C in its terminal
         try:
-            assert process.wait(30) == 0
+            assert process.popen.wait(30) == 0, process.log()
         except subprocess.TimeoutExpired:
-            raise AssertionError((tmp_path / "dev.err").read_text()[-3000:]) from None
+            raise AssertionError(process.log()) from None
         for url in (info["api"], info["emulator"], info["redis"]):
             assert not _listening(url), f"{url} still listening after Ctrl-C"
     finally:
-        if process.poll() is None:
-            process.kill()
+        process.kill()
 
 
 def _commands(block: str) -> list[str]:
@@ -103,19 +94,20 @@ def test_printed_commands_dial_a_member_who_connects_then_a_warm_transfer(
     def state(identity: str, value: str) -> bool:
         return members().get(identity, {}).get("callState") == value
 
-    wait_for(lambda: state(user, "Connected"), 15, "the demo agent to connect")
+    wait_until(lambda: state(user, "Connected"), 15, "the demo agent to connect")
 
+    transfer, _, ending = transfer.partition("End the call")
     commands = _commands(transfer)
     assert len(commands) == 5, commands
     hold, invite, leave, resume = commands[:1], commands[1:3], commands[3:4], commands[4:5]
     _run(hold + invite, sid)
     caller = next(i for i, m in members().items() if m["role"] == "Caller")
-    wait_for(lambda: state(caller, "Hold"), 15, "the customer on hold")
-    wait_for(lambda: state("+14155550123", "Connected"), 15, "the colleague to connect")
+    wait_until(lambda: state(caller, "Hold"), 15, "the customer on hold")
+    wait_until(lambda: state("+14155550123", "Connected"), 15, "the colleague to connect")
     assert state("+14155550123", "Connected")  # joined while held, and not held
     _run(leave + resume, sid)
-    wait_for(lambda: state(caller, "Connected"), 15, "the customer off hold")
-    wait_for(lambda: state(user, "None"), 15, "the demo agent to leave")
+    wait_until(lambda: state(caller, "Connected"), 15, "the customer off hold")
+    wait_until(lambda: state(user, "None"), 15, "the demo agent to leave")
     session = httpx.get(f"{dev['api']}/sessions/{sid}", headers=headers).json()
     # The printed event stream command shows the session's changes (from the start, here).
     stream = re.search(r"^  (curl -N .*)$", dev["banner"], re.M).group(1)
@@ -131,3 +123,5 @@ def test_printed_commands_dial_a_member_who_connects_then_a_warm_transfer(
     assert "Demo Agent put the call on hold to transfer it" in log, log
     assert "Demo Agent took the call off hold" in log, log
     assert session["callState"] == "Connected" and session["heldByUserId"] is None
+    # The printed command that ends the call runs as printed.
+    _run(_commands(ending), sid)

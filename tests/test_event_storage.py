@@ -12,10 +12,10 @@ import pytest
 import redis
 import redis.asyncio
 
-from orchestrator import events, jobs, redis_client, redis_server, store
+from orchestrator import events, jobs, keys, redis_client, redis_server, store
 from orchestrator.scripts import AsyncScripts, Retention
-from tests.conftest import random_number, run
-from tests.test_scripts import create_args, our_number
+from tests.support.accounts import random_number
+from tests.support.scripts import create_args, our_number, run
 
 
 @pytest.fixture
@@ -27,7 +27,8 @@ def server(tmp_path: Path) -> Iterator[redis_server.RedisServer]:
 
 def job(mid: str) -> tuple[str, str, str, str, list[str]]:
     """A stand-in dial job: these tests run no worker, the keys only have to be written."""
-    return ("orch:test:queue", "orch:test:queues", f"orch:test:job:{mid}", mid, ["id", mid])
+    test_keys = keys.PREFIX + "test:"
+    return (test_keys + "queue", test_keys + "queues", test_keys + f"job:{mid}", mid, ["id", mid])
 
 
 async def invite(scripts: AsyncScripts, sid: str, account: str, n: int) -> None:
@@ -62,7 +63,7 @@ def with_scripts(url: str, body, retention: Retention | None = None):  # type: i
 def test_events_name_member_versions_and_replay_exactly(server):
     r = redis.Redis.from_url(server.url)
     number = our_number(r)
-    account = r.get(f"orch:number:{number}").decode()
+    account = r.get(keys.number(number)).decode()
     small, large = create_args(number, 1), create_args(number, 2)
     mid, call_sid = "mem_ses_batch2_7", "CA" + "7" * 32
 
@@ -71,21 +72,21 @@ def test_events_name_member_versions_and_replay_exactly(server):
             await scripts.run("create_session", args)
         await invite(scripts, small[5], account, 1)
         await invite(scripts, large[5], account, 50)
-        last = {e[1][b"@sid"]: e[1] for e in r.xrange(events.stream_key(account))}
+        last = {e[1][b"@sid"]: e[1] for e in r.xrange(keys.account_events(account))}
         # The caller and 50 members, each at its first version, named in a few bytes each.
         assert last[b"ses_batch2"][b"@members"] == b"000001" * 51
         assert last[b"ses_batch1"][b"@members"] == b"000001" * 2
         sizes = [sum(len(k) + len(v) for k, v in last[s].items()) for s in last]
         assert max(sizes) - min(sizes) < 400
-        assert r.hlen("orch:session:ses_batch2:memberversions") == 51
+        assert r.hlen(keys.member_versions("ses_batch2")) == 51
 
         # A change to one member (Twilio says its leg rings) writes that member's JSON only.
-        args = [store.PREFIX, "ses_batch2", mid, "ringing", call_sid, "1", store.now(), "t1"]
+        args = [keys.PREFIX, "ses_batch2", mid, "ringing", call_sid, "1", store.now(), "t1"]
         await scripts.run("call_event", args)
-        newest = r.xrevrange(events.stream_key(account), count=1)[0][1]
+        newest = r.xrevrange(keys.account_events(account), count=1)[0][1]
         versions = [newest[b"@members"][i : i + 6] for i in range(0, 51 * 6, 6)]
         assert versions[8] == b"000002" and versions.count(b"000001") == 50  # caller first
-        assert r.hlen("orch:session:ses_batch2:memberversions") == 52
+        assert r.hlen(keys.member_versions("ses_batch2")) == 52
 
         # Replayed by a renderer that has read nothing yet, the newest event is what GET
         # answers now, and the one before it is the session before the member rang.
@@ -102,37 +103,37 @@ def test_events_name_member_versions_and_replay_exactly(server):
 def test_retention_follows_the_settings(server):
     r = redis.Redis.from_url(server.url)
     number = our_number(r)
-    account = r.get(f"orch:number:{number}").decode()
+    account = r.get(keys.number(number)).decode()
 
     async def body(scripts: AsyncScripts, client: redis.asyncio.Redis):
         await scripts.run("create_session", create_args(number, 3))
         await invite(scripts, "ses_batch3", account, 2)
         actor = store.Actor("key_test")
-        args = [store.PREFIX, "ses_batch3", "mem_ses_batch3_1", "ringing", "CA" + "3" * 32]
+        args = [keys.PREFIX, "ses_batch3", "mem_ses_batch3_1", "ringing", "CA" + "3" * 32]
         await scripts.run("call_event", [*args, "1", store.now(), "token-3"])
         await store.get_session(scripts, "ses_batch3", account)  # caches the members' JSON
         return await store.end_session(scripts, sid="ses_batch3", account_id=account, actor=actor)
 
     assert with_scripts(server.url, body, Retention(sessions=300, events=120)) == "ended-now"
     for key in ("", ":members", ":log", ":memberversions", ":member:mem_ses_batch3_1"):
-        assert 200 < r.ttl(f"orch:session:ses_batch3{key}") <= 300, key
-    assert 120 < r.ttl(events.stream_key(account)) <= 180
+        assert 200 < r.ttl(keys.session("ses_batch3") + key) <= 300, key
+    assert 120 < r.ttl(keys.account_events(account)) <= 180
     # What only helps render or recognise a retried callback lasts as long as the events.
-    assert 60 < r.ttl("orch:idem:token-3") <= 120
-    assert 60 < r.ttl("orch:session:ses_batch3:membersjson") <= 120
+    assert 60 < r.ttl(keys.idempotency("token-3")) <= 120
+    assert 60 < r.ttl(keys.members_json("ses_batch3")) <= 120
 
 
 def test_renderer_forgets_sessions_that_stopped_changing(server):
     r = redis.Redis.from_url(server.url)
     number = our_number(r)
-    account = r.get(f"orch:number:{number}").decode()
+    account = r.get(keys.number(number)).decode()
 
     async def body(scripts: AsyncScripts, client: redis.asyncio.Redis):
         first, second = create_args(number, 4), create_args(number, 5)
         for args in (first, second):
             await scripts.run("create_session", args)
             await invite(scripts, args[5], account, 3)
-        entries = r.xrange(events.stream_key(account))
+        entries = r.xrange(keys.account_events(account))
         by_session = {
             sid: [e for e in entries if e[1][b"@sid"] == sid]
             for sid in (b"ses_batch4", b"ses_batch5")

@@ -1,4 +1,4 @@
-"""Live events (SPEC 8) through the real processes: every change of a session reaches
+"""Live events (docs/events.md) through the real processes: every change of a session reaches
 its subscribers as the SessionInfo GET would have answered then, in order, once;
 a client resumes from Last-Event-ID without losing any; a slow one cannot hold
 anybody up."""
@@ -8,16 +8,18 @@ from __future__ import annotations
 import itertools
 import json
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import Account, Stack, new_account, random_number, start_stack, wait_for
-from tests.sse import EventStream
-from tests.test_webhooks import post
+from orchestrator import keys
+from orchestrator.launch import wait_until
+from tests.support.accounts import Account, new_account, random_number
+from tests.support.cli import cli
+from tests.support.sse import EventStream
+from tests.support.stack import Stack, running_stack
+from tests.support.webhooks import post
 
 
 def events_url(stack: Stack, sid: str | None = None) -> str:
@@ -49,6 +51,14 @@ def open_stream(opened: list[EventStream], *args, **kwargs) -> EventStream:
     return stream
 
 
+def watched_call(
+    stack: Stack, account: Account, streams: list[EventStream]
+) -> tuple[str, EventStream]:
+    """A customer calls in, and the session's own event stream is open: (its id, the stream)."""
+    sid = incoming(stack, account)
+    return sid, open_stream(streams, events_url(stack, sid), account.key).connected()
+
+
 def test_a_call_is_seen_live_from_ring_to_hang_up(
     stack: Stack, account: Account, streams: list[EventStream]
 ) -> None:
@@ -66,7 +76,7 @@ def test_a_call_is_seen_live_from_ring_to_hang_up(
     assert stack.client(account.key).delete(f"/sessions/{sid}").status_code == 204
     everything.wait(lambda s: s.named("SessionDisconnected", sid), what="SessionDisconnected")
     # The control job hangs up the agent's leg; its callback is the last change.
-    final = wait_for(
+    final = wait_until(
         lambda: (
             (s := get_session(stack, account, sid))
             and all(m["callState"] == "None" for m in s["members"])
@@ -111,8 +121,7 @@ def dedupe(values: list) -> list:
 def test_hold_is_seen_as_session_held(
     stack: Stack, account: Account, streams: list[EventStream]
 ) -> None:
-    sid = incoming(stack, account)
-    stream = open_stream(streams, events_url(stack, sid), account.key).connected()
+    sid, stream = watched_call(stack, account, streams)
     client = stack.client(account.key)
     assert client.post(f"/sessions/{sid}/hold", json={}).status_code == 200
     held = stream.wait(lambda s: s.named("SessionHeld"), what="SessionHeld")
@@ -179,7 +188,7 @@ def test_resume_from_an_event_no_longer_kept_says_reset(
     stack: Stack, account: Account, streams: list[EventStream]
 ) -> None:
     sid = incoming(stack, account)
-    wait_for(lambda: stack.redis.xlen(f"orch:account:{account.id}:events"), 5, "an event")
+    wait_until(lambda: stack.redis.xlen(keys.account_events(account.id)), 5, "an event")
     # An id older than anything the stream keeps (the client was away too long).
     stream = open_stream(streams, events_url(stack), account.key, last_event_id="1-0").connected()
     stream.wait(lambda s: s.changes(sid), what="the events still kept")
@@ -221,8 +230,7 @@ def test_streams_need_the_accounts_key(
 def test_no_event_for_a_callback_that_changes_nothing(
     stack: Stack, account: Account, streams: list[EventStream]
 ) -> None:
-    sid = incoming(stack, account)
-    stream = open_stream(streams, events_url(stack, sid), account.key).connected()
+    sid, stream = watched_call(stack, account, streams)
     caller_sid = get_session(stack, account, sid)["callSid"]
     join = {"FriendlyName": sid, "CallSid": caller_sid, "ConferenceSid": "CF" + "b" * 32,
             "StatusCallbackEvent": "participant-mute", "SequenceNumber": "900"}  # fmt: skip
@@ -253,11 +261,8 @@ def test_no_event_for_a_callback_that_changes_nothing(
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Stack]:
     env = {"EVENT_BUFFER": "5", "EVENT_HEARTBEAT_SECONDS": "0.3"}
-    stack = start_stack(tmp_path_factory.mktemp("tight"), redis_url, env=env)
-    try:
+    with running_stack(tmp_path_factory.mktemp("tight"), redis_url, env=env) as stack:
         yield stack
-    finally:
-        stack.stop_all()
 
 
 def test_idle_streams_get_keep_alive_comments(
@@ -272,20 +277,18 @@ def test_a_revoked_key_ends_its_stream(
     tight: Stack, account: Account, streams: list[EventStream]
 ) -> None:
     stream = open_stream(streams, events_url(tight), account.key).connected()
-    key_id = tight.redis.hget(f"orch:apikey:{_digest(account.key)}", "id")
-    subprocess.run(
-        [sys.executable, "-m", "orchestrator", "keys", "revoke", key_id],
-        env=tight.env, check=True, capture_output=True,
-    )  # fmt: skip
+    key_id = tight.redis.hget(keys.api_key(_digest(account.key)), "id")
+    revoked = cli("keys", "revoke", key_id, env=tight.env)
+    assert revoked.returncode == 0, revoked.stderr
     assert stream.ended.wait(10)
     assert stream.messages[-1].name == "Dropped"
     assert "no longer valid" in stream.messages[-1].data["message"]
 
 
 def _digest(key: str) -> str:
-    from orchestrator import auth
+    from orchestrator import apikeys
 
-    return auth.digest(key)
+    return apikeys.digest(key)
 
 
 def test_a_subscriber_that_stops_reading_holds_nobody_up(
@@ -303,7 +306,7 @@ def test_a_subscriber_that_stops_reading_holds_nobody_up(
         f"GET /sessions/{sid}/events HTTP/1.1\r\nHost: {host}\r\n"
         f"Authorization: Bearer {account.key}\r\n\r\n".encode()
     )
-    wait_for(lambda: _gauge(tight, "orchestrator_event_subscribers") == 2, 10, "two subscribers")
+    wait_until(lambda: _gauge(tight, "orchestrator_event_subscribers") == 2, 10, "two subscribers")
     client = tight.client(account.key)
     # More than the kernel buffers on loopback hold (4 MiB), in notes near their 16 KiB limit.
     notes = [f"note {i} " + "x" * 15000 for i in range(320)]
@@ -311,7 +314,7 @@ def test_a_subscriber_that_stops_reading_holds_nobody_up(
         assert client.patch(f"/sessions/{sid}", json={"consoleData": note}).status_code == 200
     healthy.wait(lambda s: s.changes()[-1].session["consoleData"] == notes[-1], what="all")
     assert [m.session["consoleData"] for m in healthy.changes()][-len(notes) :] == notes
-    wait_for(lambda: _gauge(tight, "orchestrator_event_subscribers") == 1, 10, "the drop")
+    wait_until(lambda: _gauge(tight, "orchestrator_event_subscribers") == 1, 10, "the drop")
     assert _gauge(tight, "orchestrator_event_subscribers_dropped_total") >= 1
 
     # Now it reads: what it was sent, then Dropped, then the end; it resumes from there.
@@ -357,8 +360,7 @@ def _gauge(stack: Stack, name: str) -> float:
 def test_event_data_is_what_get_answers(
     stack: Stack, account: Account, streams: list[EventStream]
 ) -> None:
-    sid = incoming(stack, account)
-    stream = open_stream(streams, events_url(stack, sid), account.key).connected()
+    sid, stream = watched_call(stack, account, streams)
     client = stack.client(account.key)
     assert (
         client.patch(f"/sessions/{sid}", json={"consoleData": json.dumps({"a": "é"})}).status_code
@@ -372,8 +374,7 @@ def test_stopping_the_web_process_ends_its_streams_first(
     tmp_path, redis_url: str, account: Account, streams: list[EventStream]
 ) -> None:
     """Else uvicorn would wait out its grace period for streams that never end, then cut them."""
-    stack = start_stack(tmp_path, redis_url)
-    try:
+    with running_stack(tmp_path, redis_url) as stack:
         stream = open_stream(streams, events_url(stack), account.key).connected()
         stack.processes["web"].stop()
         assert stream.ended.wait(10)
@@ -381,15 +382,13 @@ def test_stopping_the_web_process_ends_its_streams_first(
         assert "reconnect with Last-Event-ID" in stream.messages[-1].data["message"]
         log = stack.processes["web"].log()
         assert "graceful shutdown exceeded" not in log, log
-    finally:
-        stack.stop_all()
 
 
 def test_metrics_count_subscribers_and_what_they_were_sent(
     stack: Stack, account: Account, streams: list[EventStream]
 ) -> None:
     sid = incoming(stack, account)
-    wait_for(lambda: _gauge(stack, "orchestrator_event_subscribers") == 0, 10, "no subscribers")
+    wait_until(lambda: _gauge(stack, "orchestrator_event_subscribers") == 0, 10, "no subscribers")
     before = _gauge(stack, "orchestrator_events_sent_total")
     a = open_stream(streams, events_url(stack), account.key).connected()
     b = open_stream(streams, events_url(stack, sid), account.key).connected()
@@ -400,7 +399,7 @@ def test_metrics_count_subscribers_and_what_they_were_sent(
     for stream in (a, b):
         stream.wait(lambda s: s.changes() and s.changes()[-1].session["consoleData"] == "three")
     # (A late callback of the caller's may still be on its way: wait for the two to agree.)
-    wait_for(
+    wait_until(
         lambda: (
             _gauge(stack, "orchestrator_events_sent_total") - before
             == len(a.changes()) + len(b.changes())
@@ -411,4 +410,4 @@ def test_metrics_count_subscribers_and_what_they_were_sent(
     assert len(a.changes()) >= 3
     a.close()
     b.close()
-    wait_for(lambda: _gauge(stack, "orchestrator_event_subscribers") == 0, 10, "both gone")
+    wait_until(lambda: _gauge(stack, "orchestrator_event_subscribers") == 0, 10, "both gone")

@@ -1,4 +1,4 @@
-"""High availability through Redis Sentinel (README, High availability), with real
+"""High availability through Redis Sentinel (docs/deployment.md), with real
 processes: a primary, two replicas and three Sentinels; web and worker find the
 primary through the Sentinel URL. The primary is SIGKILLed under a steady load
 of invites and the callbacks they bring; nothing answered is lost, nothing is
@@ -14,8 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Account, Stack, new_account, random_number, start_stack, wait_for
-from tests.redis_group import RedisGroup, start_group
+from orchestrator import keys
+from orchestrator.launch import wait_until
+from tests.support.accounts import Account, new_account, random_number
+from tests.support.redis_group import RedisGroup, start_group
+from tests.support.stack import Stack, running_stack
 
 RECOVERY_SECONDS = 15
 INVITE_INTERVAL = 0.05  # 20 invites a second
@@ -74,26 +77,23 @@ def group(tmp_path: Path) -> Iterator[RedisGroup]:
         group.stop()
 
 
-def _ha_stack(tmp_path: Path, group: RedisGroup) -> Stack:
-    return start_stack(
+@pytest.fixture
+def ha_stack(tmp_path: Path, group: RedisGroup) -> Iterator[Stack]:
+    """The service on the high-availability group, asking one replica to confirm writes."""
+    with running_stack(
         tmp_path / "stack",
         group.url,
         env={"REDIS_MIN_REPLICAS": "1"},
         emulator_args=("--ring-seconds", "0.2", "--no-answer-seconds", "30"),
-    )
-
-
-def _sessions(stack: Stack, account: Account, n: int) -> list[str]:
-    return [
-        stack.incoming_call(random_number(), account.number)["conferenceName"] for _ in range(n)
-    ]
+    ) as stack:
+        yield stack
 
 
 def _members(stack: Stack, inviter: Inviter) -> dict[str, str]:
     """number -> member id, for every invite answered 200 (read through the new primary)."""
     found = {}
     for sid in set(inviter.accepted.values()):
-        found |= stack.redis.hgetall(f"orch:session:{sid}:active")
+        found |= stack.redis.hgetall(keys.session_active(sid))
     missing = set(inviter.accepted) - set(found)
     assert not missing, f"invites answered 200 and lost: {sorted(missing)}"
     return {number: found[number] for number in inviter.accepted}
@@ -104,12 +104,12 @@ def _every_invite_dialled_once_and_connected(stack: Stack, inviter: Inviter) -> 
 
     def states() -> dict[str, str | None]:
         return {
-            mid: stack.redis.hget(f"orch:session:{inviter.accepted[n]}:member:{mid}", "callState")
+            mid: stack.redis.hget(keys.member(inviter.accepted[n], mid), "callState")
             for n, mid in members.items()
         }
 
     # Twilio's callbacks refused while there was no primary were retried, and applied.
-    wait_for(lambda: set(states().values()) == {"Connected"}, 60, "every member Connected")
+    wait_until(lambda: set(states().values()) == {"Connected"}, 60, "every member Connected")
     creates = stack.emulator("creates").json()["byLabel"]
     twice = {mid: creates.get(mid) for mid in members.values() if creates.get(mid) != 1}
     assert not twice, f"members not dialled exactly once: {twice}"
@@ -118,62 +118,58 @@ def _every_invite_dialled_once_and_connected(stack: Stack, inviter: Inviter) -> 
         assert not [m for m in log if m.startswith("Could not dial")], log
 
 
-def test_the_primary_dies_and_nothing_answered_is_lost(tmp_path: Path, group: RedisGroup) -> None:
-    stack = _ha_stack(tmp_path, group)
-    try:
-        account = new_account(group.url)
-        sids = _sessions(stack, account, 4)
-        with Inviter(stack, account, sids) as inviter:
-            wait_for(lambda: len(inviter.accepted) >= 20, 20, "invites before the failover")
-            old = group.primary_port()
-            killed_at = time.monotonic()
-            group.kill(group.server(old))
-            recovered = wait_for(
-                lambda: next((t for t, s in list(inviter.answers) if t > killed_at and s == 200
-                              and any(x != 200 for x in inviter.statuses(killed_at))), None),
-                RECOVERY_SECONDS + 5,
-                "a 200 again after the failover",
-            )  # fmt: skip
-            before = len(inviter.accepted)
-            wait_for(lambda: len(inviter.accepted) >= before + 20, 20, "invites after it")
-        print(f"failover: the API answered 200 again {recovered - killed_at:.2f} s after the kill")
-        assert recovered - killed_at < RECOVERY_SECONDS
-        assert group.primary_port() != old
-        statuses = inviter.statuses()
-        assert -1 not in statuses, "a request hung while there was no primary"
-        assert set(statuses) <= {200, 503}
-        assert statuses[-20:] == [200] * 20  # settled on the new primary
-        for name in ("web", "worker"):  # nobody restarted anything
-            assert stack.processes[name].popen.poll() is None, stack.processes[name].log()
+def test_the_primary_dies_and_nothing_answered_is_lost(ha_stack: Stack, group: RedisGroup) -> None:
+    stack = ha_stack
+    account = new_account(group.url)
+    sids = stack.open_sessions(account.number, 4)
+    with Inviter(stack, account, sids) as inviter:
+        wait_until(lambda: len(inviter.accepted) >= 20, 20, "invites before the failover")
+        old = group.primary_port()
+        killed_at = time.monotonic()
+        group.kill(group.server(old))
+        recovered = wait_until(
+            lambda: next((t for t, s in list(inviter.answers) if t > killed_at and s == 200
+                          and any(x != 200 for x in inviter.statuses(killed_at))), None),
+            RECOVERY_SECONDS + 5,
+            "a 200 again after the failover",
+        )  # fmt: skip
+        before = len(inviter.accepted)
+        wait_until(lambda: len(inviter.accepted) >= before + 20, 20, "invites after it")
+    print(f"failover: the API answered 200 again {recovered - killed_at:.2f} s after the kill")
+    assert recovered - killed_at < RECOVERY_SECONDS
+    assert group.primary_port() != old
+    statuses = inviter.statuses()
+    assert -1 not in statuses, "a request hung while there was no primary"
+    assert set(statuses) <= {200, 503}
+    assert statuses[-20:] == [200] * 20  # settled on the new primary
+    for name in ("web", "worker"):  # nobody restarted anything
+        assert stack.processes[name].alive(), stack.processes[name].log()
 
-        _every_invite_dialled_once_and_connected(stack, inviter)
-        calls = stack.emulator("calls").json()["calls"]
-        deliveries = [d for c in calls for d in c["callbacks"]]
-        retried = [d for d in deliveries if any(a.get("status") == 503 for a in d["attempts"])]
-        assert retried, "no callback met the gap (the test did not test what it says)"
-        assert all(d["status"] == 204 for d in retried)
-        failed = [d for c in calls for d in c["failedCallbacks"]]
-        assert not failed, failed
-    finally:
-        stack.stop_all()
+    _every_invite_dialled_once_and_connected(stack, inviter)
+    calls = stack.emulator("calls").json()["calls"]
+    deliveries = [d for c in calls for d in c["callbacks"]]
+    retried = [d for d in deliveries if any(a.get("status") == 503 for a in d["attempts"])]
+    assert retried, "no callback met the gap (the test did not test what it says)"
+    assert all(d["status"] == 204 for d in retried)
+    failed = [d for c in calls for d in c["failedCallbacks"]]
+    assert not failed, failed
 
 
-def test_losing_a_replica_and_a_sentinel_changes_nothing(tmp_path: Path, group: RedisGroup) -> None:
-    stack = _ha_stack(tmp_path, group)
-    try:
-        account = new_account(group.url)
-        sids = _sessions(stack, account, 2)
-        primary = group.primary_port()
-        with Inviter(stack, account, sids) as inviter:
-            wait_for(lambda: len(inviter.accepted) >= 10, 20, "invites first")
-            replica = next(s for s in group.servers if s.port != primary)
-            group.kill(replica)
-            group.sentinels[0].kill()
-            before = len(inviter.accepted)
-            # Past the time a Sentinel takes to call the replica down, and more.
-            wait_for(lambda: len(inviter.accepted) >= before + 60, 30, "invites after")
-        assert inviter.statuses() == [200] * len(inviter.statuses())
-        assert group.primary_port() == primary
-        _every_invite_dialled_once_and_connected(stack, inviter)
-    finally:
-        stack.stop_all()
+def test_losing_a_replica_and_a_sentinel_changes_nothing(
+    ha_stack: Stack, group: RedisGroup
+) -> None:
+    stack = ha_stack
+    account = new_account(group.url)
+    sids = stack.open_sessions(account.number, 2)
+    primary = group.primary_port()
+    with Inviter(stack, account, sids) as inviter:
+        wait_until(lambda: len(inviter.accepted) >= 10, 20, "invites first")
+        replica = next(s for s in group.servers if s.port != primary)
+        group.kill(replica)
+        group.sentinels[0].kill()
+        before = len(inviter.accepted)
+        # Past the time a Sentinel takes to call the replica down, and more.
+        wait_until(lambda: len(inviter.accepted) >= before + 60, 30, "invites after")
+    assert inviter.statuses() == [200] * len(inviter.statuses())
+    assert group.primary_port() == primary
+    _every_invite_dialled_once_and_connected(stack, inviter)

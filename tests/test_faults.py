@@ -15,29 +15,17 @@ import pytest
 import redis
 from rq.job import Job
 
-from orchestrator import provision, redis_server
-from tests.conftest import Account, Stack, random_number, start_stack, wait_for
-
-
-def _account(redis_url: str) -> Account:
-    r = redis.Redis.from_url(redis_url)
-    aid = provision.create_account(r, "Faulty Co")
-    number = provision.add_number(r, random_number(), aid)
-    uid = provision.add_user(r, "x@example.com", aid)
-    return Account(aid, number, provision.create_key(r, aid, ["User"]), uid, "x@example.com")
-
-
-def _sessions(stack: Stack, account: Account, count: int) -> list[str]:
-    return [
-        stack.incoming_call(random_number(), account.number)["conferenceName"] for _ in range(count)
-    ]
+from orchestrator import jobs, keys, redis_server
+from orchestrator.launch import wait_until
+from tests.support.accounts import new_account, random_number
+from tests.support.stack import OwnStacks, Stack
 
 
 def _member_ids(stack: Stack) -> dict[str, dict[str, str]]:
     """Every invited (non-caller) member: id -> its stored hash."""
     r = stack.redis
     members = {}
-    for key in r.scan_iter("orch:session:*:member:*"):
+    for key in r.scan_iter(keys.member("*", "*")):
         fields = r.hgetall(key)
         if fields.get("role") != "Caller":
             members[fields["id"]] = {**fields, "_session": key.split(":")[2]}
@@ -45,7 +33,7 @@ def _member_ids(stack: Stack) -> dict[str, dict[str, str]]:
 
 
 def _dialling(stack: Stack) -> bool:
-    for key in stack.redis.scan_iter("orch:session:*:member:*", count=1000):
+    for key in stack.redis.scan_iter(keys.member("*", "*"), count=1000):
         lease, call_sid, rank = stack.redis.hmget(key, "_lease", "callSid", "_rank")
         if lease and not call_sid and rank != "3" and float(lease) > time.time():
             return True
@@ -54,7 +42,7 @@ def _dialling(stack: Stack) -> bool:
 
 def _settled(stack: Stack, member: dict[str, str]) -> bool:
     """Dialled (has a call leg) or ended with a log entry saying why."""
-    fresh = stack.redis.hgetall(f"orch:session:{member['_session']}:member:{member['id']}")
+    fresh = stack.redis.hgetall(keys.member(member["_session"], member["id"]))
     return bool(fresh.get("callSid")) or fresh.get("_rank") == "3"
 
 
@@ -76,160 +64,143 @@ def own_redis(tmp_path: Path) -> Iterator[redis_server.RedisServer]:
 
 
 def test_worker_killed_mid_dial_dials_each_member_exactly_once(
-    own_redis: redis_server.RedisServer, tmp_path: Path
+    own_redis: redis_server.RedisServer, own_stack: OwnStacks
 ) -> None:
-    stack = start_stack(
-        tmp_path / "stack",
+    stack = own_stack(
         own_redis.url,
         env={"DIAL_JOB_TIMEOUT": "4", "DIAL_RETRY_BACKOFF": "0,1,1,1,1,1", "TWILIO_CPS": "20"},
     )
-    try:
-        account = _account(own_redis.url)
-        sessions = _sessions(stack, account, 3)
-        # Slow creates (Twilio taking 0.3 s) so that kills land mid-dial.
-        stack.emulator(
-            "faults", "POST", data={"mode": "delay", "seconds": "0.3", "for_seconds": "30"}
-        )
-        invited: list[str] = []
+    account = new_account(own_redis.url)
+    sessions = stack.open_sessions(account.number, 3)
+    # Slow creates (Twilio taking 0.3 s) so that kills land mid-dial.
+    stack.emulator("faults", "POST", data={"mode": "delay", "seconds": "0.3", "for_seconds": "30"})
+    invited: list[str] = []
 
-        def invite() -> None:
-            with stack.client(account.key) as c:
-                while len(invited) < 40:
-                    sid = random.choice(sessions)
-                    response = c.post(
-                        f"/sessions/{sid}/members", json={"memberToAdd": random_number()}
-                    )
-                    assert response.status_code == 200, response.text
-                    invited.append(sid)
-                    time.sleep(0.05)
+    def invite() -> None:
+        with stack.client(account.key) as c:
+            while len(invited) < 40:
+                sid = random.choice(sessions)
+                response = c.post(f"/sessions/{sid}/members", json={"memberToAdd": random_number()})
+                assert response.status_code == 200, response.text
+                invited.append(sid)
+                time.sleep(0.05)
 
-        inviter = threading.Thread(target=invite)
-        inviter.start()
-        rng = random.Random(7)
-        for _ in range(6):
-            # Kill while a dial is in flight (claimed, not yet recorded), at a random point.
-            wait_for(lambda: _dialling(stack), 30, "a dial in flight")
-            time.sleep(rng.uniform(0, 0.3))
-            stack.processes["worker"].kill()
-            stack.start("worker", "-m", "orchestrator", "worker")
-        inviter.join()
+    inviter = threading.Thread(target=invite)
+    inviter.start()
+    rng = random.Random(7)
+    for _ in range(6):
+        # Kill while a dial is in flight (claimed, not yet recorded), at a random point.
+        wait_until(lambda: _dialling(stack), 30, "a dial in flight")
+        time.sleep(rng.uniform(0, 0.3))
+        stack.processes["worker"].kill()
+        stack.start("worker", "-m", "orchestrator", "worker")
+    inviter.join()
 
-        members = _member_ids(stack)
-        assert len(members) == len(invited) == 40
-        wait_for(
-            lambda: all(_settled(stack, m) for m in members.values()),
-            120,
-            "every invite to be dialled or ended",
-        )
-        creates = stack.emulator("creates").json()["byLabel"]
-        legs = _legs_by_label(stack)
-        retried = [
-            mid
-            for mid in members
-            if int(stack.redis.hget(f"rq:job:dial-{mid}", "retries_left") or 6) < 6
-        ]
-        assert retried, "no kill landed mid-dial; the test proved nothing"
-        for mid, member in members.items():
-            fresh = stack.redis.hgetall(f"orch:session:{member['_session']}:member:{mid}")
-            log = [e["message"] for e in stack.session_log(member["_session"])]
-            if mid in creates:
-                # Twilio placed the call: the member holds that very leg, dialled once,
-                # and is not recorded as failed while its phone rings.
-                assert creates[mid] == 1, f"{mid} dialled {creates[mid]} times"
-                assert fresh.get("callSid") == legs[mid], f"{mid} lost its leg {legs[mid]}"
-                name = fresh["displayName"]
-                assert not [e for e in log if e.startswith(f"Could not dial {name}")], log
-            else:
-                assert not fresh.get("callSid")
-                assert any(mid in entry or fresh["identity"] in entry for entry in log)
-    finally:
-        stack.stop_all()
+    members = _member_ids(stack)
+    assert len(members) == len(invited) == 40
+    wait_until(
+        lambda: all(_settled(stack, m) for m in members.values()),
+        120,
+        "every invite to be dialled or ended",
+    )
+    creates = stack.emulator("creates").json()["byLabel"]
+    legs = _legs_by_label(stack)
+    retried = [
+        mid
+        for mid in members
+        if int(stack.redis.hget(Job.key_for(jobs.job_id(mid)), "retries_left") or 6) < 6
+    ]
+    assert retried, "no kill landed mid-dial; the test proved nothing"
+    for mid, member in members.items():
+        fresh = stack.redis.hgetall(keys.member(member["_session"], mid))
+        log = [e["message"] for e in stack.session_log(member["_session"])]
+        if mid in creates:
+            # Twilio placed the call: the member holds that very leg, dialled once,
+            # and is not recorded as failed while its phone rings.
+            assert creates[mid] == 1, f"{mid} dialled {creates[mid]} times"
+            assert fresh.get("callSid") == legs[mid], f"{mid} lost its leg {legs[mid]}"
+            name = fresh["displayName"]
+            assert not [e for e in log if e.startswith(f"Could not dial {name}")], log
+        else:
+            assert not fresh.get("callSid")
+            assert any(mid in entry or fresh["identity"] in entry for entry in log)
 
 
 def test_redis_restart_loses_no_accepted_invite(
-    own_redis: redis_server.RedisServer, tmp_path: Path
+    own_redis: redis_server.RedisServer, own_stack: OwnStacks
 ) -> None:
-    stack = start_stack(tmp_path / "stack", own_redis.url)
-    try:
-        account = _account(own_redis.url)
-        (sid,) = _sessions(stack, account, 1)
-        accepted: list[str] = []
-        outcomes: list[int] = []
-        stop = threading.Event()
+    stack = own_stack(own_redis.url)
+    account = new_account(own_redis.url)
+    (sid,) = stack.open_sessions(account.number, 1)
+    accepted: list[str] = []
+    outcomes: list[int] = []
+    stop = threading.Event()
 
-        def invite() -> None:
-            with stack.client(account.key) as c:
-                while not stop.is_set():
-                    number = random_number()
-                    try:
-                        response = c.post(
-                            f"/sessions/{sid}/members", json={"memberToAdd": number}, timeout=5
-                        )
-                    except httpx.TimeoutException:
-                        outcomes.append(-1)
-                        continue
-                    outcomes.append(response.status_code)
-                    if response.status_code == 200:
-                        accepted.append(number)
-                    else:
-                        assert response.status_code == 503, response.text
-                        assert response.json()["responseStatus"]["errorCode"]
-                    time.sleep(0.02)
+    def invite() -> None:
+        with stack.client(account.key) as c:
+            while not stop.is_set():
+                number = random_number()
+                try:
+                    response = c.post(
+                        f"/sessions/{sid}/members", json={"memberToAdd": number}, timeout=5
+                    )
+                except httpx.TimeoutException:
+                    outcomes.append(-1)
+                    continue
+                outcomes.append(response.status_code)
+                if response.status_code == 200:
+                    accepted.append(number)
+                else:
+                    assert response.status_code == 503, response.text
+                    assert response.json()["responseStatus"]["errorCode"]
+                time.sleep(0.02)
 
-        inviter = threading.Thread(target=invite)
-        inviter.start()
-        wait_for(lambda: len(accepted) >= 10, 20, "invites before the restart")
-        own_redis.stop()
-        wait_for(lambda: 503 in outcomes, 20, "503 while Redis is away")
-        before = len(accepted)
-        restarted = redis_server.start(own_redis.directory, port=own_redis.port, appendonly=True)
-        own_redis.process = restarted.process
-        wait_for(lambda: len(accepted) >= before + 10, 30, "the web to recover by itself")
-        stop.set()
-        inviter.join()
-        assert -1 not in outcomes, "a request hung while Redis was away"
+    inviter = threading.Thread(target=invite)
+    inviter.start()
+    wait_until(lambda: len(accepted) >= 10, 20, "invites before the restart")
+    own_redis.stop()
+    wait_until(lambda: 503 in outcomes, 20, "503 while Redis is away")
+    before = len(accepted)
+    restarted = redis_server.start(own_redis.directory, port=own_redis.port, appendonly=True)
+    own_redis.process = restarted.process
+    wait_until(lambda: len(accepted) >= before + 10, 30, "the web to recover by itself")
+    stop.set()
+    inviter.join()
+    assert -1 not in outcomes, "a request hung while Redis was away"
 
-        active = stack.redis.hgetall(f"orch:session:{sid}:active")
-        assert set(accepted) <= set(active), "an invite answered 200 was lost"
-        wait_for(
-            lambda: all(
-                stack.redis.hget(f"orch:session:{sid}:member:{active[n]}", "callSid")
-                for n in accepted
-            ),
-            60,
-            "the worker to reconnect and dial every accepted invite",
-        )
-        creates = stack.emulator("creates").json()["byLabel"]
-        assert all(creates.get(active[n]) == 1 for n in accepted)
-    finally:
-        stack.stop_all()
+    active = stack.redis.hgetall(keys.session_active(sid))
+    assert set(accepted) <= set(active), "an invite answered 200 was lost"
+    wait_until(
+        lambda: all(stack.redis.hget(keys.member(sid, active[n]), "callSid") for n in accepted),
+        60,
+        "the worker to reconnect and dial every accepted invite",
+    )
+    creates = stack.emulator("creates").json()["byLabel"]
+    assert all(creates.get(active[n]) == 1 for n in accepted)
 
 
 def test_dial_rate_is_shared_by_all_workers(
-    own_redis: redis_server.RedisServer, tmp_path: Path
+    own_redis: redis_server.RedisServer, own_stack: OwnStacks
 ) -> None:
-    stack = start_stack(tmp_path / "stack", own_redis.url, env={"TWILIO_CPS": "5"}, workers=4)
-    try:
-        account = _account(own_redis.url)
-        sessions = _sessions(stack, account, 5)
-        with stack.client(account.key) as c:
-            for i in range(25):
-                response = c.post(
-                    f"/sessions/{sessions[i % 5]}/members", json={"memberToAdd": random_number()}
-                )
-                assert response.status_code == 200
-        times = wait_for(
-            lambda: len(t := stack.emulator("creates").json()["times"]) == 25 and t,
-            60,
-            "25 dials",
-        )
-        times.sort()
-        # No one-second window holds more than 5 dials (small slack for clock reads).
-        assert all(b - a >= 0.98 for a, b in zip(times, times[5:], strict=False))
-        # And the cap is used: 25 dials at 5/s take about 4 s (4.5 with the jitter margin).
-        assert times[-1] - times[0] < 4 * 1.12 * 1.3
-    finally:
-        stack.stop_all()
+    stack = own_stack(own_redis.url, env={"TWILIO_CPS": "5"}, workers=4)
+    account = new_account(own_redis.url)
+    sessions = stack.open_sessions(account.number, 5)
+    with stack.client(account.key) as c:
+        for i in range(25):
+            response = c.post(
+                f"/sessions/{sessions[i % 5]}/members", json={"memberToAdd": random_number()}
+            )
+            assert response.status_code == 200
+    times = wait_until(
+        lambda: len(t := stack.emulator("creates").json()["times"]) == 25 and t,
+        60,
+        "25 dials",
+    )
+    times.sort()
+    # No one-second window holds more than 5 dials (small slack for clock reads).
+    assert all(b - a >= 0.98 for a, b in zip(times, times[5:], strict=False))
+    # And the cap is used: 25 dials at 5/s take about 4 s (4.5 with the jitter margin).
+    assert times[-1] - times[0] < 4 * 1.12 * 1.3
 
 
 @pytest.mark.parametrize(
@@ -244,75 +215,106 @@ def test_dial_rate_is_shared_by_all_workers(
     ids=["503", "429", "reset", "timeout"],
 )
 def test_twilio_faults_are_retried_without_a_storm(
-    own_redis: redis_server.RedisServer, tmp_path: Path, fault: dict, needed_retries: int
+    own_redis: redis_server.RedisServer, own_stack: OwnStacks, fault: dict, needed_retries: int
 ) -> None:
-    stack = start_stack(
-        tmp_path / "stack",
+    stack = own_stack(
         own_redis.url,
         env={"DIAL_JOB_TIMEOUT": "4", "DIAL_RETRY_BACKOFF": "0,1,1,1"},
     )
-    try:
-        account = _account(own_redis.url)
-        (sid,) = _sessions(stack, account, 1)
-        stack.emulator("faults", "POST", data=fault)
-        target = random_number()
-        with stack.client(account.key) as c:
-            assert (
-                c.post(f"/sessions/{sid}/members", json={"memberToAdd": target}).status_code == 200
-            )
-        mid = wait_for(lambda: stack.redis.hget(f"orch:session:{sid}:active", target), 10, "member")
-        wait_for(
-            lambda: stack.redis.hget(f"orch:session:{sid}:member:{mid}", "callSid"),
-            30,
-            "the dial to get through",
-        )
-        creates = stack.emulator("creates").json()
-        assert creates["byLabel"][mid] == 1
-        # Calls made vs needed: one create per fault it had to outlast, plus the one that
-        # worked (a timed-out create counts as the one that worked).
-        assert creates["attempts"] == 1 + needed_retries
-    finally:
-        stack.stop_all()
+    account = new_account(own_redis.url)
+    (sid,) = stack.open_sessions(account.number, 1)
+    stack.emulator("faults", "POST", data=fault)
+    mid = stack.add_member(account.key, sid, random_number())
+    wait_until(
+        lambda: stack.redis.hget(keys.member(sid, mid), "callSid"),
+        30,
+        "the dial to get through",
+    )
+    creates = stack.emulator("creates").json()
+    assert creates["byLabel"][mid] == 1
+    # Calls made vs needed: one create per fault it had to outlast, plus the one that
+    # worked (a timed-out create counts as the one that worked).
+    assert creates["attempts"] == 1 + needed_retries
 
 
 def test_a_lost_create_answer_on_a_call_that_ended_before_the_retry_is_not_redialled(
-    own_redis: redis_server.RedisServer, tmp_path: Path
+    own_redis: redis_server.RedisServer, own_stack: OwnStacks
 ) -> None:
     """Twilio made the call but its answer never reached the worker, and the callee was
     busy before the retry ran: Twilio no longer lists that participant, so only the leg's
     own callbacks can tell the retry that the member was dialled."""
-    stack = start_stack(
-        tmp_path / "stack",
+    stack = own_stack(
         own_redis.url,
         # Twilio requests time out after 0.8 s; the retry follows 3 to 6 s later.
         env={"DIAL_JOB_TIMEOUT": "4", "DIAL_RETRY_BACKOFF": "3,3"},
     )
-    try:
-        account = _account(own_redis.url)
-        (sid,) = _sessions(stack, account, 1)
-        stack.emulator("faults", "POST", data={"mode": "delay", "seconds": "2", "count": "1"})
-        busy = random_number()[:-4] + "0001"
-        with stack.client(account.key) as c:
-            assert c.post(f"/sessions/{sid}/members", json={"memberToAdd": busy}).is_success
-        r = stack.redis
-        mid = wait_for(lambda: r.hget(f"orch:session:{sid}:active", busy), 10, "the member")
-        member = f"orch:session:{sid}:member:{mid}"
-        wait_for(lambda: r.hget(member, "_rank") == "3", 20, "the busy callee's callbacks")
-        assert r.hget(member, "_attempts") == "1", "the retry ran before the callee was busy"
-        job = Job.fetch(f"dial-{mid}", connection=redis.Redis.from_url(own_redis.url))
-        wait_for(lambda: job.get_status(refresh=True) == "finished", 20, "the retry to run")
-        # The retry found the member ended by its leg's callbacks, and dialled nobody.
-        assert job.return_value() == "final"
+    account = new_account(own_redis.url)
+    (sid,) = stack.open_sessions(account.number, 1)
+    stack.emulator("faults", "POST", data={"mode": "delay", "seconds": "2", "count": "1"})
+    busy = random_number()[:-4] + "0001"
+    mid = stack.add_member(account.key, sid, busy)
+    r = stack.redis
+    member = keys.member(sid, mid)
+    wait_until(lambda: r.hget(member, "_rank") == "3", 20, "the busy callee's callbacks")
+    assert r.hget(member, "_attempts") == "1", "the retry ran before the callee was busy"
+    job = Job.fetch(jobs.job_id(mid), connection=redis.Redis.from_url(own_redis.url))
+    wait_until(lambda: job.get_status(refresh=True) == "finished", 20, "the retry to run")
+    # The retry found the member ended by its leg's callbacks, and dialled nobody.
+    assert job.return_value() == "final"
 
-        creates = stack.emulator("creates").json()
-        assert creates["byLabel"][mid] == 1 and creates["attempts"] == 1
-        legs = _legs_by_label(stack)
-        assert r.hget(member, "callSid") == legs[mid]
-        call = stack.emulator(f"calls/{legs[mid]}").json()
-        assert call["status"] == "busy"
-        assert r.hget(member, "callState") == "None"
-        log = [e["message"] for e in stack.session_log(sid)]
-        assert sum(e.endswith(" was busy") for e in log) == 1, log
-        assert sum(e.startswith("Dialled ") for e in log) == 1, log
-    finally:
-        stack.stop_all()
+    creates = stack.emulator("creates").json()
+    assert creates["byLabel"][mid] == 1 and creates["attempts"] == 1
+    legs = _legs_by_label(stack)
+    assert r.hget(member, "callSid") == legs[mid]
+    call = stack.emulator(f"calls/{legs[mid]}").json()
+    assert call["status"] == "busy"
+    assert r.hget(member, "callState") == "None"
+    log = [e["message"] for e in stack.session_log(sid)]
+    assert sum(e.endswith(" was busy") for e in log) == 1, log
+    assert sum(e.startswith("Dialled ") for e in log) == 1, log
+
+
+def test_a_callback_refused_while_redis_is_away_is_applied_when_twilio_retries(
+    own_redis: redis_server.RedisServer, own_stack: OwnStacks
+) -> None:
+    """Twilio retries a callback the web process refused (503) while Redis was away;
+    once Redis is back the retry is applied, once."""
+    stack = own_stack(own_redis.url)
+    account = new_account(own_redis.url)
+    (sid,) = stack.open_sessions(account.number, 1)
+    mid = stack.add_member(account.key, sid, random_number())
+    r = stack.redis
+    member = keys.member(sid, mid)
+    wait_until(lambda: r.hget(member, "callState") == "Connected", 20, "the member to connect")
+    call_sid = r.hget(member, "callSid")
+    log_before = [e["message"] for e in stack.session_log(sid)]
+
+    own_redis.stop()
+    stack.emulator(f"calls/{call_sid}/hangup", "POST")  # the member hangs up meanwhile
+
+    def refused() -> bool:
+        call = stack.emulator(f"calls/{call_sid}").json()
+        return any(a.get("status") == 503 for a in call["sending"])
+
+    wait_until(refused, 10, "a callback answered 503 while Redis is away")
+    restarted = redis_server.start(own_redis.directory, port=own_redis.port, appendonly=True)
+    own_redis.process = restarted.process
+
+    wait_until(lambda: stack.redis.hget(member, "_rank") == "3", 20, "the retry to be applied")
+    assert stack.redis.hget(member, "callState") == "None"
+    call = wait_until(
+        lambda: (
+            (c := stack.emulator(f"calls/{call_sid}").json())
+            and any(d.get("status") == 204 and len(d["attempts"]) > 1 for d in c["callbacks"])
+            and c
+        ),
+        20,
+        "the retried callback to be delivered",
+    )
+    retried = [d for d in call["callbacks"] if len(d["attempts"]) > 1]
+    assert all(d["attempts"][0]["status"] == 503 for d in retried)
+    assert all(d["status"] == 204 for d in call["callbacks"])
+    # Applied once: the member's end is logged once, as without the outage.
+    log = [e["message"] for e in stack.session_log(sid)][len(log_before) :]
+    ends = [m for m in log if m.endswith((" left the call", " left the conference"))]
+    assert len(ends) == 1, log

@@ -7,8 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.conftest import Account, Stack, random_number, wait_for
+from orchestrator import keys
+from orchestrator.launch import wait_until
+from tests.support.accounts import Account, random_number
+from tests.support.stack import Stack
 
 
 def _get(stack: Stack, account: Account, sid: str) -> dict[str, Any]:
@@ -27,7 +31,7 @@ def _wait_member(stack, account, sid, identity, check, what, timeout=10) -> dict
         member = _member(_get(stack, account, sid), identity)
         return member if member and check(member) else None
 
-    return wait_for(ready, timeout, what=f"{identity} {what}")
+    return wait_until(ready, timeout, what=f"{identity} {what}")
 
 
 def _invite(stack: Stack, account: Account, sid: str, member: str, **extra: str) -> httpx.Response:
@@ -48,7 +52,7 @@ def test_incoming_call_creates_a_session_with_its_caller(stack: Stack, account: 
     caller = random_number()
     call = stack.incoming_call(caller, account.number)
     sid = call["conferenceName"]
-    session = wait_for(
+    session = wait_until(
         lambda: (s := _get(stack, account, sid))["callState"] == "Connected" and s,
         what="conference start",
     )
@@ -62,7 +66,7 @@ def test_incoming_call_creates_a_session_with_its_caller(stack: Stack, account: 
     (member,) = session["members"]
     assert member["role"] == "Caller" and member["isOriginalMember"] is True
     assert member["callSid"] == call["callSid"]
-    wait_for(
+    wait_until(
         lambda: _member(_get(stack, account, sid), caller)["callState"] == "Connected",
         what="caller joined",
     )
@@ -87,7 +91,7 @@ def test_phone_member_rings_connects_and_hangs_up(stack: Stack, account: Account
     invited = _member(response.json(), target)
     assert invited["role"] == "Transfer"
     assert invited["callState"] in ("None", "Ringing")
-    member_id = stack.redis.hget(f"orch:session:{sid}:active", target)
+    member_id = stack.redis.hget(keys.session_active(sid), target)
 
     connected = _wait_member(
         stack, account, sid, target, lambda m: m["callState"] == "Connected", "connected"
@@ -138,7 +142,7 @@ def test_inviting_a_member_twice_dials_once(stack: Stack, account: Account) -> N
     responses = [_invite(stack, account, sid, target) for _ in range(3)]
     assert all(r.status_code == 200 for r in responses)
     _wait_member(stack, account, sid, target, lambda m: m["callState"] == "Connected", "connected")
-    member_id = stack.redis.hget(f"orch:session:{sid}:active", target)
+    member_id = stack.redis.hget(keys.session_active(sid), target)
     assert stack.creates(member_id) == 1
     members = _get(stack, account, sid)["members"]
     assert [m["identity"] for m in members].count(target) == 1
@@ -152,8 +156,7 @@ def _final_log(stack, account, sid, target) -> str:
         sid,
         target,
         lambda m: (
-            m["callState"] == "None"
-            and not stack.redis.hexists(f"orch:session:{sid}:active", target)
+            m["callState"] == "None" and not stack.redis.hexists(keys.session_active(sid), target)
         ),
         "ended",
     )
@@ -161,22 +164,18 @@ def _final_log(stack, account, sid, target) -> str:
     return _messages(_get(stack, account, sid))[-1]
 
 
-def test_busy_member_ends_with_a_log_entry(stack: Stack, account: Account) -> None:
+@pytest.mark.parametrize(
+    ("callee", "ending"),
+    [("+14155550001", "was busy"), ("+14155550002", "did not answer"),
+     ("+14155550003", "the call failed")],
+    ids=["busy", "unanswered", "failed"],
+)  # fmt: skip
+def test_a_member_who_does_not_connect_ends_with_a_log_entry(
+    stack: Stack, account: Account, callee: str, ending: str
+) -> None:
     sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
-    assert _invite(stack, account, sid, "+14155550001").status_code == 200
-    assert _final_log(stack, account, sid, "+14155550001").endswith("was busy")
-
-
-def test_unanswered_member_ends_with_a_log_entry(stack: Stack, account: Account) -> None:
-    sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
-    assert _invite(stack, account, sid, "+14155550002").status_code == 200
-    assert _final_log(stack, account, sid, "+14155550002").endswith("did not answer")
-
-
-def test_failed_call_ends_with_a_log_entry(stack: Stack, account: Account) -> None:
-    sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
-    assert _invite(stack, account, sid, "+14155550003").status_code == 200
-    assert _final_log(stack, account, sid, "+14155550003").endswith("the call failed")
+    assert _invite(stack, account, sid, callee).status_code == 200
+    assert _final_log(stack, account, sid, callee).endswith(ending)
 
 
 def test_number_twilio_rejects_ends_with_twilios_message(stack: Stack, account: Account) -> None:
@@ -189,7 +188,7 @@ def test_number_twilio_rejects_ends_with_twilios_message(stack: Stack, account: 
         member = _member(session, target)
         return member["callState"] == "None" and any("21211" in m for m in _messages(session))
 
-    wait_for(ended, what="the rejected member to end")
+    wait_until(ended, what="the rejected member to end")
     session = _get(stack, account, sid)
     assert _member(session, target)["callSid"] is None
     (entry,) = [m for m in _messages(session) if "21211" in m]
@@ -212,9 +211,11 @@ def test_caller_id_defaults_to_the_sessions_number_and_can_be_set(
 def test_ended_session_refuses_invites_with_409(stack: Stack, account: Account) -> None:
     call = stack.incoming_call(random_number(), account.number)
     sid = call["conferenceName"]
-    wait_for(lambda: _get(stack, account, sid)["callState"] == "Connected", what="conference")
+    wait_until(lambda: _get(stack, account, sid)["callState"] == "Connected", what="conference")
     assert stack.emulator(f"calls/{call['callSid']}/hangup", "POST").status_code < 300
-    session = wait_for(lambda: (s := _get(stack, account, sid))["ended"] and s, what="session end")
+    session = wait_until(
+        lambda: (s := _get(stack, account, sid))["ended"] and s, what="session end"
+    )
     assert session["callState"] == "Disconnected"
     assert session["dateCompleted"]
     assert session["members"][0]["callState"] == "None"
@@ -236,7 +237,7 @@ def test_twilio_overload_is_retried_until_dialled_once(stack: Stack, account: Ac
         stack, account, sid, target, lambda m: m["callState"] == "Connected", "connected", 30
     )
     assert stack.emulator("faults").json() == {"remaining": 0, "served": served + 2}
-    member_id = stack.redis.hget(f"orch:session:{sid}:active", target)
+    member_id = stack.redis.hget(keys.session_active(sid), target)
     assert stack.creates(member_id) == 1
     assert connected["callSid"]
 
@@ -253,7 +254,7 @@ def test_retries_run_out_with_a_clear_log_entry(stack: Stack, account: Account) 
                 "unavailable after retries" in m for m in _messages(_get(stack, account, sid))
             )
 
-        wait_for(gave_up, 30, "the dial to give up")
+        wait_until(gave_up, 30, "the dial to give up")
         # The test stack allows 3 retries: four attempts in all, then no more.
         assert 50 - stack.emulator("faults").json()["remaining"] == 4
     finally:

@@ -6,7 +6,6 @@ stack trace, never a state change from an unsigned or foreign request."""
 from __future__ import annotations
 
 import hashlib
-import time
 from urllib.parse import quote
 
 import httpx
@@ -14,12 +13,14 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from twilio.request_validator import RequestValidator
 
-from orchestrator import provision
-from tests.conftest import Account, Stack, random_number, wait_for
-from tests.test_webhooks import seed
+from orchestrator import keys, provision
+from orchestrator.launch import wait_until
+from tests.support import queues
+from tests.support.accounts import Account, new_account
+from tests.support.stack import Stack
+from tests.support.webhooks import seed
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 CONTENT_TYPES = st.sampled_from(
@@ -54,9 +55,13 @@ def fingerprint(stack: Stack, sid: str) -> str:
     """The victim session's keys, byte for byte, and how many keys the service owns."""
     r = redis.Redis.from_url(stack.redis_url)
     digest = hashlib.sha256()
-    for key in sorted(r.scan_iter(f"orch:session:{sid}*", count=1000)):
+    for key in sorted(r.scan_iter(keys.session(sid) + "*", count=1000)):
         digest.update(key + b"=" + (r.dump(key) or b""))
-    owned = sum(1 for k in r.scan_iter("orch:*", count=1000) if not k.startswith(b"orch:cps"))
+    owned = sum(
+        1
+        for k in r.scan_iter(keys.PREFIX + "*", count=1000)
+        if not k.startswith(keys.dial_rate().encode())
+    )
     return f"{digest.hexdigest()}/{owned}"
 
 
@@ -66,39 +71,24 @@ def assert_clean(response: httpx.Response) -> None:
 
 
 def quiet(stack: Stack) -> None:
-    """Wait until earlier tests' dials and callbacks have settled, so counts hold still."""
+    """Wait until earlier tests' work has settled, so counts hold still: no job queued,
+    running or scheduled, no callee still ringing (whose callbacks are yet to come) and
+    no callback on its way from the emulator."""
     r = redis.Redis.from_url(stack.redis_url)
 
-    def idle() -> bool:
-        return (
-            r.llen("rq:queue:dial") == 0
-            and StartedJobRegistry("dial", connection=r).count == 0
-            and ScheduledJobRegistry("dial", connection=r).count == 0
+    def settled() -> bool:
+        calls = stack.emulator("calls").json()["calls"]
+        return queues.all_idle(r) and not any(
+            c["sending"] or c["status"] in ("queued", "initiated", "ringing") for c in calls
         )
 
-    wait_for(idle, 60, "the dial queue to drain")
-    last = {"count": -1}
-
-    def stable() -> bool:
-        count = sum(1 for _ in r.scan_iter("orch:*", count=1000))
-        settled, last["count"] = count == last["count"], count
-        return settled
-
-    wait_for(lambda: time.sleep(0.5) or stable(), 60, "the keys to hold still")
+    wait_until(settled, 60, "earlier tests' jobs, calls and callbacks to settle")
 
 
 @pytest.fixture(scope="module")
 def victim(stack: Stack) -> tuple[Account, str]:
     """An account with a live session that the fuzzing must not be able to touch."""
-    r = redis.Redis.from_url(stack.redis_url)
-    aid = provision.create_account(r, "Victim Co")
-    account = Account(
-        aid,
-        provision.add_number(r, random_number(), aid),
-        provision.create_key(r, aid, ["User"]),
-        "",
-        "",
-    )
+    account = new_account(stack.redis_url, "Victim Co")
     sid, _ = seed(stack, account, members=2)
     quiet(stack)
     return account, sid
@@ -182,7 +172,7 @@ def test_unsigned_webhooks_change_nothing(
 
 def test_replayed_callbacks_change_nothing_more(stack: Stack, victim) -> None:
     _, sid = victim
-    mid = stack.redis.lrange(f"orch:session:{sid}:members", 0, -1)[-1]
+    mid = stack.redis.lrange(keys.session_members(sid), 0, -1)[-1]
     url = f"{stack.base_url}/twilio/call-status?session={sid}&member={mid}"
     params = {"CallSid": "CA" + "d" * 32, "CallStatus": "ringing", "SequenceNumber": "1"}
     signature = RequestValidator(stack.auth_token).compute_signature(url, params)

@@ -1,4 +1,4 @@
-"""Operations (SPEC 9) through real processes: `/metrics` adds up what the web
+"""Operations (docs/operations.md) through real processes: `/metrics` adds up what the web
 processes and the worker counted, `/ready` follows Redis, `LOG_FORMAT=json`
 gives JSON lines with the SIDs, and an idle worker logs nothing routine.
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +22,14 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 
-from orchestrator import provision, redis_server
+from orchestrator import keys, redis_server
+from orchestrator.launch import wait_until
 from orchestrator.settings import ConfigError, Settings
-from tests.conftest import Account, Stack, random_number, start_stack, wait_for
-from tests.test_webhooks import invite_parked
+from tests.support import queues
+from tests.support.accounts import Account, new_account, random_number
+from tests.support.cli import cli
+from tests.support.stack import Stack, running_stack
+from tests.support.webhooks import invite_parked
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -41,16 +43,13 @@ def redis_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis_server
 
 @pytest.fixture(scope="module")
 def ops(redis_srv: redis_server.RedisServer, tmp_path_factory: pytest.TempPathFactory):
-    stack = start_stack(
+    with running_stack(
         tmp_path_factory.mktemp("metrics-stack"),
         redis_srv.url,
         env={"LOG_FORMAT": "json"},
         web_args=("--workers", "2"),
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        stack.stop_all()
 
 
 def scrape(stack: Stack) -> Samples:
@@ -69,12 +68,10 @@ def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
-def new_account(stack: Stack) -> tuple[str, str, str]:
+def _account(stack: Stack) -> tuple[str, str, str]:
     """(account id, its number, a User key) in the stack's Redis."""
-    r = redis.Redis.from_url(stack.redis_url)
-    aid = provision.create_account(r, "Metrics Co")
-    number = provision.add_number(r, random_number(), aid)
-    return aid, number, provision.create_key(r, aid, ["User"])
+    account = new_account(stack.redis_url, "Metrics Co")
+    return account.id, account.number, account.key
 
 
 def signed_post(
@@ -99,12 +96,12 @@ def log_lines(stack: Stack, name: str) -> list[str]:
 
 
 def test_callbacks_are_counted_by_event_and_outcome_and_forgeries_apart(ops: Stack) -> None:
-    aid, number, _ = new_account(ops)
+    aid, number, _ = _account(ops)
     before = scrape(ops)
     call_sid = "CA" + random.randbytes(16).hex()
     voice = {"CallSid": call_sid, "From": random_number(), "To": number}
     assert signed_post(ops, "/twilio/voice", voice).status_code == 200
-    sid = ops.redis.get(f"orch:call:{call_sid}").split()[0]
+    sid = ops.redis.get(keys.call(call_sid)).split()[0]
     # A member whose dial job is parked: only these callbacks move it.
     (mid,) = invite_parked(ops, Account(aid, number, "", "", ""), sid, 1)
     leg = "CA" + random.randbytes(16).hex()
@@ -163,7 +160,7 @@ def test_callbacks_are_counted_by_event_and_outcome_and_forgeries_apart(ops: Sta
 
 
 def test_invites_and_dials_are_counted_across_web_and_worker_processes(ops: Stack) -> None:
-    _, number, key = new_account(ops)
+    _, number, key = _account(ops)
     sid = ops.incoming_call(random_number(), number)["conferenceName"]
     before = scrape(ops)
     for _ in range(3):
@@ -179,7 +176,7 @@ def test_invites_and_dials_are_counted_across_web_and_worker_processes(ops: Stac
         )
         return after if (done, refused) == (3, 1) else None
 
-    after = wait_for(dialled, 20, "3 dials and 1 rejection in /metrics")
+    after = wait_until(dialled, 20, "3 dials and 1 rejection in /metrics")
     requests = "orchestrator_requests_total"
     assert delta(after, before, requests, operation="InviteChatMember", status="200") == 4
     assert delta(after, before, "orchestrator_dispatch_seconds_count") == 3
@@ -201,7 +198,7 @@ def test_invites_and_dials_are_counted_across_web_and_worker_processes(ops: Stac
 
 
 def test_dial_retries_after_a_twilio_fault_are_counted(ops: Stack) -> None:
-    _, number, key = new_account(ops)
+    _, number, key = _account(ops)
     sid = ops.incoming_call(random_number(), number)["conferenceName"]
     before = scrape(ops)
     ops.emulator("faults", "POST", data={"status": "503", "count": "2"})
@@ -214,7 +211,7 @@ def test_dial_retries_after_a_twilio_fault_are_counted(ops: Stack) -> None:
             done = delta(after, before, dials, outcome="dialled", twilio_code="")
             return after if done == 1 else None
 
-        after = wait_for(dialled, 30, "the dial to go through after two retries")
+        after = wait_until(dialled, 30, "the dial to go through after two retries")
     finally:
         ops.emulator("faults", "POST", data={"status": "503", "count": "0"})
     assert delta(after, before, "orchestrator_dial_retries_total", reason="twilio") == 2
@@ -225,7 +222,7 @@ def test_dial_retries_after_a_twilio_fault_are_counted(ops: Stack) -> None:
 
 
 def test_json_logs_carry_the_sids(ops: Stack) -> None:
-    _, number, key = new_account(ops)
+    _, number, key = _account(ops)
     sid = ops.incoming_call(random_number(), number)["conferenceName"]
     invite(ops, key, sid, random_number())
 
@@ -236,8 +233,8 @@ def test_json_logs_carry_the_sids(ops: Stack) -> None:
                 return record
         return None
 
-    record = wait_for(dial_line, 10, "the worker's dial line for the session")
-    assert record["level"] == "INFO" and record["message"].startswith("dialled member ")
+    record = wait_until(dial_line, 10, "the worker's dial line for the session")
+    assert record["level"] == "INFO" and record["message"].startswith("dialled ")
     assert record["memberId"].startswith("mem_") and record["callSid"].startswith("CA")
     assert record["time"].endswith("Z")
     web = [json.loads(line) for line in log_lines(ops, "web") if line.strip()]
@@ -250,9 +247,10 @@ def test_json_logs_carry_the_sids(ops: Stack) -> None:
 
 
 def test_an_idle_worker_logs_nothing_routine_at_info(ops: Stack) -> None:
-    time.sleep(1)  # the earlier tests' last lines
+    r = redis.Redis.from_url(ops.redis_url)
+    wait_until(lambda: queues.all_idle(r), 30, "the earlier tests' jobs to end")
     seen = len(log_lines(ops, "worker"))
-    time.sleep(12)  # RQ's maintenance runs every 5 s
+    queues.wait_maintenance(r)  # what RQ does routinely: its registry clean-ups
     new = [json.loads(line) for line in log_lines(ops, "worker")[seen:] if line.strip()]
     assert [r for r in new if r["level"] in ("DEBUG", "INFO")] == []
     assert [r for r in new if r["logger"].startswith("rq.")] == []
@@ -280,7 +278,7 @@ def test_ready_follows_redis_and_health_stays(
     def ready() -> bool:
         return httpx.get(ops.base_url + "/ready", timeout=5).status_code == 200
 
-    wait_for(ready, 10, "/ready to answer 200 again")
+    wait_until(ready, 10, "/ready to answer 200 again")
     assert httpx.get(ops.base_url + "/ready", timeout=5).json() == {"ok": True}
 
 
@@ -312,10 +310,7 @@ def test_log_and_metrics_settings(tmp_path: Path) -> None:
 def test_a_bad_log_format_stops_web_and_worker_with_one_line() -> None:
     env = {**os.environ, **GOOD, "LOG_FORMAT": "yaml"}
     for command in ("web", "worker"):
-        result = subprocess.run(
-            [sys.executable, "-m", "orchestrator", command],
-            capture_output=True, text=True, timeout=60, env=env,
-        )  # fmt: skip
+        result = cli(command, env=env)
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() == [
             "orchestrator: LOG_FORMAT must be text or json"

@@ -1,4 +1,4 @@
-"""Every session operation of SPEC 4 against the running processes.
+"""Every session operation of docs/api.md against the running processes.
 
 Each of the eleven operations on its own route and on ServiceStack's predefined
 routes, in JSON and JSV, with JSON, JSV and form bodies; auth; bad input; ended
@@ -27,9 +27,12 @@ import redis
 import schemathesis
 from twilio.request_validator import RequestValidator
 
-from orchestrator import auth, jsv, provision
-from tests.conftest import Account, Stack, random_number, wait_for
-from tests.test_cli import cli
+from orchestrator import apikeys, jobs, jsv, keys, provision
+from orchestrator.launch import wait_until
+from tests.support import queues
+from tests.support.accounts import Account, new_account, random_number
+from tests.support.cli import cli
+from tests.support.stack import Stack
 
 # --- the operations, as the seed's metadata pages document them --------------------------
 
@@ -226,18 +229,18 @@ def wait_member(
         found = member(get(stack, key, sid), identity)
         return found if found and found["callState"] == state else None
 
-    return wait_for(ready, timeout, f"{identity} to be {state} in {sid}")
+    return wait_until(ready, timeout, f"{identity} to be {state} in {sid}")
 
 
 def wait_final(stack: Stack, key: str, sid: str, identity: str) -> dict[str, Any]:
     """The member has ended for good (not merely not yet dialled)."""
 
     def final():
-        if stack.redis.hget(f"orch:session:{sid}:active", identity):
+        if stack.redis.hget(keys.session_active(sid), identity):
             return None
         return member(get(stack, key, sid), identity)
 
-    found = wait_for(final, 10, f"{identity} to end in {sid}")
+    found = wait_until(final, 10, f"{identity} to end in {sid}")
     assert found["callState"] == "None"
     return found
 
@@ -245,7 +248,7 @@ def wait_final(stack: Stack, key: str, sid: str, identity: str) -> dict[str, Any
 def snapshot(stack: Stack, sid: str) -> tuple:
     """A session's stored state: its hash, log and every member's hash."""
     r = stack.redis
-    key = f"orch:session:{sid}"
+    key = keys.session(sid)
     mids = r.lrange(f"{key}:members", 0, -1)
     members = [r.hgetall(f"{key}:member:{mid}") for mid in mids]
     return r.hgetall(key), r.lrange(f"{key}:log", 0, -1), members
@@ -308,24 +311,21 @@ def team(stack: Stack) -> Team:
     bob_email = f"bob-{secrets.token_hex(3)}@example.com"
     bob = provision.add_user(r, bob_email, aid, name="Bob Builder")
     env = {**os.environ, "REDIS_URL": stack.redis_url}
-    keys = []
+    user_keys = []
     for user in (ada, bob_email.upper()):  # by id, and by email in any case
         made = cli("keys", "create", "--account", aid, "--role", "User", "--user", user, env=env)
         assert made.returncode == 0, made.stderr
-        keys.append(made.stdout.strip())
+        user_keys.append(made.stdout.strip())
     plain = provision.create_key(r, aid, ["User"])
-    key_id = r.hget(f"orch:apikey:{auth.digest(plain)}", "id").decode()
+    key_id = r.hget(keys.api_key(apikeys.digest(plain)), "id").decode()
     account = Account(aid, number, plain, ada, ada_email)
-    return Team(account, key_id, ada, keys[0], bob, keys[1])
+    return Team(account, key_id, ada, user_keys[0], bob, user_keys[1])
 
 
 @pytest.fixture(scope="module")
 def stranger(stack: Stack) -> str:
     """A User key of another account."""
-    r = redis.Redis.from_url(stack.redis_url)
-    other = provision.create_account(r, "Stranger Co")
-    provision.add_number(r, random_number(), other)
-    return provision.create_key(r, other, ["User"])
+    return new_account(stack.redis_url, "Stranger Co").key
 
 
 # --- the metadata agrees with the table above ------------------------------------------------
@@ -422,7 +422,7 @@ def _case(
 
         def check_muted(body):
             assert f"Mute requested for {s.caller}" in messages(body)
-            wait_for(
+            wait_until(
                 lambda: member(get(stack, key, sid), s.caller)["muted"] is True,
                 what="the caller muted at Twilio",
             )
@@ -460,7 +460,7 @@ def _case(
             assert body is None
             session = get(stack, key, sid)
             assert session["ended"] is True and session["callState"] == "Disconnected"
-            wait_for(
+            wait_until(
                 lambda: emulator_call(stack, s.call_sid)["status"] == "completed",
                 what="the caller's leg hung up",
             )
@@ -522,7 +522,7 @@ def test_member_is_found_by_member_id_and_by_call_sid(stack: Stack, account: Acc
     for target in (by_sid, by_id):
         invite(stack, account.key, s.sid, target)
     leg = wait_member(stack, account.key, s.sid, by_sid, "Connected")["callSid"]
-    mid = stack.redis.hget(f"orch:session:{s.sid}:active", by_id)
+    mid = stack.redis.hget(keys.session_active(s.sid), by_id)
     with stack.client(account.key) as c:
         assert c.delete(f"/sessions/{s.sid}/members/{leg}").status_code == 200
         assert c.delete(f"/sessions/{s.sid}/members/{mid}").status_code == 200
@@ -828,7 +828,7 @@ def test_wrap_up_notes_may_be_written_on_an_ended_session(
 
 
 def _key_id(stack: Stack, account: Account) -> str:
-    return stack.redis.hget(f"orch:apikey:{auth.digest(account.key)}", "id")
+    return stack.redis.hget(keys.api_key(apikeys.digest(account.key)), "id")
 
 
 # --- repeats ----------------------------------------------------------------------------------
@@ -848,8 +848,10 @@ def test_inviting_the_same_number_twice_dials_once(stack: Stack, account: Accoun
     wait_member(stack, account.key, s.sid, target, "Connected")
     again_connected = invite(stack, account.key, s.sid, target)
     assert identities(again_connected).count(target) == 1
-    mid = stack.redis.hget(f"orch:session:{s.sid}:active", target)
-    time.sleep(0.3)  # a second dial, were there one, would have been made by now
+    mid = stack.redis.hget(keys.session_active(s.sid), target)
+    # Its one dial job has run to its end and no other waits: no second dial can come.
+    r = redis.Redis.from_url(stack.redis_url)
+    wait_until(lambda: queues.job_over(r, jobs.job_id(mid)), 10, f"the dial job of {mid} to end")
     assert stack.creates(mid) == 1
     session = get(stack, account.key, s.sid)
     assert messages(session).count(f"Invited {target}") == 1
@@ -1046,7 +1048,7 @@ def test_session_fields_through_a_calls_life(stack: Stack, team: Team) -> None:
     assert session["answeredById"] == team.ada_id
     for identity in (s.caller, phone, team.bob_id, team.ada_id):
         leg = wait_final(stack, key, s.sid, identity)["callSid"]
-        wait_for(lambda leg=leg: emulator_call(stack, leg)["status"] == "completed", what=leg)
+        wait_until(lambda leg=leg: emulator_call(stack, leg)["status"] == "completed", what=leg)
 
 
 def test_outcome_is_completed_when_the_caller_hangs_up_after_an_agent_answered(
@@ -1057,11 +1059,11 @@ def test_outcome_is_completed_when_the_caller_hangs_up_after_an_agent_answered(
     invite(stack, account.key, s.sid, team.ada_id)
     ada = wait_member(stack, account.key, s.sid, team.ada_id, "Connected")
     assert stack.emulator(f"calls/{s.call_sid}/hangup", "POST").status_code < 300
-    session = wait_for(lambda: (x := get(stack, account.key, s.sid))["ended"] and x, what="end")
+    session = wait_until(lambda: (x := get(stack, account.key, s.sid))["ended"] and x, what="end")
     assert session["outcome"] == "Completed" and session["wasMissed"] is False
     assert session["callState"] == "Disconnected" and session["dateCompleted"]
     wait_final(stack, account.key, s.sid, team.ada_id)
-    wait_for(lambda: emulator_call(stack, ada["callSid"])["status"] == "completed", what="Ada")
+    wait_until(lambda: emulator_call(stack, ada["callSid"])["status"] == "completed", what="Ada")
 
 
 def test_an_incoming_call_no_invited_member_answered_is_missed(
@@ -1071,7 +1073,7 @@ def test_an_incoming_call_no_invited_member_answered_is_missed(
     invite(stack, account.key, s.sid, "+14155550001")  # busy
     wait_final(stack, account.key, s.sid, "+14155550001")
     assert stack.emulator(f"calls/{s.call_sid}/hangup", "POST").status_code < 300
-    session = wait_for(lambda: (x := get(stack, account.key, s.sid))["ended"] and x, what="end")
+    session = wait_until(lambda: (x := get(stack, account.key, s.sid))["ended"] and x, what="end")
     assert session["outcome"] == "Missed" and session["wasMissed"] is True
     assert session["answeredById"] is None
 

@@ -7,12 +7,13 @@ import time
 
 import redis
 
-from workers.ratelimit import KEY, DialRateLimiter
+from orchestrator import keys
+from workers.ratelimit import DialRateLimiter
 
 
 def test_no_second_holds_more_than_the_limit_across_workers(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    client.delete(KEY)
+    client.delete(keys.dial_rate())
     times: list[float] = []
     lock = threading.Lock()
 
@@ -38,7 +39,7 @@ def test_no_second_holds_more_than_the_limit_across_workers(redis_url: str) -> N
 
 def test_acquire_gives_up_at_its_deadline(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    client.delete(KEY)
+    client.delete(keys.dial_rate())
     limiter = DialRateLimiter(client, per_second=1)
     assert limiter.acquire() is True
     assert limiter.acquire(deadline=time.monotonic() + 0.1) is False
@@ -46,7 +47,7 @@ def test_acquire_gives_up_at_its_deadline(redis_url: str) -> None:
 
 def test_fractional_rates_space_dials_out(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    client.delete(KEY)
+    client.delete(keys.dial_rate())
     limiter = DialRateLimiter(client, per_second=0.5)
     assert (limiter.limit, limiter.window_us) == (1, 2_240_000)
     assert limiter.acquire() is True

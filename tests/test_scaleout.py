@@ -1,4 +1,4 @@
-"""Scale-out (SPEC 10: web processes and workers hold no state of their own, any number
+"""Scale-out (docs/deployment.md: web processes and workers hold no state of their own, any number
 of each may run against one Redis primary), with real processes: three web processes,
 each on its own port as on its own machine, behind a round-robin HTTP balancer that is
 the service's PUBLIC_BASE_URL (so Twilio's callbacks land on all three); three RQ
@@ -16,7 +16,6 @@ import bisect
 import contextlib
 import itertools
 import re
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,31 +23,26 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rq import Worker
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from orchestrator import callback_urls, events, redis_server
-from tests.conftest import (
-    Account,
-    Process,
-    Stack,
-    _wait_http,
-    new_account,
-    random_number,
-    start_stack,
-    wait_for,
-)
-from tests.emulator_support import EmuServer
-from tests.sse import EventStream, Message
+from orchestrator import callback_urls, events, keys
+from orchestrator.launch import wait_until
+from tests.support.accounts import Account, new_account, random_number
+from tests.support.emulator import EmuServer
+from tests.support.sse import EventStream, Message
+from tests.support.stack import Stack, private_stack
 
 CPS = 5
 WEBS = 3
 WORKERS = 3
 SESSIONS = 6
 INVITES_PER_SESSION = 4  # 24 dials: about five seconds at 5 a second
-DIALLED = re.compile(r"dialled member (\S+) of (\S+): (CA[0-9a-f]{32})")
+# The worker's line for each successful create: the number, its session, the CallSid.
+DIALLED = re.compile(r"dialled (\+\d+) in session (\S+): call (CA[0-9a-f]{32})")
 
 
 # Hop-by-hop headers, and those httpx sets itself: never copied across the balancer.
@@ -60,7 +54,7 @@ class Balancer:
     """The service's public address: an HTTP load balancer in front of the web processes
     (as on separate machines), handing each request to the next one in turn, so that
     Twilio's callbacks (which reuse connections) are spread over all three. Served by
-    uvicorn in a thread of the test (tests.emulator_support's EmuServer)."""
+    uvicorn in a thread of the test (tests.support.emulator's EmuServer)."""
 
     def __init__(self) -> None:
         self.backends: list[str] = []  # the web processes' base URLs
@@ -113,41 +107,28 @@ def balancer() -> Iterator[Balancer]:
 def farm(tmp_path: Path, balancer: Balancer) -> Iterator[Stack]:
     """Its own Redis (the dial limiter's key and the queues are per Redis, so no other
     test's workers may share it), the emulator, three web processes and three workers."""
-    server = redis_server.start(tmp_path / "redis")
-    stack = start_stack(
-        tmp_path / "stack",
-        server.url,
+    with private_stack(
+        tmp_path,
         env={"TWILIO_CPS": str(CPS), "PUBLIC_BASE_URL": balancer.url},
         workers=WORKERS,
         emulator_args=("--ring-seconds", "0.2", "--no-answer-seconds", "30"),
-    )
-    try:
+    ) as stack:
         webs = [stack.base_url]
         for n in range(1, WEBS):
-            port = redis_server.free_port()
             name = f"web{n}"
             # A machine of its own: its own metrics directory (so its /metrics is its own).
-            env = {**stack.env, "PORT": str(port), "METRICS_DIR": str(stack.workdir / name)}
-            args = [sys.executable, "-m", "orchestrator", "web", "--host", "127.0.0.1"]
-            stack.processes[name] = Process(
-                name, [*args, "--port", str(port)], env, stack.workdir / f"{name}.log"
-            ).start()
-            webs.append(f"http://127.0.0.1:{port}")
-        for url in webs[1:]:
-            _wait_http(f"{url}/health", list(stack.processes.values()))
+            webs.append(stack.add_web(name, METRICS_DIR=str(stack.workdir / name)))
         balancer.backends[:] = webs
         # Every worker listening on the queues before the burst, so each can take a part.
-        wait_for(lambda: stack.redis.scard("rq:workers") >= WORKERS, 30, "the workers")
+        wait_until(lambda: Worker.count(connection=stack.redis) >= WORKERS, 30, "the workers")
         yield stack
-    finally:
-        stack.stop_all()
-        server.stop()
 
 
-def _worker_dials(stack: Stack) -> dict[str, list[tuple[str, str]]]:
-    """Each worker process's successful dials, from its own log: [(member id, CallSid)]."""
+def _worker_dials(stack: Stack) -> dict[str, list[tuple[str, str, str]]]:
+    """Each worker process's successful dials, from its own log:
+    [(number, session id, CallSid)]."""
     return {
-        name: [(m[1], m[3]) for m in DIALLED.finditer(p.log_path.read_text(errors="replace"))]
+        name: [m.groups() for m in DIALLED.finditer(p.log_path.read_text(errors="replace"))]
         for name, p in stack.processes.items()
         if name.startswith("worker")
     }
@@ -186,7 +167,8 @@ def _grouped(messages: list[Message]) -> list[tuple[str | None, tuple[str, ...]]
 
 
 def _settle(check: Callable[[], str | None], timeout: float, what: str) -> None:
-    """wait_for a check that answers None when satisfied, else what is still wrong."""
+    """Wait for a check that answers None when satisfied, else what is still wrong
+    (which the timeout's message then shows)."""
     last: list[str | None] = [None]
 
     def ok() -> bool:
@@ -194,8 +176,8 @@ def _settle(check: Callable[[], str | None], timeout: float, what: str) -> None:
         return last[0] is None
 
     try:
-        wait_for(ok, timeout, what)
-    except AssertionError as exc:
+        wait_until(ok, timeout, what)
+    except TimeoutError as exc:
         raise AssertionError(f"{exc}: {last[0]}") from None
 
 
@@ -255,7 +237,7 @@ def _run(
     assert [status for status, _ in answers] == [200] * len(targets), answers
     members: dict[str, tuple[str, str]] = {}  # member id -> (session, number)
     for sid in sids:
-        active = stack.redis.hgetall(f"orch:session:{sid}:active")
+        active = stack.redis.hgetall(keys.session_active(sid))
         for s, number in targets:
             if s == sid:
                 assert number in active, f"invite of {number} answered 200 and lost"
@@ -295,9 +277,11 @@ def _run(
 
     # Which worker dialled what: each worker's own log, one line per successful create.
     dials = _worker_dials(stack)
+    member_of = {(sid, number): mid for mid, (sid, number) in members.items()}
     by_member: dict[str, list[tuple[str, str]]] = {}
     for worker, lines in dials.items():
-        for mid, call_sid in lines:
+        for number, sid, call_sid in lines:
+            mid = member_of.get((sid, number), f"unknown {number} in {sid}")
             by_member.setdefault(mid, []).append((worker, call_sid))
     assert set(by_member) == set(members), set(members) ^ set(by_member)
     for mid, made in by_member.items():
@@ -322,7 +306,7 @@ def _run(
 
     # --- 3. every web process's event stream saw every change, the same ones in order
     def streams_behind() -> str | None:
-        kept = stack.redis.xrange(events.stream_key(account.id))
+        kept = stack.redis.xrange(keys.account_events(account.id))
         expected = [(eid, tuple(f["@events"].split(","))) for eid, f in kept]
         for web, stream in zip(webs, streams, strict=True):
             if _grouped(list(stream.messages)) != expected:

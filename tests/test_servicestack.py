@@ -13,7 +13,9 @@ import pytest
 from servicestack import JsonServiceClient, WebServiceException
 
 from orchestrator import jsv
-from tests.conftest import Account, Stack, random_number, wait_for
+from orchestrator.launch import wait_until
+from tests.support.accounts import Account, random_number
+from tests.support.stack import Stack
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +257,7 @@ def _wait_connected(stack: Stack, key: str, sid: str, identity: str) -> dict:
         found = [m for m in session["members"] if m["identity"] == identity]
         return found[0] if found and found[0]["callState"] == "Connected" else None
 
-    return wait_for(connected, 10, f"{identity} connected")
+    return wait_until(connected, 10, f"{identity} connected")
 
 
 def test_official_client_calls_every_operation(

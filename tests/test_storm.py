@@ -13,9 +13,11 @@ import uuid
 import httpx
 from twilio.request_validator import RequestValidator
 
-from tests.conftest import Account, Stack
-from tests.sse import EventStream
-from tests.test_webhooks import member_state, seed
+from orchestrator import keys
+from tests.support.accounts import Account
+from tests.support.sse import EventStream
+from tests.support.stack import Stack
+from tests.support.webhooks import member_state, seed
 
 SESSIONS = 12
 PAIRS_PER_SESSION = 4
@@ -140,8 +142,7 @@ def test_storm_of_shuffled_duplicated_callbacks_ends_as_in_order(
             assert before != after  # every event is a change
             assert after["log"][: len(before["log"])] == before["log"]
         identity = {
-            mid: stack.redis.hget(f"orch:session:{sid}:member:{mid}", "identity")
-            for mid in (calm, wild)
+            mid: stack.redis.hget(keys.member(sid, mid), "identity") for mid in (calm, wild)
         }
         calm_states = _member_states(snapshots, identity[calm])
         assert calm_states == _in_order([r["data"] for r in requests]), (sid, calm)

@@ -1,23 +1,20 @@
-"""Transfers end to end, through real processes: a warm transfer (SPEC 4.2: hold,
+"""Transfers end to end, through real processes: a warm transfer (docs/api.md: hold,
 invite the colleague, remove the first agent, resume) and a blind one
 (RedirectSession), answered and not. Callees ring for a second here, so the
 hold music a caller hears while a transfer rings can be seen at the emulator."""
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import redis
 
-from orchestrator import provision
-from tests.conftest import ACCOUNT_SID, Stack, random_number, ringing_stack, wait_for
-from tests.test_cli import cli
+from orchestrator import keys
+from orchestrator.launch import wait_until
+from tests.support.accounts import Team, new_team, random_number
+from tests.support.stack import ACCOUNT_SID, Stack, ringing_stack
 
 RING_SECONDS = 1.0
 
@@ -29,26 +26,9 @@ def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
 
 
-@dataclass(frozen=True)
-class Desk:
-    number: str
-    key: str  # no user
-    ada: str
-    ada_key: str  # acts as Ada Agent
-    bob: str
-
-
 @pytest.fixture(scope="module")
-def desk(slow_stack: Stack) -> Desk:
-    r = redis.Redis.from_url(slow_stack.redis_url)
-    aid = provision.create_account(r, "Transfer Co")
-    number = provision.add_number(r, random_number(), aid)
-    ada = provision.add_user(r, f"ada-{secrets.token_hex(3)}@example.com", aid, name="Ada Agent")
-    bob = provision.add_user(r, f"bob-{secrets.token_hex(3)}@example.com", aid, name="Bob Builder")
-    env = {**os.environ, "REDIS_URL": slow_stack.redis_url}
-    made = cli("keys", "create", "--account", aid, "--role", "User", "--user", ada, env=env)
-    assert made.returncode == 0, made.stderr
-    return Desk(number, provision.create_key(r, aid, ["User"]), ada, made.stdout.strip(), bob)
+def desk(slow_stack: Stack) -> Team:
+    return new_team(slow_stack.redis_url, "Transfer Co")
 
 
 def _api(stack: Stack, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -58,7 +38,7 @@ def _api(stack: Stack, key: str, method: str, path: str, **kwargs: Any) -> httpx
     return response
 
 
-def _session(stack: Stack, desk: Desk, sid: str) -> dict[str, Any]:
+def _session(stack: Stack, desk: Team, sid: str) -> dict[str, Any]:
     response = _api(stack, desk.key, "GET", f"/sessions/{sid}")
     assert response.status_code == 200, response.text
     return response.json()
@@ -68,17 +48,17 @@ def _member(session: dict[str, Any], identity: str) -> dict[str, Any]:
     return [m for m in session["members"] if m["identity"] == identity][-1]
 
 
-def _wait_state(stack: Stack, desk: Desk, sid: str, identity: str, state: str) -> dict[str, Any]:
+def _wait_state(stack: Stack, desk: Team, sid: str, identity: str, state: str) -> dict[str, Any]:
     def reached():
         found = _member(_session(stack, desk, sid), identity)
         return found if found["callState"] == state else None
 
-    return wait_for(reached, 10, f"{identity} {state}")
+    return wait_until(reached, 10, f"{identity} {state}")
 
 
-def _wait_gone(stack: Stack, desk: Desk, sid: str, identity: str) -> dict[str, Any]:
-    wait_for(
-        lambda: not stack.redis.hget(f"orch:session:{sid}:active", identity),
+def _wait_gone(stack: Stack, desk: Team, sid: str, identity: str) -> dict[str, Any]:
+    wait_until(
+        lambda: not stack.redis.hget(keys.session_active(sid), identity),
         10,
         f"{identity} to leave",
     )
@@ -108,17 +88,20 @@ def _call_status(stack: Stack, call_sid: str) -> str:
     return stack.emulator(f"calls/{call_sid}").json()["status"]
 
 
-def _in_order(log: list[str], *wanted: str) -> list[int]:
-    """The index of each wanted line (the first one starting with it), which must exist."""
+def _assert_logged_in_order(session: dict[str, Any], *wanted: str) -> list[str]:
+    """Each wanted line is in the session's log (the first line starting with it), in
+    this order; the log's messages."""
+    log = [entry["message"] for entry in session["log"]]
     found = []
     for text in wanted:
         index = next((i for i, line in enumerate(log) if line.startswith(text)), None)
         assert index is not None, (text, log)
         found.append(index)
-    return found
+    assert found == sorted(found), log
+    return log
 
 
-def _call_with_agent(stack: Stack, desk: Desk) -> tuple[dict[str, Any], str, dict[str, Any]]:
+def _call_with_agent(stack: Stack, desk: Team) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """A customer calls in and Ada (invited with her own key) answers."""
     caller = random_number()
     call = stack.incoming_call(caller, desk.number)
@@ -131,7 +114,7 @@ def _call_with_agent(stack: Stack, desk: Desk) -> tuple[dict[str, Any], str, dic
     return call, caller, ada
 
 
-def test_warm_transfer(slow_stack: Stack, desk: Desk) -> None:
+def test_warm_transfer(slow_stack: Stack, desk: Team) -> None:
     stack = slow_stack
     call, caller, ada = _call_with_agent(stack, desk)
     sid, conference = call["conferenceName"], call["conferenceSid"]
@@ -160,7 +143,7 @@ def test_warm_transfer(slow_stack: Stack, desk: Desk) -> None:
     removed = _api(stack, desk.ada_key, "DELETE", f"/sessions/{sid}/members/{desk.ada}")
     assert removed.status_code == 200, removed.text
     _wait_gone(stack, desk, sid, desk.ada)
-    wait_for(lambda: _call_status(stack, ada["callSid"]) == "completed", what="Ada's leg ended")
+    wait_until(lambda: _call_status(stack, ada["callSid"]) == "completed", what="Ada's leg ended")
     assert _participant(stack, conference, ada["callSid"]) is None
 
     # 4. Ada's console takes the call off hold: the customer and Bob talk.
@@ -183,9 +166,8 @@ def test_warm_transfer(slow_stack: Stack, desk: Desk) -> None:
     assert _member(session, desk.ada)["callState"] == "None"
     assert session["answeredById"] == desk.ada  # the first agent who answered
     assert session["lastModifiedBy"] == desk.ada
-    log = [entry["message"] for entry in session["log"]]
-    steps = _in_order(
-        log,
+    log = _assert_logged_in_order(
+        session,
         "Ada Agent answered",
         "Ada Agent put the call on hold to transfer it",
         f"{caller} is on hold",
@@ -196,11 +178,10 @@ def test_warm_transfer(slow_stack: Stack, desk: Desk) -> None:
         "Ada Agent took the call off hold",
         f"{caller} is off hold",
     )
-    assert steps == sorted(steps), log
     assert not any(line.startswith("Bob Builder is on hold") for line in log)
 
 
-def test_blind_transfer_connects_the_destination(slow_stack: Stack, desk: Desk) -> None:
+def test_blind_transfer_connects_the_destination(slow_stack: Stack, desk: Team) -> None:
     stack = slow_stack
     call, caller, ada = _call_with_agent(stack, desk)
     sid, conference = call["conferenceName"], call["conferenceSid"]
@@ -216,8 +197,8 @@ def test_blind_transfer_connects_the_destination(slow_stack: Stack, desk: Desk) 
     # While the destination rings, everyone else has left and the caller is on hold.
     for identity, leg in ((desk.ada, ada["callSid"]), (third, third_leg)):
         _wait_gone(stack, desk, sid, identity)
-        wait_for(lambda leg=leg: _call_status(stack, leg) == "completed", what=f"{leg} ended")
-    wait_for(lambda: _held_at_twilio(stack, conference, call["callSid"]), what="caller on hold")
+        wait_until(lambda leg=leg: _call_status(stack, leg) == "completed", what=f"{leg} ended")
+    wait_until(lambda: _held_at_twilio(stack, conference, call["callSid"]), what="caller on hold")
     assert _member(_session(stack, desk, sid), destination)["callState"] == "Ringing"
 
     # The destination answers: the caller comes off hold.
@@ -230,15 +211,13 @@ def test_blind_transfer_connects_the_destination(slow_stack: Stack, desk: Desk) 
     assert session["ended"] is False and session["callState"] == "Connected"
     live = {m["identity"] for m in session["members"] if m["callState"] != "None"}
     assert live == {caller, destination}
-    log = [entry["message"] for entry in session["log"]]
-    steps = _in_order(
-        log,
+    _assert_logged_in_order(
+        session,
         f"Ada Agent transferred the call to {destination}",
         f"{caller} is on hold",
         f"Transferred to {destination}",
         f"{caller} is off hold",
     )
-    assert steps == sorted(steps), log
 
 
 @pytest.mark.parametrize(
@@ -247,7 +226,7 @@ def test_blind_transfer_connects_the_destination(slow_stack: Stack, desk: Desk) 
     ids=["no-answer", "busy"],
 )
 def test_blind_transfer_that_does_not_connect_keeps_the_caller(
-    slow_stack: Stack, desk: Desk, destination: str, why: str
+    slow_stack: Stack, desk: Team, destination: str, why: str
 ) -> None:
     stack = slow_stack
     call, caller, ada = _call_with_agent(stack, desk)
@@ -256,28 +235,26 @@ def test_blind_transfer_that_does_not_connect_keeps_the_caller(
                       json={"destination": destination})  # fmt: skip
     assert redirected.status_code == 204
     _wait_gone(stack, desk, sid, desk.ada)
-    wait_for(lambda: _call_status(stack, ada["callSid"]) == "completed", what="Ada's leg ended")
-    wait_for(lambda: _held_at_twilio(stack, conference, call["callSid"]), what="caller on hold")
+    wait_until(lambda: _call_status(stack, ada["callSid"]) == "completed", what="Ada's leg ended")
+    wait_until(lambda: _held_at_twilio(stack, conference, call["callSid"]), what="caller on hold")
 
     _wait_gone(stack, desk, sid, destination)
     _wait_state(stack, desk, sid, caller, "Connected")
-    wait_for(
+    wait_until(
         lambda: not _held_at_twilio(stack, conference, call["callSid"]), what="caller off hold"
     )
     session = _session(stack, desk, sid)
     assert session["ended"] is False and session["callState"] == "Connected"
     assert session["destination"] == destination
     assert _call_status(stack, call["callSid"]) == "in-progress"
-    log = [entry["message"] for entry in session["log"]]
-    steps = _in_order(
-        log,
+    log = _assert_logged_in_order(
+        session,
         f"Ada Agent transferred the call to {destination}",
         f"{caller} is on hold",
         f"{destination} {why}",
         f"{destination} did not connect; the caller stays in the session",
         f"{caller} is off hold",
     )
-    assert steps == sorted(steps), log
     assert not any(line.startswith("Transferred to") for line in log)
     # The caller is still there to be helped: a new invite works.
     again = _api(stack, desk.key, "POST", f"/sessions/{sid}/members",

@@ -9,95 +9,19 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio
 from twilio.request_validator import RequestValidator
 
-from orchestrator import store
-from orchestrator.scripts import AsyncScripts
-from tests.conftest import Account, Stack, random_number, run
-
-
-def post(stack: Stack, path: str, params: dict[str, str], signature: str | None = None):
-    url = stack.base_url + path
-    if signature is None:
-        signature = RequestValidator(stack.auth_token).compute_signature(url, params)
-    headers = {"X-Twilio-Signature": signature} if signature else {}
-    return httpx.post(url, data=params, headers=headers, timeout=10)
-
-
-def seed(stack: Stack, account: Account, members: int = 1) -> tuple[str, list[str]]:
-    """A session from an incoming call (signed voice webhook) and invited members."""
-    call_sid = "CA" + random.randbytes(16).hex()
-    response = post(
-        stack,
-        "/twilio/voice",
-        {
-            "CallSid": call_sid,
-            "From": random_number(),
-            "To": account.number,
-            "CallStatus": "ringing",
-        },
-    )
-    assert response.status_code == 200
-    sid = stack.redis.get(f"orch:call:{call_sid}").split()[0]
-    return sid, invite_parked(stack, account, sid, members)
-
-
-def invite_parked(stack: Stack, account: Account, sid: str, members: int) -> list[str]:
-    """Members added as the API adds them, but with their dial job parked: no worker dials."""
-
-    async def invite() -> list[str]:
-        client = redis.asyncio.Redis.from_url(stack.redis_url)
-        scripts = AsyncScripts(client)
-        ids = []
-        for _ in range(members):
-            mid = store.new_id("mem")
-            parked = ("rq:queue:parked", "orch:test:queues", f"orch:test:{mid}", mid, ["a", "b"])
-            result = await store.invite(
-                scripts, sid=sid, account_id=account.id, kind="phone",
-                ref=random_number(), member_id=mid, caller_id=None,
-                actor=store.Actor("key_test"), job=parked,
-            )  # fmt: skip
-            assert result.outcome == "created"
-            ids.append(mid)
-        await scripts.aclose()
-        await client.aclose()
-        return ids
-
-    return run(invite())
-
-
-def member_state(stack: Stack, sid: str, mid: str) -> dict[str, Any]:
-    raw = stack.redis.hgetall(f"orch:session:{sid}:member:{mid}")
-    return {k: raw.get(k) for k in ("callState", "callSid", "muted", "_rank", "_hold")}
-
-
-def call_events(sid: str, mid: str, call_sid: str) -> list[tuple[str, dict[str, str]]]:
-    path = f"/twilio/call-status?session={sid}&member={mid}"
-    statuses = ["initiated", "ringing", "in-progress", "completed"]
-    return [
-        (path, {"CallSid": call_sid, "CallStatus": s, "SequenceNumber": str(i)})
-        for i, s in enumerate(statuses)
-    ]
-
-
-def conference_events(sid: str, mid: str, call_sid: str) -> list[tuple[str, dict[str, str]]]:
-    names = ["participant-join", "participant-hold", "participant-mute", "participant-unhold",
-             "participant-leave"]  # fmt: skip
-    return [
-        (
-            "/twilio/conference-status",
-            {
-                "FriendlyName": sid,
-                "ConferenceSid": "CF" + "1" * 32,
-                "CallSid": call_sid,
-                "ParticipantLabel": mid,
-                "StatusCallbackEvent": name,
-                "SequenceNumber": str(i + 10),
-            },
-        )
-        for i, name in enumerate(names)
-    ]
+from orchestrator import keys
+from tests.support.accounts import Account, random_number
+from tests.support.stack import Stack
+from tests.support.webhooks import (
+    call_events,
+    conference_events,
+    invite_parked,
+    member_state,
+    post,
+    seed,
+)
 
 
 def test_forged_and_missing_signatures_are_403_and_change_nothing(
@@ -120,10 +44,10 @@ def test_forged_and_missing_signatures_are_403_and_change_nothing(
     response = post(stack, path, {**params, "CallStatus": "completed"}, signature=signed)
     assert response.status_code == 403
     # And an unsigned incoming call creates no session.
-    calls_before = len(stack.redis.keys("orch:call:*"))
+    calls_before = len(stack.redis.keys(keys.call("*")))
     voice = {"CallSid": "CA" + "9" * 32, "From": "+14155550111", "To": account.number}
     assert post(stack, "/twilio/voice", voice, signature="").status_code == 403
-    assert len(stack.redis.keys("orch:call:*")) == calls_before
+    assert len(stack.redis.keys(keys.call("*"))) == calls_before
     assert member_state(stack, sid, mid) == before
     assert stack.session_log(sid) == log_before
 
@@ -148,7 +72,7 @@ def test_in_order_callbacks_walk_the_state_table(stack: Stack, account: Account)
         ("None", "false"),
         ("None", "false"),
     ]
-    assert stack.redis.hget(f"orch:session:{sid}:member:{mid}", "callSid") == call_sid
+    assert stack.redis.hget(keys.member(sid, mid), "callSid") == call_sid
 
 
 @pytest.mark.parametrize("seed_value", range(6))
@@ -188,7 +112,7 @@ def test_late_ringing_never_revives_a_final_member(stack: Stack, account: Accoun
             "StatusCallbackEvent": "participant-join", "SequenceNumber": "9"}  # fmt: skip
     post(stack, "/twilio/conference-status", join)
     assert member_state(stack, sid, mid)["callState"] == "None"
-    assert not stack.redis.hexists(f"orch:session:{sid}:active", mid)
+    assert not stack.redis.hexists(keys.session_active(sid), mid)
 
 
 def test_join_before_in_progress_and_hold_before_join(stack: Stack, account: Account) -> None:
@@ -224,11 +148,11 @@ def test_conference_end_is_final(stack: Stack, account: Account) -> None:
     conf = {"FriendlyName": sid, "ConferenceSid": "CF" + "6" * 32}
     post(stack, "/twilio/conference-status", {**conf, "StatusCallbackEvent": "conference-end"})
     post(stack, "/twilio/conference-status", {**conf, "StatusCallbackEvent": "conference-start"})
-    session = stack.redis.hgetall(f"orch:session:{sid}")
+    session = stack.redis.hgetall(keys.session(sid))
     assert session["ended"] == "true"
     assert session["callState"] == "Disconnected"
     assert session["conferenceSid"] == "CF" + "6" * 32
-    assert stack.redis.ttl(f"orch:session:{sid}") > 0
+    assert stack.redis.ttl(keys.session(sid)) > 0
     with stack.client(account.key) as c:
         response = c.post(f"/sessions/{sid}/members", json={"memberToAdd": random_number()})
     assert response.status_code == 409
@@ -260,7 +184,7 @@ def test_voice_for_a_number_we_do_not_own_is_rejected_in_twiml(stack: Stack) -> 
     )
     assert response.status_code == 200
     assert "<Reject" in response.text
-    assert not stack.redis.exists("orch:call:CA" + "8" * 32)
+    assert not stack.redis.exists(keys.call("CA") + "8" * 32)
 
 
 def test_voice_is_idempotent_on_call_sid(stack: Stack, account: Account) -> None:
@@ -284,7 +208,7 @@ def test_session_answers_follow_every_change(stack: Stack, account: Account) -> 
         return response.json()
 
     def fresh() -> dict[str, Any]:
-        stack.redis.delete(f"orch:session:{sid}:membersjson")
+        stack.redis.delete(keys.members_json(sid))
         return get()
 
     assert get()["members"][1]["callState"] == "None"  # the caller, then the invited member
@@ -300,7 +224,5 @@ def test_session_answers_follow_every_change(stack: Stack, account: Account) -> 
     appended = get()
     assert len(appended["members"]) == 3
     assert appended["members"][1] == cached["members"][1]
-    assert appended["members"][2]["identity"] == stack.redis.hget(
-        f"orch:session:{sid}:member:{new}", "identity"
-    )
+    assert appended["members"][2]["identity"] == stack.redis.hget(keys.member(sid, new), "identity")
     assert appended == fresh()

@@ -17,7 +17,6 @@ from workers.context import Context
 
 # A session has one live conference; older, completed ones of the same name are skipped.
 LOOKUP_LIMIT = 20
-LIVE_CALL = ("queued", "ringing", "in-progress")
 
 
 def conference_sids(ctx: Context, session_id: str) -> Iterator[str]:

@@ -30,6 +30,17 @@ from workers.context import Context, context
 log = logging.getLogger("orchestrator.control")
 
 
+# What end_leg's answer (the call's status at Twilio) means, for the log.
+LEG_ENDED = {
+    "completed": "left the call",
+    "canceled": "stopped ringing",
+    "unknown": "Twilio no longer knows the call",
+    "busy": "the call had ended (busy)",
+    "no-answer": "the call had ended (no answer)",
+    "failed": "the call had ended (failed)",
+}
+
+
 class TransientControlError(Exception):
     """Twilio could not take a request now (429, 5xx, network); RQ retries with backoff."""
 
@@ -69,23 +80,40 @@ def _settle(ctx: Context, sid: str) -> str:
     state = store.control_state(ctx.redis, sid)
     if state is None:
         return "gone"
-    done: list[str] = []
+    # One line for each thing done, in words, naming the member as people know it (its
+    # number, or the user's name); the ids are the lines' fields (LOG_FORMAT=json).
+    done = 0
     if state.ended and end_conference(ctx, sid):
-        done.append("conference ended")
+        log.info("ended the conference of session %s", sid, extra=ids(sid))
+        done += 1
     for member in state.members:
         if member.rank >= 3 or not member.call_sid:
             continue
+        fields = ids(sid, member.id, member.call_sid)
         if state.ended or member.removed:
             status = end_leg(ctx, sid, member.call_sid)
-            done.append(f"{member.id} {status}")
+            verb = "hung up" if state.ended else "removed"
+            log.info(
+                "%s %s in session %s: %s",
+                verb,
+                member.name,
+                sid,
+                LEG_ENDED.get(status, f"the call is {status}"),
+                extra=fields,
+            )
+            done += 1
         elif member.rank == 2:
-            done += _apply_wishes(ctx, sid, member)
-    log.info("session %s settled: %s", sid, ", ".join(done) or "nothing to do", extra=ids(sid))
+            for change in _apply_wishes(ctx, sid, member):
+                log.info("%s in session %s", change, sid, extra=fields)
+                done += 1
+    if not done:
+        log.debug("session %s: nothing to change at Twilio", sid, extra=ids(sid))
     return "settled"
 
 
 def _apply_wishes(ctx: Context, sid: str, member: store.ControlMember) -> list[str]:
-    """Hold and mute as asked through the API, where Twilio does not show them yet."""
+    """Hold and mute as asked through the API, where Twilio does not show them yet; what
+    was done, in words ("put +14155550123 on hold")."""
     changes: dict[str, object] = {}
     if member.want_hold is not None and member.want_hold != member.hold:
         changes["hold"] = member.want_hold
@@ -106,7 +134,14 @@ def _apply_wishes(ctx: Context, sid: str, member: store.ControlMember) -> list[s
         if exc.status != 404:
             raise
         return []
-    return [f"{member.id} {changes}"]
+    said = []
+    if "hold" in changes:
+        said.append(
+            f"put {member.name} on hold" if changes["hold"] else f"took {member.name} off hold"
+        )
+    if "muted" in changes:
+        said.append(f"muted {member.name}" if changes["muted"] else f"unmuted {member.name}")
+    return said
 
 
 def settle_failed(job, connection, exc_type, exc_value, traceback) -> None:

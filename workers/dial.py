@@ -21,7 +21,7 @@ import requests
 from rq import get_current_job
 from twilio.base.exceptions import TwilioRestException
 
-from orchestrator import callback_urls, metrics, store
+from orchestrator import callback_urls, keys, metrics, store
 from orchestrator.logs import ids
 from orchestrator.phone import display
 from workers.conference import find_participant
@@ -38,8 +38,34 @@ class TransientDialError(Exception):
     """Twilio could not take the request now (429, 5xx, network); RQ retries with backoff."""
 
 
+# Why a claimed member was not dialled (begin_dial.lua's answers), in words for the log.
+SKIPPED = {
+    "missing": "it no longer exists (its session expired)",
+    "final": "it has already ended",
+    "dialled": "it already has a call, placed by an earlier attempt",
+    "removed": "it was removed before it was dialled",
+    "ended": "the session has ended",
+    "nocaller": "no caller id to dial from (no session number, no DEFAULT_CALLER_ID)",
+}
+
+
 def _name(to: str) -> str:
     return to if to.startswith("client:") else display(to)
+
+
+def _who(to: str) -> str:
+    """A member as the worker's log names it: its number (E.164), or its user."""
+    return f"user {to.removeprefix('client:')}" if to.startswith("client:") else to
+
+
+def _who_of(ctx: Context, session_id: str, member_id: str) -> str:
+    """The same for a member whose address the dial did not read (the rare paths only:
+    it costs a Redis read)."""
+    identity = ctx.redis.hget(keys.member(session_id, member_id), "identity")
+    if not identity:
+        return f"member {member_id}"
+    identity = identity.decode() if isinstance(identity, bytes) else identity
+    return identity if identity.startswith("+") else f"user {identity}"
 
 
 def _last_attempt() -> bool:
@@ -84,15 +110,21 @@ def dial_member(session_id: str, member_id: str) -> str:
         # Another run holds the member (its lease outlives its timeout): let it finish.
         if _last_attempt():
             log.warning(
-                "member %s of %s: left to the attempt in progress",
-                member_id,
+                "left dialling %s in session %s to the attempt in progress",
+                _who_of(ctx, session_id, member_id),
                 session_id,
                 extra=fields,
             )
             return _outcome(claim)
         raise _retry("busy", "another attempt is dialling this member")
     if isinstance(claim, str):
-        log.info("member %s of %s not dialled: %s", member_id, session_id, claim, extra=fields)
+        log.info(
+            "did not dial %s in session %s: %s",
+            _who_of(ctx, session_id, member_id),
+            session_id,
+            SKIPPED.get(claim, claim),
+            extra=fields,
+        )
         # "dialled": an earlier attempt's leg, whose callbacks told us its CallSid.
         _outcome("reconciled" if claim == "dialled" else claim)
         return claim
@@ -107,7 +139,8 @@ def dial_member(session_id: str, member_id: str) -> str:
             reason = f"looking for an earlier dial failed: {_describe(exc)}"
             return _transient(ctx, session_id, member_id, claim.to, reason, "lookup", exc)
         if found is not None:
-            _record_found(ctx, session_id, member_id, found, "already dialled; recorded")
+            what = f"found {_who(claim.to)} in session {session_id} already dialled; recorded"
+            _record_found(ctx, session_id, member_id, found, what)
             return _outcome("reconciled")
     try:
         if not ctx.limiter.acquire(deadline=started + timeout * LIMITER_SHARE):
@@ -134,7 +167,14 @@ def dial_member(session_id: str, member_id: str) -> str:
             return _transient(ctx, session_id, member_id, claim.to, reason, "twilio", exc)
         message = f"Could not dial {_name(claim.to)}: {exc.msg} (Twilio error {exc.code})"
         store.fail_dial(ctx.redis, ctx.scripts, session_id, member_id, message)
-        log.warning("member %s of %s: %s", member_id, session_id, message, extra=fields)
+        log.warning(
+            "Twilio refused to dial %s in session %s: %s (Twilio error %s)",
+            _who(claim.to),
+            session_id,
+            exc.msg,
+            exc.code,
+            extra=fields,
+        )
         return _outcome("rejected", exc.code)
     except requests.RequestException as exc:
         reason = f"{type(exc).__name__}: {exc}"
@@ -149,8 +189,8 @@ def dial_member(session_id: str, member_id: str) -> str:
         participant.conference_sid or "",
     )
     log.info(
-        "dialled member %s of %s: %s",
-        member_id,
+        "dialled %s in session %s: call %s",
+        _who(claim.to),
         session_id,
         participant.call_sid,
         extra=ids(session_id, member_id, participant.call_sid),
@@ -159,17 +199,12 @@ def dial_member(session_id: str, member_id: str) -> str:
 
 
 def _record_found(ctx: Context, session_id: str, member_id: str, found, what: str) -> None:
-    """Record the leg an earlier attempt placed (found by its label at Twilio)."""
+    """Record the leg an earlier attempt placed (found by its label at Twilio); `what`
+    says what that means, the call's sid follows it in the log line."""
     store.record_dial(
         ctx.redis, ctx.scripts, session_id, member_id, found.call_sid, found.conference_sid
     )
-    log.info(
-        "member %s %s as %s",
-        member_id,
-        what,
-        found.call_sid,
-        extra=ids(session_id, member_id, found.call_sid),
-    )
+    log.info("%s: call %s", what, found.call_sid, extra=ids(session_id, member_id, found.call_sid))
 
 
 def _removed_while_dialling(ctx: Context, session_id: str, member_id: str, to: str) -> str:
@@ -183,7 +218,8 @@ def _removed_while_dialling(ctx: Context, session_id: str, member_id: str, to: s
             raise _retry("lookup", reason) from exc
         found = None  # any leg it placed still reports its CallSid through its own callbacks
     if found is not None:
-        _record_found(ctx, session_id, member_id, found, "removed while dialled; ending it")
+        what = f"{_who(to)} was removed from session {session_id} while dialled; ending the call"
+        _record_found(ctx, session_id, member_id, found, what)
         return _outcome("removed")
     store.fail_dial(
         ctx.redis, ctx.scripts, session_id, member_id, f"Not dialled {_name(to)}: removed"
@@ -215,10 +251,23 @@ def _transient(
         cause = "Redis replicas unavailable" if kind == "replication" else "Twilio unavailable"
         message = f"Could not dial {who}: {cause} after retries ({reason})"
         store.fail_dial(ctx.redis, ctx.scripts, session_id, member_id, message)
-        log.error("member %s of %s: %s", member_id, session_id, message, extra=fields)
+        log.error(
+            "gave up dialling %s in session %s: %s after retries (%s)",
+            _who(to) if to else _who_of(ctx, session_id, member_id),
+            session_id,
+            cause,
+            reason,
+            extra=fields,
+        )
         code = exc.code if isinstance(exc, TwilioRestException) else None
         return _outcome("gave-up", code)
-    log.warning("member %s of %s: %s; will retry", member_id, session_id, reason, extra=fields)
+    log.warning(
+        "could not dial %s in session %s yet: %s; will retry",
+        _who(to) if to else _who_of(ctx, session_id, member_id),
+        session_id,
+        reason,
+        extra=fields,
+    )
     raise _retry(kind, reason)
 
 
@@ -233,9 +282,14 @@ def dial_failed(job, connection, exc_type, exc_value, traceback) -> None:
     session_id, member_id = job.args
     ctx = context()
     reason = exc_type.__name__ if exc_type else "worker failure"
-    message = f"Could not dial member {member_id}: the dial job failed ({reason})"
+    who = _who_of(ctx, session_id, member_id)
+    message = f"Could not dial {who}: the dial job failed ({reason})"
     if store.fail_dial(ctx.redis, ctx.scripts, session_id, member_id, message) == "ended":
         _outcome("failed")
         log.error(
-            "member %s of %s: %s", member_id, session_id, message, extra=ids(session_id, member_id)
+            "gave up dialling %s in session %s: the dial job failed (%s)",
+            who,
+            session_id,
+            reason,
+            extra=ids(session_id, member_id),
         )

@@ -13,7 +13,8 @@ import uuid
 
 import redis
 
-KEY = "orch:cps"
+from orchestrator import keys
+
 JITTER_MARGIN = 1.12
 
 _ACQUIRE = """
@@ -44,7 +45,9 @@ class DialRateLimiter:
         """Block until a dial may go out; False if `deadline` (monotonic) passes first."""
         token = uuid.uuid4().hex
         while True:
-            wait_us = int(self._script(keys=[KEY], args=[self.window_us, self.limit, token]))
+            wait_us = int(
+                self._script(keys=[keys.dial_rate()], args=[self.window_us, self.limit, token])
+            )
             if wait_us <= 0:
                 return True
             if deadline is not None and time.monotonic() + wait_us / 1e6 > deadline:

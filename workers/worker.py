@@ -33,14 +33,14 @@ from rq.job import Job
 from rq.scheduler import RQScheduler
 
 from orchestrator import metrics, redis_client
-from orchestrator.jobs import CONTROL_QUEUE, QUEUE, install_control_template
+from orchestrator.jobs import CONTROL_QUEUE, DIAL_QUEUE, install_control_template
+from orchestrator.redis_client import REDIS_ERRORS
 
 log = logging.getLogger("orchestrator.worker")
 
 MAINTENANCE_SECONDS = 5
 # Also bounds how long an idle worker blocks on the queue between maintenance runs.
 WORKER_TTL = MAINTENANCE_SECONDS + 15
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class Scheduler(RQScheduler):
@@ -57,7 +57,10 @@ class Scheduler(RQScheduler):
         return self._connection
 
 
-class DialWorker(SimpleWorker):
+class JobWorker(SimpleWorker):
+    """The worker of both queues, control and dial: RQ's SimpleWorker with a job's
+    heartbeat bounded by its own timeout and our Scheduler."""
+
     redis_url = ""
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
@@ -110,13 +113,13 @@ def run(redis_url: str, logging_level: str = "INFO") -> None:
 
 
 def _run(redis_url: str, logging_level: str) -> None:
-    log.info("worker started (pid %d): queues %s, %s", os.getpid(), CONTROL_QUEUE, QUEUE)
+    log.info("worker started (pid %d): queues %s, %s", os.getpid(), CONTROL_QUEUE, DIAL_QUEUE)
     connection = redis_client.connect_sync(redis_url)
     while True:
         _install_template(connection)
-        worker = DialWorker(
+        worker = JobWorker(
             # Control first: ending a leg must not wait behind a burst of dials.
-            [Queue(CONTROL_QUEUE, connection=connection), Queue(QUEUE, connection=connection)],
+            [Queue(CONTROL_QUEUE, connection=connection), Queue(DIAL_QUEUE, connection=connection)],
             connection=connection,
             maintenance_interval=MAINTENANCE_SECONDS,
             worker_ttl=WORKER_TTL,

@@ -7,18 +7,18 @@ import time
 
 from starlette.requests import Request
 
-from orchestrator import auth, store
+from orchestrator import apikeys, store
 from orchestrator.errors import forbidden, unauthorized
 
 USER_ROLE = "User"
 
 
-async def authenticate(request: Request, role: str = USER_ROLE) -> auth.Principal:
-    key = auth.key_from_header(request.headers.get("authorization"))
+async def authenticate(request: Request, role: str = USER_ROLE) -> apikeys.Principal:
+    key = apikeys.key_from_header(request.headers.get("authorization"))
     if key is None:
         raise unauthorized()
-    digest = auth.digest(key)
-    cache: auth.KeyCache = request.app.state.keys
+    digest = apikeys.digest(key)
+    cache: apikeys.KeyCache = request.app.state.keys
     principal = cache.get(digest)
     if principal is None:
         # Taken before the read, so a key revoked while the read is under way
@@ -34,10 +34,10 @@ async def authenticate(request: Request, role: str = USER_ROLE) -> auth.Principa
     return principal
 
 
-def _principal(found: dict[str, str]) -> auth.Principal:
+def _principal(found: dict[str, str]) -> apikeys.Principal:
     """The key's hash holds everything a request needs (the user it acts as
     included), so authentication stays one Redis read."""
-    return auth.Principal(
+    return apikeys.Principal(
         key_id=found.get("id", ""),
         account_id=found.get("accountId", ""),
         roles=frozenset(r for r in found.get("roles", "").split(",") if r),

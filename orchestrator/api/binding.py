@@ -52,6 +52,21 @@ def parse_body(media_type: str, body: bytes) -> dict[str, Any]:
 
 Value = str | bool | int | None
 
+# What the handlers trim off text, and what a blank value holds: the whitespace of
+# ECMA-262's `\s`, the regular expressions JSON Schema's patterns are written in, so the
+# API's document states exactly what the server takes for blank (metadata builds its
+# patterns from this). Python's own `str.strip()` differs (U+001C..U+001F, U+0085).
+WHITESPACE = (
+    "\t\n\v\f\r \xa0\u1680"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+    + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
+def trim(value: str) -> str:
+    """`value` without the leading and trailing whitespace a blank value is made of."""
+    return value.strip(WHITESPACE)
+
 
 async def read_dto(request: Request, fields: tuple[Field, ...]) -> dict[str, Value]:
     """The DTO's fields from body < query string < path, names matched case-insensitively,

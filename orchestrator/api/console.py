@@ -1,4 +1,4 @@
-"""The agent console (SPEC 8): one static page the web process serves at `/console`.
+"""The agent console (docs/events.md): one static page the web process serves at `/console`.
 
 The page is plain HTML, CSS and JavaScript shipped in the package, so there is
 nothing to build and nothing to fetch from anywhere else; it talks to this

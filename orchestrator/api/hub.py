@@ -26,10 +26,10 @@ import socket
 import redis.asyncio
 import redis.exceptions
 
-from orchestrator import events, metrics, redis_client
+from orchestrator import events, keys, metrics, redis_client
+from orchestrator.redis_client import REDIS_ERRORS
 
 log = logging.getLogger("orchestrator.events")
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 BLOCK_MS = 10_000
 BATCH = 500
 RETRY_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.0)
@@ -142,16 +142,12 @@ class Hub:
         # account -> session id (None: every session) -> its subscribers here
         self._subscribers: dict[str, dict[str | None, set[Subscription]]] = {}
         self._positions: dict[str, str] = {}  # account -> the last event id read
-        self._wake_key = f"{events.PREFIX}hub:{socket.gethostname()}:{os.getpid()}:" + (
-            secrets.token_hex(4)
+        self._wake_key = keys.event_wakeups(
+            f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         )
         self._wake_position = "0-0"
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def subscribers(self) -> int:
-        return sum(len(s) for by in self._subscribers.values() for s in by.values())
 
     async def subscribe(self, account_id: str, session_id: str | None) -> Subscription:
         """Every event committed after this returns reaches the subscription (some from
@@ -211,7 +207,7 @@ class Hub:
                 self._idle.clear()
                 await self._idle.wait()
                 continue
-            streams = {events.stream_key(a): p for a, p in self._positions.items()}
+            streams = {keys.account_events(a): p for a, p in self._positions.items()}
             streams[self._wake_key] = self._wake_position
             try:
                 reply = await self._reader.xread(streams, count=BATCH, block=BLOCK_MS)
@@ -237,7 +233,7 @@ class Hub:
             if key == self._wake_key:
                 self._wake_position = entries[-1][0].decode()
                 continue
-            account = events.account_of(key)
+            account = keys.account_of_events(key)
             if account in self._positions:
                 rendered.append((account, entries, await self.renderer.render(entries)))
         # Only once all of them are rendered: a read that failed is read again, whole.

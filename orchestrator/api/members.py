@@ -1,19 +1,19 @@
-"""The member operations (SPEC 4.1): invite (InviteChatMember, AddConferenceMember),
+"""The member operations (docs/api.md): invite (InviteChatMember, AddConferenceMember),
 remove (DeleteChatMember), hold or mute one member (UpdateConferenceMember)."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
-from orchestrator import auth, store
-from orchestrator.api.binding import Value, field_error
+from orchestrator import apikeys, store
+from orchestrator.api.binding import Value, field_error, trim
 from orchestrator.dto import SessionView
 from orchestrator.errors import ApiError, FieldError, conflict, not_found, validation
 from orchestrator.jobs import dial_job
 from orchestrator.phone import InvalidPhoneNumber, normalise
 
 
-def actor(principal: auth.Principal) -> store.Actor:
+def actor(principal: apikeys.Principal) -> store.Actor:
     """What the scripts record of who made a change."""
     return store.Actor(
         id=principal.actor_id, name=principal.user_name or "", user_id=principal.user_id or ""
@@ -22,7 +22,7 @@ def actor(principal: auth.Principal) -> store.Actor:
 
 def text(dto: dict[str, Value], name: str) -> str:
     value = dto.get(name)
-    return value.strip() if isinstance(value, str) else ""
+    return trim(value) if isinstance(value, str) else ""
 
 
 def session_id(dto: dict[str, Value], errors: list[FieldError] | None = None) -> str:
@@ -80,7 +80,7 @@ def ended(sid: str) -> Exception:
 
 async def add_member(
     request: Request,
-    principal: auth.Principal,
+    principal: apikeys.Principal,
     dto: dict[str, Value],
     *,
     member_field: str,
@@ -139,7 +139,7 @@ async def add_member(
 
 
 async def invite_chat_member(
-    request: Request, principal: auth.Principal, dto: dict[str, Value]
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
 ) -> SessionView:
     result = await add_member(
         request, principal, dto, member_field="memberToAdd", caller_field="callerId"
@@ -149,7 +149,7 @@ async def invite_chat_member(
 
 
 async def add_conference_member(
-    request: Request, principal: auth.Principal, dto: dict[str, Value]
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
 ) -> SessionView:
     """InviteChatMember with memberToAdd = destination, callerId = fromNumber."""
     result = await add_member(
@@ -173,11 +173,11 @@ def change_result(sid: str, change: store.Change, what: str) -> SessionView:
 
 
 async def delete_chat_member(
-    request: Request, principal: auth.Principal, dto: dict[str, Value]
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
 ) -> SessionView:
     errors: list[FieldError] = []
     sid = session_id(dto, errors)
-    member = text(dto, "memberToRemove") or request.path_params.get("memberId", "").strip()
+    member = text(dto, "memberToRemove") or trim(request.path_params.get("memberId", ""))
     if not member:
         errors.append(field_error("memberToRemove", "NotEmpty", "{field} must not be empty."))
     if errors:
@@ -193,7 +193,7 @@ async def delete_chat_member(
 
 
 async def update_conference_member(
-    request: Request, principal: auth.Principal, dto: dict[str, Value]
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
 ) -> SessionView:
     errors: list[FieldError] = []
     sid = session_id(dto, errors)

@@ -4,12 +4,16 @@ neither can drift from what is served."""
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+import phonenumbers
+
 from orchestrator import __version__
+from orchestrator.api.binding import WHITESPACE
 from orchestrator.api.operations import OPERATIONS, PREDEFINED_PREFIXES, Operation
 from orchestrator.dto import DTOS, ENUMS, Dto, Field
 
@@ -17,23 +21,83 @@ from orchestrator.dto import DTOS, ENUMS, Dto, Field
 # ServiceStack clients send them.
 QUERY_VERBS = ("GET", "DELETE")
 
+# Every error body is a ResponseStatus; which of these an operation may answer is worked out
+# from its declaration in `_statuses`.
 ERROR_STATUSES = {
-    "400": "Bad input: one `errors` entry per bad field",
+    "400": "Bad input (a required field missing or blank, a value of the wrong form, a body "
+    "that does not parse): one `errors` entry per bad field",
     "401": "No or unknown API key",
     "403": "The key lacks the required role",
     "404": "No such session (or member) in the key's account",
-    "405": "The operation does not take this HTTP method",
+    "405": "A path parameter holding `/` names another route, which does not take this method",
     "409": "The session has ended (or the member has left the call)",
     "413": "Request body too large",
     "415": "Unsupported Content-Type",
     "503": "State store unavailable; retry",
 }
+# Headers an error always carries.
+_ERROR_HEADERS = {
+    "401": {"WWW-Authenticate": "How to authenticate: `Bearer`"},
+    "503": {"Retry-After": "Seconds to wait before retrying"},
+}
+
+# --- What a request may send ------------------------------------------------------
+# Each pattern is what the handlers accept, no more and no less. What they trim (and take
+# for blank) is binding.WHITESPACE, written out here as a class of `\uXXXX` escapes, which
+# every regular expression engine reads alike.
+
+_WS = "".join(f"\\u{ord(c):04x}" for c in WHITESPACE)
+# Anything but only whitespace.
+_NOT_BLANK = f"[^{_WS}]"
+# One path segment: no `/` (it would name another route), not only whitespace.
+_SEGMENT = f"^[^/]*[^/{_WS}][^/]*$"
+_BLANK = f"^[{_WS}]*$"
 
 
-# --- OpenAPI ----------------------------------------------------------------
+@functools.cache
+def _phone_pattern(region: str) -> str:
+    """The phone numbers `orchestrator.phone.normalise` takes in `region`, without
+    punctuation: national, with the national prefix, or with the country code. Derived from
+    the numbering plan `phonenumbers` validates against (every number type of the region)."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    descs = (
+        meta.fixed_line, meta.mobile, meta.toll_free, meta.premium_rate, meta.shared_cost,
+        meta.personal_number, meta.voip, meta.pager, meta.uan, meta.voicemail,
+    )  # fmt: skip
+    numbers = dict.fromkeys(d.national_number_pattern for d in descs if d is not None)
+    national = "|".join(f"(?:{p})" for p in numbers if p)
+    prefixes = [rf"\+{meta.country_code}"]
+    if meta.national_prefix:
+        prefixes.append(re.escape(meta.national_prefix))
+    return f"^[{_WS}]*(?:{'|'.join(prefixes)})?(?:{national})[{_WS}]*$"
 
 
-def _schema(field: Field) -> dict[str, Any]:
+def _shape(field: Field, region: str) -> dict[str, Any]:
+    """The string schema of a request field whose text has a form (Field.shape)."""
+    phone = _phone_pattern(region)
+    if field.shape == "member":
+        # A user by email (any text with `@`) or ID (usr_...), else a phone number.
+        return {"pattern": f"@|^[{_WS}]*usr_|{phone}"}
+    if field.shape == "phone":
+        return {"pattern": f"{_BLANK}|{phone}"}
+    if field.shape == "date-time":
+        return {"anyOf": [{"format": "date-time"}, {"pattern": _BLANK}]}
+    return {}
+
+
+_PHONE_TEXT = (
+    "A phone number: E.164 (+14155550100), or national in the server's region (4155550100); "
+    "the pattern gives them without punctuation, which is also accepted."
+)
+_SHAPE_TEXT = {
+    "member": "A user's email or ID (usr_...), or a phone number. " + _PHONE_TEXT,
+    "phone": _PHONE_TEXT + " Empty: none.",
+    "date-time": "Any ISO 8601 date or time is read; empty: none.",
+}
+
+
+def _schema(field: Field, request: bool = False, region: str = "US") -> dict[str, Any]:
+    """The field's schema; in a request (`request`), with everything the server checks."""
     kind = field.type
     if kind == "bool":
         schema: dict[str, Any] = {"type": "boolean"}
@@ -41,44 +105,121 @@ def _schema(field: Field) -> dict[str, Any]:
         schema = {"type": "boolean", "nullable": True}
     elif kind == "int":
         schema = {"type": "integer", "format": "int32", "nullable": True}
+        if field.minimum is not None:
+            schema["minimum"] = field.minimum
+        if field.maximum is not None:
+            schema["maximum"] = field.maximum
     elif isinstance(kind, type) and issubclass(kind, Enum):
-        schema = {"allOf": [{"$ref": f"#/components/schemas/{kind.__name__}"}]}
+        if request:
+            # Leaving it out (or null) leaves it unchanged.
+            names = list(field.values or (m.value for m in kind))
+            schema = {"type": "string", "enum": [*names, None], "nullable": True}
+        else:
+            schema = {"allOf": [{"$ref": f"#/components/schemas/{kind.__name__}"}]}
     elif kind.startswith("list:"):
         ref = {"$ref": f"#/components/schemas/{kind[5:]}"}
         schema = {"type": "array", "items": ref, "nullable": True}
     elif kind.startswith("dict:"):
         schema = {"type": "object", "additionalProperties": {"type": "string"}, "nullable": True}
+    elif request and field.required:
+        # A member's own pattern (never blank) replaces the not-blank one.
+        schema = {"type": "string", "pattern": _NOT_BLANK, **_shape(field, region)}
     else:
         schema = {"type": "string", "nullable": True}
-    if field.description:
-        schema["description"] = field.description
+        if request:
+            schema |= _shape(field, region)
+    parts = [field.description or "", _SHAPE_TEXT.get(field.shape, "") if request else ""]
+    if description := ". ".join(p for p in parts if p):
+        schema["description"] = description
     return schema
 
 
-def _object(dto: Dto) -> dict[str, Any]:
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": {f.name: _schema(f) for f in dto.fields},
-    }
+def _text_only(schema: dict[str, Any]) -> dict[str, Any]:
+    """A value sent as text (query string, form field) is never null."""
+    schema = {k: v for k, v in schema.items() if k != "nullable"}
+    if "enum" in schema:
+        schema["enum"] = [v for v in schema["enum"] if v is not None]
+    return schema
+
+
+def _object(
+    dto: Dto,
+    request: bool = False,
+    region: str = "US",
+    leave_out: frozenset[str] = frozenset(),
+    text: bool = False,
+) -> dict[str, Any]:
+    """The DTO's schema; a request's lists its required fields, without `leave_out` (the
+    fields the route's path carries); with `text`, as a form sends it (no nulls)."""
+    fields = [f for f in dto.fields if f.name not in leave_out]
+    properties = {f.name: _schema(f, request, region) for f in fields}
+    if text:
+        properties = {name: _text_only(schema) for name, schema in properties.items()}
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    required = [f.name for f in fields if request and f.required]
+    if required:
+        schema["required"] = required
     if dto.description:
         schema["description"] = dto.description
     return schema
 
 
-def _request_body(dto: Dto) -> dict[str, Any]:
-    ref = {"$ref": f"#/components/schemas/{dto.name}"}
+_JSV_BODY = (
+    "\n\nThe body may also be JSV (`Content-Type: text/jsv`), ServiceStack's text format: "
+    "the same fields, as `{name:value,name:value}`."
+)
+
+
+def _request_body(op: Operation, leave_out: frozenset[str], region: str) -> dict[str, Any]:
+    if leave_out:
+        schema = _object(op.request, True, region, leave_out)
+        schema.pop("description", None)
+    else:
+        schema = {"$ref": f"#/components/schemas/{op.request.name}"}
+    form = _object(op.request, True, region, leave_out, text=True)
+    form.pop("description", None)
+    required = any(f.required and f.name not in leave_out for f in op.request.fields)
     return {
+        # JSV has no JSON Schema serialisation, so it is described in words only.
+        "description": (op.request.description or op.request.name) + _JSV_BODY,
+        "required": required,
         "content": {
-            "application/json": {"schema": ref},
-            "text/jsv": {"schema": {"type": "string"}},
-            "application/x-www-form-urlencoded": {"schema": ref},
-        }
+            "application/json": {"schema": schema},
+            "application/x-www-form-urlencoded": {"schema": form},
+        },
     }
 
 
-def _responses(op: Operation) -> dict[str, Any]:
-    error = {"$ref": "#/components/schemas/ErrorResponse"}
-    jsv = {"schema": {"type": "string"}}
+def _statuses(op: Operation, path_params: set[str]) -> list[str]:
+    """The errors the operation may answer, from its declaration: every one may be refused
+    (400, 413, 415), unauthenticated (401, 403) or meet Redis away (503); one naming a
+    session may not find it (404); one changing a session may find it ended (409)."""
+    names = {f.name for f in op.request.fields}
+    statuses = ["400", "401", "403"]
+    if "sessionId" in names:
+        statuses.append("404")
+    if path_params:
+        statuses.append("405")
+    if op.conflicts:
+        statuses.append("409")
+    return [*statuses, "413", "415", "503"]
+
+
+def _error(status: str, description: str | None = None) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/ErrorResponse"}
+    answer: dict[str, Any] = {
+        "description": description or ERROR_STATUSES[status],
+        "content": {"application/json": {"schema": schema}, "text/jsv": {"schema": schema}},
+    }
+    if status in _ERROR_HEADERS:
+        answer["headers"] = {
+            name: {"description": text, "required": True, "schema": {"type": "string"}}
+            for name, text in _ERROR_HEADERS[status].items()
+        }
+    return answer
+
+
+def _responses(op: Operation, path_params: set[str]) -> dict[str, Any]:
     responses: dict[str, Any]
     if op.response is None:
         responses = {"204": {"description": "No Content"}}
@@ -87,14 +228,11 @@ def _responses(op: Operation) -> dict[str, Any]:
         responses = {
             "200": {
                 "description": op.response.name,
-                "content": {"application/json": {"schema": ok}, "text/jsv": jsv},
+                "content": {"application/json": {"schema": ok}, "text/jsv": {"schema": ok}},
             }
         }
-    for status, description in ERROR_STATUSES.items():
-        responses[status] = {
-            "description": description,
-            "content": {"application/json": {"schema": error}, "text/jsv": jsv},
-        }
+    for status in _statuses(op, path_params):
+        responses[status] = _error(status)
     return responses
 
 
@@ -102,43 +240,66 @@ _FORMAT_PARAM = {
     "name": "format",
     "in": "query",
     "required": False,
-    "description": "Response format; overrides the Accept header",
-    "schema": {"type": "string", "enum": ["json", "jsv"]},
+    "description": "Response format, `json` or `jsv` (any case); overrides the Accept header. "
+    "Any other value is ignored, as ServiceStack ignores a format it does not know",
+    "schema": {"type": "string"},
 }
 
 
-def _operation(op: Operation, path_params: bool, verb: str) -> dict[str, Any]:
+def _path_param(name: str, description: str | None) -> dict[str, Any]:
+    schema = {"type": "string", "pattern": _SEGMENT}
+    param = {"name": name, "in": "path", "required": True, "schema": schema}
+    if description:
+        param["description"] = description
+    return param
+
+
+def _query_schema(field: Field, region: str) -> dict[str, Any]:
+    schema = _text_only(_schema(field, True, region))
+    schema.pop("description", None)
+    return schema
+
+
+def _operation(op: Operation, route: bool, region: str) -> dict[str, Any]:
     params: list[dict[str, Any]] = [_FORMAT_PARAM]
-    names = set(re.findall(r"{(\w+)}", op.path)) if path_params else set()
+    names = set(re.findall(r"{(\w+)}", op.path)) if route else set()
+    fields = {f.name: f for f in op.request.fields}
+    # The fields the route's path carries, itself or by another name (memberId).
+    in_path = {f.name for f in op.request.fields if f.name in names or f.path_name in names}
+    by_path_name = {f.path_name or f.name: f for f in op.request.fields}
     for name in sorted(names):
-        params.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
-    if verb in QUERY_VERBS:
-        params += [
-            {
+        field = by_path_name.get(name)
+        params.append(_path_param(name, field.description if field else None))
+    if op.verb in QUERY_VERBS:
+        for f in op.request.fields:
+            if f.name in names:
+                continue
+            required = f.required and f.name not in in_path
+            param = {
                 "name": f.name,
                 "in": "query",
-                "required": False,
-                "schema": {k: v for k, v in _schema(f).items() if k != "description"},
+                "required": required,
+                "schema": _query_schema(f, region),
             }
-            for f in op.request.fields
-            if f.name not in names
-        ]
+            if fields[f.name].description:
+                param["description"] = _schema(f, True, region)["description"]
+            params.append(param)
     description = op.request.description or op.summary
     if op.twilio:
         description += f"\n\nAt Twilio: {op.twilio}"
     spec: dict[str, Any] = {
-        "operationId": op.request.name if path_params else None,
+        "operationId": op.request.name if route else None,
         "summary": op.summary,
         "description": description,
         "tags": ["sessions"],
         "parameters": params,
-        "responses": _responses(op),
+        "responses": _responses(op, names),
         "security": [{"bearerAuth": []}],
     }
     if spec["operationId"] is None:
         del spec["operationId"]
-    if verb not in QUERY_VERBS:
-        spec["requestBody"] = _request_body(op.request)
+    if op.verb not in QUERY_VERBS:
+        spec["requestBody"] = _request_body(op, frozenset(in_path), region)
     return spec
 
 
@@ -151,51 +312,76 @@ _EVENTS_DESCRIPTION = (
     "comment line every 15 s keeps the stream open; `Dropped` ends the stream of a client "
     "that fell too far behind (it resumes with Last-Event-ID)."
 )
+# One server-sent event as a client reads it: `event` is the event's name (SessionInfoChanged,
+# Reset, ...), `data` its JSON, `id` what to send as Last-Event-ID.
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+# An event id as the stream writes it (events.parse_id); blank is no resumption. The stream
+# trims with Python's `str.strip()`: in a header (Latin-1), these characters.
+_HEADER_WS = r"[\u0009-\u000d\u001c-\u0020\u0085\u00a0]"
+_EVENT_ID = rf"^{_HEADER_WS}*([0-9]{{1,19}}-[0-9]{{1,19}})?{_HEADER_WS}*$"
 
 
 def _event_streams() -> dict[str, Any]:
     def stream(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
-        last = {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}
-        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+        last = {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "description": "The id of the last event received, to resume after it",
+            "schema": {"type": "string", "pattern": _EVENT_ID},
+        }
+        responses = {
+            "200": {
+                "description": "The event stream",
+                "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+            },
+            "400": _error("400", "Malformed Last-Event-ID"),
+            "401": _error("401"),
+            "403": _error("403"),
+        }
+        if params:
+            responses["404"] = _error("404", "No such session of the key's account")
+            responses["405"] = _error("405")
+        responses["503"] = _error("503")
         return {
             "get": {
                 "summary": summary,
                 "description": _EVENTS_DESCRIPTION,
                 "parameters": [*params, last],
-                "responses": {
-                    "200": {
-                        "description": "The event stream",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    },
-                    "400": {"description": "Malformed Last-Event-ID", "content": error},
-                    "401": {"description": "No valid API key", "content": error},
-                    "404": {
-                        "description": "No such session of the key's account",
-                        "content": error,
-                    },
-                },
+                "responses": responses,
+                "security": [{"bearerAuth": []}],
             }
         }
 
-    sid = {"name": "sessionId", "in": "path", "required": True, "schema": {"type": "string"}}
+    sid = _path_param("sessionId", "The ID of the session")
     return {
         "/sessions/events": stream("Live changes of every session of the key's account", []),
         "/sessions/{sessionId}/events": stream("Live changes of one session", [sid]),
     }
 
 
-def openapi(server_url: str | None = None) -> dict[str, Any]:
+def openapi(server_url: str | None = None, phone_region: str = "US") -> dict[str, Any]:
+    """The OpenAPI 3 document: every operation on its own route and on the predefined ones,
+    each request with what the server enforces (`phone_region` reads national numbers)."""
     paths: dict[str, Any] = {}
     for op in OPERATIONS:
-        paths.setdefault(op.path, {})[op.verb.lower()] = _operation(op, True, op.verb)
+        paths.setdefault(op.path, {})[op.verb.lower()] = _operation(op, True, phone_region)
         for prefix in PREDEFINED_PREFIXES:
             route = f"{prefix}/{op.request.name}"
-            paths.setdefault(route, {})[op.verb.lower()] = _operation(op, False, op.verb)
+            paths.setdefault(route, {})[op.verb.lower()] = _operation(op, False, phone_region)
     paths |= _event_streams()
     schemas: dict[str, Any] = {
         enum.__name__: {"type": "string", "enum": [m.value for m in enum]} for enum in ENUMS
     }
-    schemas |= {dto.name: _object(dto) for dto in DTOS}
+    requests = {op.request.name for op in OPERATIONS}
+    schemas |= {dto.name: _object(dto, dto.name in requests, phone_region) for dto in DTOS}
     schemas |= {
         "ResponseError": {
             "type": "object",

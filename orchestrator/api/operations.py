@@ -1,4 +1,4 @@
-"""The HTTP API of SPEC 4, one declaration per operation.
+"""The HTTP API (docs/api.md), one declaration per operation.
 
 Each operation is declared once (request DTO, response DTO, verb, route) and
 served on its own route and on ServiceStack's predefined routes
@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.exceptions
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import Receive, Scope, Send
 
-from orchestrator import auth, metrics
+from orchestrator import apikeys, metrics
 from orchestrator.api import members, sessions
 from orchestrator.api.authn import USER_ROLE, authenticate
 from orchestrator.api.binding import Value, read_dto
@@ -40,8 +40,9 @@ from orchestrator.dto import (
     Dto,
 )
 from orchestrator.errors import ApiError, not_found
+from orchestrator.redis_client import REDIS_ERRORS
 
-Handler = Callable[[Request, auth.Principal, dict[str, Value]], Awaitable[Any]]
+Handler = Callable[[Request, apikeys.Principal, dict[str, Value]], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class Operation:
     summary: str = ""
     # The Twilio work it causes, for the docs (OpenAPI description).
     twilio: str = ""
+    # It changes a session, so it may answer 409: the session has ended, or the member left.
+    conflicts: bool = False
 
 
 OPERATIONS = (
@@ -66,6 +69,7 @@ OPERATIONS = (
         "POST",
         "/sessions/{sessionId}/members",
         members.invite_chat_member,
+        conflicts=True,
         summary="Add a member to the chat session",
         twilio="The worker dials the member into the session's conference (a participant "
         "create); its call state then follows Twilio's callbacks.",
@@ -84,6 +88,7 @@ OPERATIONS = (
         "POST",
         "/sessions/{sessionId}/conference/members",
         members.add_conference_member,
+        conflicts=True,
         summary="Add a member to the conference: InviteChatMember with memberToAdd = "
         "destination, callerId = fromNumber",
         twilio="As InviteChatMember.",
@@ -94,6 +99,7 @@ OPERATIONS = (
         "DELETE",
         "/sessions/{sessionId}/members/{memberId}",
         members.delete_chat_member,
+        conflicts=True,
         summary="Remove a member from the session",
         twilio="Not yet dialled: never dialled. Being dialled or ringing: the leg is "
         "cancelled (Calls update Status=canceled). In the call: the participant is removed "
@@ -105,6 +111,7 @@ OPERATIONS = (
         "PATCH",
         "/sessions/{sessionId}/conference/members/{callSid}",
         members.update_conference_member,
+        conflicts=True,
         summary="Hold or mute one member of the conference",
         twilio="Participant update Hold (with HOLD_MUSIC_URL) / Muted; the member's Hold "
         "and muted follow Twilio's participant-hold and participant-mute callbacks.",
@@ -115,6 +122,7 @@ OPERATIONS = (
         "POST",
         "/sessions/{sessionId}/hold",
         sessions.hold_session,
+        conflicts=True,
         summary="Put every member in the call but the holder on hold",
         twilio="Participant update Hold=true with hold music, for each member held.",
     ),
@@ -124,6 +132,7 @@ OPERATIONS = (
         "PATCH",
         "/sessions/{sessionId}",
         sessions.patch_session,
+        conflicts=True,
         summary="Update the session: console data, queue state; callState Connected takes "
         "it off hold, Hold holds it. Once the session has ended, consoleData and queueState "
         "may still be written (wrap-up notes); callState and holdReason then answer 409",
@@ -136,6 +145,7 @@ OPERATIONS = (
         "POST",
         "/sessions/{sessionId}/redirect",
         sessions.redirect_session,
+        conflicts=True,
         summary="Blind transfer: invite the destination, every member but the caller leaves",
         twilio="The destination is dialled; every other leg is hung up; the caller is held "
         "(hold music) until the destination connects, then taken off hold.",
@@ -172,9 +182,6 @@ PREDEFINED_PREFIXES = ("/api", "/json/reply", "/jsv/reply")
 API_PREFIXES = ("/sessions/", "/sessions.", *(p + "/" for p in PREDEFINED_PREFIXES))
 
 
-_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
-
 def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
     """The operation's route handler; counts each answer by operation and status (what the
     app's exception handlers make of an error: its status, 503 for Redis away, else 500)."""
@@ -193,7 +200,7 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
         except ApiError as exc:
             requests.labels(name, str(exc.status)).inc()
             raise
-        except _REDIS_ERRORS:
+        except REDIS_ERRORS:
             requests.labels(name, "503").inc()
             raise
         except Exception:
@@ -208,27 +215,68 @@ def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:
 _ENDPOINTS = {name: endpoint(op) for name, op in _BY_NAME.items()}
 
 
+def allowed(verbs: list[str]) -> str:
+    """The `Allow` header of a 405: the methods the resource takes (HEAD with GET)."""
+    return ", ".join([*verbs, "HEAD"] if "GET" in verbs else verbs)
+
+
+def method_not_allowed(request: Request, verbs: list[str], name: str) -> ApiError:
+    """ServiceStack's answer to a verb the operation does not implement, and the `Allow`
+    header RFC 9110 requires of a 405."""
+    return ApiError(
+        405,
+        "NotImplementedException",
+        f"Could not find method named {request.method.title()}({name})",
+        headers={"Allow": allowed(verbs)},
+    )
+
+
+def _verb(request: Request) -> str:
+    """HEAD is answered as GET (without the body), as Starlette does for its own routes."""
+    return "GET" if request.method == "HEAD" else request.method
+
+
 async def predefined(request: Request) -> Response:
     """ServiceStack's predefined routes: the operation named by its request DTO."""
     name = request.path_params["operation"]
     op = _BY_NAME.get(name.lower())
     if op is None:
         raise not_found(f"Unknown operation '{name}'")
-    if request.method != op.verb:
-        raise ApiError(
-            405,
-            "NotImplementedException",
-            f"Could not find method named {request.method.title()}({op.request.name})",
-        )
+    if _verb(request) != op.verb:
+        raise method_not_allowed(request, [op.verb], op.request.name)
     return await _ENDPOINTS[name.lower()](request)
 
 
+def _resource(ops: list[Operation]) -> Route:
+    """One route per path, taking each of its operations' verbs: Starlette then answers any
+    other method with a 405 whose `Allow` names all of them, not only the first route's."""
+    by_verb = {op.verb: _ENDPOINTS[op.request.name.lower()] for op in ops}
+
+    async def dispatch(request: Request) -> Response:
+        return await by_verb[_verb(request)](request)
+
+    return Route(ops[0].path, dispatch, methods=list(by_verb))
+
+
+class _AnyMethod:
+    """An endpoint Starlette routes every method to (it routes only GET to a plain function
+    given no methods), so that `predefined` answers each with the operation's own Allow."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+_BY_PATH: dict[str, list[Operation]] = {}
+for _op in OPERATIONS:
+    _BY_PATH.setdefault(_op.path, []).append(_op)
+
 # Fixed paths before templated ones: /sessions/active is not the session "active".
 routes = [
-    Route(op.path, _ENDPOINTS[op.request.name.lower()], methods=[op.verb])
-    for op in sorted(OPERATIONS, key=lambda op: op.path.count("{"))
+    _resource(ops) for _, ops in sorted(_BY_PATH.items(), key=lambda item: item[0].count("{"))
 ]
-routes += [
-    Route(prefix + "/{operation}", predefined, methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-    for prefix in PREDEFINED_PREFIXES
-]
+# Every method reaches the predefined routes: an operation's own verb is served, any other
+# answered 405 with the operation's verb in `Allow`.
+routes += [Route(prefix + "/{operation}", _AnyMethod(predefined)) for prefix in PREDEFINED_PREFIXES]

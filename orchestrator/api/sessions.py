@@ -1,4 +1,4 @@
-"""The session operations (SPEC 4.2, 4.3): read, hold, patch, transfer, end, list."""
+"""The session operations (docs/api.md): read, hold, patch, transfer, end, list."""
 
 from __future__ import annotations
 
@@ -7,18 +7,23 @@ from datetime import UTC, datetime
 
 from starlette.requests import Request
 
-from orchestrator import auth, store
+from orchestrator import apikeys, store
 from orchestrator.api.binding import Value, field_error
 from orchestrator.api.members import actor, add_member, change_result, missing, session_id, text
-from orchestrator.dto import SessionListView, SessionView
+from orchestrator.dto import LIST_SESSIONS, PATCH_SESSION, SessionListView, SessionView
 from orchestrator.errors import FieldError, validation
 
-CONSOLE_DATA_LIMIT = 16 * 1024
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
+# The limits the DTOs declare (and the API's document states).
+_PATCH = {f.name: f for f in PATCH_SESSION}
+_LIST = {f.name: f for f in LIST_SESSIONS}
+CONSOLE_DATA_LIMIT: int = _PATCH["consoleData"].max_bytes or 0
+PATCH_CALL_STATES = _PATCH["callState"].values
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE: int = _LIST["countPerPage"].maximum or 0
 
 
 async def get_session(
-    request: Request, principal: auth.Principal, dto: dict[str, Value]
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
 ) -> SessionView:
     sid = session_id(dto)
     session = await store.get_session(request.app.state.scripts, sid, principal.account_id)
@@ -28,7 +33,7 @@ async def get_session(
 
 
 async def hold_session(
-    request: Request, principal: auth.Principal, dto: dict[str, Value]
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
 ) -> SessionView:
     sid = session_id(dto)
     change = await store.patch_session(
@@ -44,12 +49,12 @@ async def hold_session(
 
 
 async def patch_session(
-    request: Request, principal: auth.Principal, dto: dict[str, Value]
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
 ) -> SessionView:
     errors: list[FieldError] = []
     sid = session_id(dto, errors)
     state = text(dto, "callState")
-    if state and state not in ("Connected", "Hold"):
+    if state and state not in PATCH_CALL_STATES:
         errors.append(
             field_error(
                 "callState",
@@ -86,7 +91,7 @@ async def patch_session(
 
 
 async def redirect_session(
-    request: Request, principal: auth.Principal, dto: dict[str, Value]
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
 ) -> None:
     """A blind transfer; answers 204 (a void operation)."""
     await add_member(
@@ -94,7 +99,9 @@ async def redirect_session(
     )
 
 
-async def end_session(request: Request, principal: auth.Principal, dto: dict[str, Value]) -> None:
+async def end_session(
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
+) -> None:
     """Answers 204, also for a session that has already ended."""
     sid = session_id(dto)
     outcome = await store.end_session(
@@ -105,7 +112,7 @@ async def end_session(request: Request, principal: auth.Principal, dto: dict[str
 
 
 async def get_active_sessions(
-    request: Request, principal: auth.Principal, dto: dict[str, Value]
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
 ) -> SessionListView:
     page = await store.list_sessions(
         request.app.state.redis,
@@ -122,7 +129,8 @@ def _epoch_ms(dto: dict[str, Value], name: str, errors: list[FieldError]) -> int
     if not value:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        # Upper case: RFC 3339 allows a lower-case "t" and "z"; fromisoformat does not.
+        moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         errors.append(field_error(name, "InvalidDate", "{field} must be an ISO 8601 date or time."))
         return None
@@ -132,7 +140,7 @@ def _epoch_ms(dto: dict[str, Value], name: str, errors: list[FieldError]) -> int
 
 
 async def list_sessions(
-    request: Request, principal: auth.Principal, dto: dict[str, Value]
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
 ) -> SessionListView:
     errors: list[FieldError] = []
     since = _epoch_ms(dto, "startDate", errors)

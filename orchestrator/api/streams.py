@@ -1,4 +1,4 @@
-"""The live event streams of SPEC 8: W3C server-sent events, with the API's auth.
+"""The live event streams (docs/events.md): W3C server-sent events, with the API's auth.
 
 `GET /sessions/events` streams every session of the key's account;
 `GET /sessions/{sessionId}/events` one session. A client that sends
@@ -16,10 +16,11 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from orchestrator import auth, events
+from orchestrator import apikeys, events, keys
 from orchestrator.api.authn import authenticate
-from orchestrator.api.hub import REDIS_ERRORS, Hub, Subscription
+from orchestrator.api.hub import Hub, Subscription
 from orchestrator.errors import ApiError, not_found
+from orchestrator.redis_client import REDIS_ERRORS
 
 OPENING = b"retry: 2000\n: connected\n\n"
 KEEPALIVE = b": keep-alive\n\n"
@@ -48,14 +49,14 @@ async def account_events(request: Request) -> EventStreamResponse:
 async def session_events(request: Request) -> EventStreamResponse:
     principal = await authenticate(request)
     sid = request.path_params["sessionId"]
-    owner = await request.app.state.redis.hget(f"{events.PREFIX}session:{sid}", "accountId")
+    owner = await request.app.state.redis.hget(keys.session(sid), "accountId")
     if owner is None or owner.decode() != principal.account_id:
         raise not_found(f"Session '{sid}' does not exist")
     return await _open(request, principal, sid)
 
 
 async def _open(
-    request: Request, principal: auth.Principal, sid: str | None
+    request: Request, principal: apikeys.Principal, sid: str | None
 ) -> EventStreamResponse:
     last = request.headers.get("last-event-id", "").strip() or None
     if last is not None and events.parse_id(last) is None:

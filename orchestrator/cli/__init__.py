@@ -1,6 +1,12 @@
-"""`orchestrator`: the one command-line entry (SPEC 6), and the composition
-root: the only package that puts the core, the API layer, the webhooks and the
-workers together (`app` for the web process, `dev` for one machine).
+"""`orchestrator`: run and provision the conference orchestrator.
+
+`web` serves the API and Twilio's webhooks, `worker` dials and settles calls,
+`dev` runs the whole service on this machine with nothing to set up, and
+`accounts`, `numbers`, `users` and `keys` provision what the API serves.
+
+This package is also the composition root: the only one that puts the core, the
+API layer, the webhooks and the workers together (`app` for the web process,
+`dev` for one machine).
 
 Provisioning commands print only the new id or key on stdout, so scripts can
 capture it; everything else (errors, hints) goes to stderr.
@@ -9,15 +15,74 @@ capture it; everything else (errors, hints) goes to stderr.
 from __future__ import annotations
 
 import argparse
+import logging
 import logging.config
+import math
 import os
 import sys
+from collections.abc import Callable
 
 import redis
 
 from orchestrator import logs, provision, redis_client
+from orchestrator.api.authn import USER_ROLE
+from orchestrator.launch import wait_until
 from orchestrator.phone import InvalidPhoneNumber, normalise
+from orchestrator.redis_client import REDIS_ERRORS
 from orchestrator.settings import ConfigError, Settings
+
+# The roles an API key can carry, by their names in any case: USER_ROLE is what every API
+# operation asks for, and Admin passes every role check, as in ServiceStack
+# (orchestrator/apikeys.py). A key with any other role would be refused by every request.
+ROLES = {name.lower(): name for name in (USER_ROLE, "Admin")}
+ROLE_HELP = "User (the API) or Admin (passes every role check); any case (user = User)"
+
+# What `web --help` and `worker --help` list: both read the same settings at start.
+SETTINGS_HELP = """\
+settings (environment variables), read at start; all missing or malformed ones
+are named in one run:
+  required
+    REDIS_URL            redis://, rediss://, unix:// or redis+sentinel:// URL
+    TWILIO_ACCOUNT_SID   AC followed by 32 hex digits
+    TWILIO_AUTH_TOKEN    signs the REST requests, checks the webhooks' signatures
+    PUBLIC_BASE_URL      the URL Twilio reaches this service at (webhooks)
+  main optional ones (defaults in brackets)
+    PORT                       the web process's port [8000]
+    TWILIO_API_BASE_URL        Twilio's REST API [https://api.twilio.com]
+    DEFAULT_CALLER_ID          caller id of dials the session does not give one
+    PHONE_DEFAULT_REGION       region of numbers given without +country [US]
+    TWILIO_CPS                 dials per second, across all workers [1]
+    DIAL_RETRY_BACKOFF         seconds between a dial's retries [0,2,4,8,16,30]
+    DIAL_JOB_TIMEOUT           seconds one dial attempt may take [30]
+    HOLD_MUSIC_URL             what a held member hears [Twilio's hold music]
+    LOG_FORMAT, LOG_LEVEL      text or json [text]; DEBUG..CRITICAL [INFO]
+    METRICS_DIR                this machine's shared metrics directory [a temp dir]
+    REDIS_MIN_REPLICAS         replicas that must have each change [0]
+    REDIS_WAIT_TIMEOUT_MS      how long to wait for them before a 503 [1000]
+    EVENT_HEARTBEAT_SECONDS    keep-alive of idle event streams [15]
+    EVENT_BUFFER               events a stream may fall behind [1000]
+    SESSION_RETENTION_SECONDS, EVENT_RETENTION_SECONDS  [604800, 3600]
+
+Redis unreachable at start or later: no process exits. The web process listens
+and answers 503 with Retry-After (and /ready says not ready) until Redis answers;
+a worker logs that it waits for Redis and starts taking jobs once it answers. A
+platform that starts Redis and the service together needs no start order.
+To try the service on this machine with nothing set: `orchestrator dev`.
+"""
+
+web_log = logging.getLogger("orchestrator.web")
+worker_log = logging.getLogger("orchestrator.worker")
+
+
+def _role(name: str) -> str:
+    """A role's canonical name, whatever its case; refused (exit 2) before the key exists."""
+    role = ROLES.get(name.strip().lower())
+    if role is None:
+        accepted = " and ".join(ROLES.values())
+        raise argparse.ArgumentTypeError(
+            f"unknown role {name!r}: the roles are {accepted} (case does not matter)"
+        )
+    return role
 
 
 def _fail(message: str) -> int:
@@ -67,7 +132,7 @@ def cmd_web(args: argparse.Namespace) -> int:
         app = create_app(settings)
     # Else each of uvicorn's processes imports the app and reads the same environment (it
     # spawns them): the metrics directory set above is theirs too, and log_config their logs.
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         factory=args.workers > 1,
         workers=args.workers,
@@ -78,6 +143,29 @@ def cmd_web(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+    url = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{port}"
+
+    class _Server(uvicorn.Server):
+        """uvicorn's server, which says where it listens once it does (uvicorn's own
+        start-up lines are held back with the rest of its routine)."""
+
+        async def startup(self, sockets: list | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                web_log.info("listening on %s", url)
+
+    try:
+        if args.workers == 1:
+            server = _Server(config)
+            server.run()
+            return 0 if server.started else 3  # uvicorn logged why (a port taken, ...)
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        web_log.info("listening on %s (%d processes)", url, args.workers)
+        Multiprocess(config, sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -87,8 +175,33 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.config.dictConfig(logs.config(settings.log_format, settings.log_level))
     from workers.worker import run
 
+    _wait_for_redis(settings.redis_url)
     run(settings.redis_url, settings.log_level)
     return 0
+
+
+def _wait_for_redis(url: str) -> None:
+    """Until Redis answers, saying once that the worker waits for it: a worker started
+    with (or before) its Redis waits, as the web process does, rather than exiting."""
+    client = redis_client.connect_sync(url, socket_connect_timeout=2, socket_timeout=2)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except REDIS_ERRORS:
+            return False
+
+    try:
+        try:
+            client.ping()
+            return
+        except REDIS_ERRORS as exc:
+            where = redis_client.display_url(url)
+            worker_log.warning("Redis at %s does not answer (%s); waiting for it", where, exc)
+        wait_until(answers, math.inf, "Redis", interval=1.0)
+        worker_log.info("Redis at %s answers; starting", where)
+    finally:
+        client.close()
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -136,56 +249,88 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+def _description() -> str:
+    """The module's summary and its paragraph for operators."""
+    summary, operators = (__doc__ or "").split("\n\n")[:2]
+    summary = summary.split(": ", 1)[1]
+    return f"{summary[0].upper()}{summary[1:]} {operators}"
 
-    dev = sub.add_parser("dev", help="run everything locally: Redis, Twilio emulator, web, worker")
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="orchestrator",
+        description=_description(),
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, **kwargs: object) -> argparse.ArgumentParser:
+        """A subcommand whose summary shows both in `orchestrator --help` and its own."""
+        return sub.add_parser(name, help=summary, description=summary, **kwargs)
+
+    def actions(name: str, summary: str) -> Callable[[str, str], argparse.ArgumentParser]:
+        """A subcommand with actions of its own (`keys create`): a function adding one."""
+        group = command(name, summary).add_subparsers(
+            dest="action", required=True, metavar="ACTION"
+        )
+        return lambda action, help: group.add_parser(action, help=help, description=help)
+
+    dev = command(
+        "dev",
+        "run the whole service on this machine with nothing to set up: Redis, the Twilio "
+        "emulator, the web process and a worker, a demo account, and what to try",
+    )
     dev.add_argument("--port", type=int, default=8000, help="web port (default 8000)")
     dev.set_defaults(func=cmd_dev)
 
-    web = sub.add_parser("web", help="serve the API and webhooks (uvicorn)")
-    web.add_argument("--host", default="0.0.0.0")
+    raw = argparse.RawDescriptionHelpFormatter
+    web = command(
+        "web", "serve the API and Twilio's webhooks (uvicorn)", epilog=SETTINGS_HELP,
+        formatter_class=raw,
+    )  # fmt: skip
+    web.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     web.add_argument("--port", type=int, default=None, help="default: $PORT, else 8000")
     web.add_argument(
         "--workers", type=int, default=1, help="web processes sharing the port (default 1)"
     )
     web.set_defaults(func=cmd_web)
 
-    worker = sub.add_parser("worker", help="run a dial worker (RQ, no fork per job)")
+    worker = command(
+        "worker", "dial members and apply hold, mute and hang-ups (an RQ worker, no fork per "
+        "job); run as many as the dial rate needs", epilog=SETTINGS_HELP, formatter_class=raw,
+    )  # fmt: skip
     worker.set_defaults(func=cmd_worker)
 
-    accounts = sub.add_parser("accounts").add_subparsers(dest="action", required=True)
-    create = accounts.add_parser("create", help="create an account; prints its id")
+    accounts = actions("accounts", "create accounts (what API keys, numbers and users belong to)")
+    create = accounts("create", "create an account; prints its id")
     create.add_argument("name")
     create.set_defaults(func=cmd_accounts_create)
 
-    numbers = sub.add_parser("numbers").add_subparsers(dest="action", required=True)
-    add = numbers.add_parser("add", help="give an account a phone number; prints it (E.164)")
+    numbers = actions("numbers", "give an account phone numbers its customers call")
+    add = numbers("add", "give an account a phone number; prints it (E.164)")
     add.add_argument("number")
-    add.add_argument("--account", required=True)
+    add.add_argument("--account", required=True, help="the account's id (acc_...)")
     add.set_defaults(func=cmd_numbers_add)
 
-    users = sub.add_parser("users").add_subparsers(dest="action", required=True)
-    uadd = users.add_parser("add", help="add a user (a Twilio Client identity); prints its id")
+    users = actions("users", "add an account's users (agents, Twilio Client identities)")
+    uadd = users("add", "add a user (a Twilio Client identity); prints its id")
     uadd.add_argument("email")
-    uadd.add_argument("--account", required=True)
+    uadd.add_argument("--account", required=True, help="the account's id (acc_...)")
     uadd.add_argument("--name")
     uadd.add_argument("--avatar", metavar="URL")
     uadd.set_defaults(func=cmd_users_add)
 
-    keys = sub.add_parser("keys").add_subparsers(dest="action", required=True)
-    kcreate = keys.add_parser("create", help="create an API key; prints it (shown only once)")
-    kcreate.add_argument("--account", required=True)
+    keys = actions("keys", "create, list and revoke an account's API keys")
+    kcreate = keys("create", "create an API key; prints it (shown only once)")
+    kcreate.add_argument("--account", required=True, help="the account's id (acc_...)")
     kcreate.add_argument(
-        "--role", action="append", required=True, help="User (the API) or Admin; repeatable"
+        "--role", action="append", required=True, type=_role, help=ROLE_HELP + "; repeatable"
     )
     kcreate.add_argument("--user", metavar="USER_ID", help="act as this user (id or email)")
     kcreate.set_defaults(func=cmd_keys_create)
-    klist = keys.add_parser("list", help="list an account's keys: id, roles, user")
-    klist.add_argument("--account", required=True)
+    klist = keys("list", "list an account's keys: id, roles, user")
+    klist.add_argument("--account", required=True, help="the account's id (acc_...)")
     klist.set_defaults(func=cmd_keys_list)
-    krevoke = keys.add_parser("revoke", help="revoke a key by its id; refused within a second")
+    krevoke = keys("revoke", "revoke a key by its id; refused within a second")
     krevoke.add_argument("key_id", metavar="KEY_ID")
     krevoke.set_defaults(func=cmd_keys_revoke)
     return p
@@ -196,7 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        return _fail(str(exc))
+        for problem in exc.problems:
+            print(f"orchestrator: {problem}", file=sys.stderr)
+        if exc.missing and args.command in ("web", "worker"):
+            print(
+                f"orchestrator: `orchestrator {args.command} --help` lists the settings; "
+                "`orchestrator dev` runs the whole service on this machine with none set",
+                file=sys.stderr,
+            )
+        return 2
     except provision.ProvisionError as exc:
         return _fail(str(exc))
     except redis.ConnectionError as exc:

@@ -22,18 +22,18 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from orchestrator import auth, jobs, metrics, redis_client
+from orchestrator import apikeys, jobs, metrics, redis_client
 from orchestrator.api import console, metadata, operations, streams
 from orchestrator.api.formats import FormatSuffixMiddleware
 from orchestrator.api.hub import Hub
 from orchestrator.api.responses import error_response
 from orchestrator.errors import ApiError, unavailable
+from orchestrator.redis_client import REDIS_ERRORS
 from orchestrator.scripts import AsyncScripts
 from orchestrator.settings import Settings
 from webhooks import routes as webhook_routes
 
 log = logging.getLogger("orchestrator.web")
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # /ready answers within this, whatever Redis does; /metrics waits this long for the queues.
 READY_SECONDS = 2.0
 QUEUE_DEPTH_SECONDS = 1.0
@@ -47,7 +47,11 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "NotFound", 405: "MethodNotAllowed"}
-    error = ApiError(exc.status_code, codes.get(exc.status_code, "Error"), str(exc.detail))
+    # Starlette's headers kept: a 405 names the route's methods in `Allow` (RFC 9110).
+    headers = dict(exc.headers or {})
+    error = ApiError(
+        exc.status_code, codes.get(exc.status_code, "Error"), str(exc.detail), headers=headers
+    )
     return error_response(request, error)
 
 
@@ -92,7 +96,8 @@ async def metrics_text(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(metadata.openapi(request.app.state.settings.public_base_url))
+    settings = request.app.state.settings
+    return JSONResponse(metadata.openapi(settings.public_base_url, settings.phone_region))
 
 
 async def python_types(request: Request) -> Response:
@@ -111,12 +116,20 @@ def redis_lifespan(
         # Out of the collector's sight, it no longer makes each full collection a ~10 ms stop
         # of the event loop: that stop was most of every endpoint's p99 (bench/RESULTS.md).
         gc.freeze()
-        client = redis_client.connect(settings.redis_url)
+        client = redis_client.connect(settings.redis_url, socket_timeout=_socket_timeout(settings))
         scripts = AsyncScripts(
             client, settings.redis_min_replicas, settings.redis_wait_timeout_ms, settings.retention
         )
-        with contextlib.suppress(*REDIS_ERRORS):  # the scripts install it once Redis is back
+        try:
             await jobs.install_control_template(client)
+        except REDIS_ERRORS as exc:  # the scripts install it once Redis is back
+            # The process starts anyway (as a worker waits): a platform that starts Redis
+            # and the service together needs no start order.
+            log.warning(
+                "Redis at %s does not answer (%s); answering 503 with Retry-After until it does",
+                redis_client.display_url(settings.redis_url),
+                exc,
+            )
         hub = Hub(settings.redis_url, client, settings.event_buffer)
         app.state.redis, app.state.scripts, app.state.hub = client, scripts, hub
         _end_streams_on_exit(hub)
@@ -129,6 +142,14 @@ def redis_lifespan(
             metrics.process_exited()
 
     return lifespan
+
+
+def _socket_timeout(settings: Settings) -> float:
+    """How long the web's client waits for a Redis answer: a hung Redis is answered 503
+    within it. A change that waits for replicas (Redis WAIT) is given its wait and a second."""
+    if settings.redis_min_replicas:
+        return max(redis_client.WEB_SOCKET_TIMEOUT, settings.redis_wait_timeout_ms / 1000 + 1)
+    return redis_client.WEB_SOCKET_TIMEOUT
 
 
 def _end_streams_on_exit(hub: Hub) -> None:
@@ -159,11 +180,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *streams.routes,  # /sessions/events before /sessions/{sessionId}
             *operations.routes,
             *console.routes,
-            Route("/health", health),
-            Route("/ready", ready),
-            Route("/metrics", metrics_text),
-            Route("/openapi.json", openapi),
-            Route("/types/python", python_types),
+            Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+            Route("/metrics", metrics_text, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/types/python", python_types, methods=["GET"]),
         ],
         middleware=[Middleware(FormatSuffixMiddleware, prefixes=operations.API_PREFIXES)],
         lifespan=redis_lifespan(settings),
@@ -177,5 +198,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.validator = RequestValidator(settings.twilio_auth_token)
-    app.state.keys = auth.KeyCache()
+    app.state.keys = apikeys.KeyCache()
     return app

@@ -2,90 +2,50 @@
 
 Starts an embedded Redis (unless REDIS_URL is set), the Twilio emulator, the
 web process and a worker, provisions a demo account, and prints what to try.
-Each part is a real process, started exactly as an operator would start it.
+Each part is a real process, started exactly as an operator would start it
+(orchestrator.launch, the launcher the tests and benchmarks use too); their
+log lines show in this terminal.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import secrets
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-
-from orchestrator import callback_urls, provision, redis_client, redis_server
+from orchestrator import provision, redis_client, redis_server
+from orchestrator.launch import Service, port_in_use, wait_until
 
 DEV_ACCOUNT_SID = "AC" + "de70" * 8
 DEMO_NUMBER = "+14155550100"
 DEMO_CALLER = "+14155550199"
 DEMO_MEMBER = "+14155550123"
-
-
-def _wait_http(url: str, processes: list[subprocess.Popen], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        for p in processes:
-            if p.poll() is not None:
-                raise RuntimeError(f"{p.args[2:4]} exited with {p.returncode} during start-up")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer within {timeout:.0f}s") from None
-            time.sleep(0.1)
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    """Children run in their own sessions (a terminal's Ctrl-C reaches only us), so
-    we stop them here, before Redis, which they need to shut down cleanly."""
-    for p in processes:
-        if p.poll() is None:
-            p.terminate()
-    # One deadline for all: a child that will not stop in time is killed, so Ctrl-C
-    # always ends the whole set within seconds.
-    deadline = time.monotonic() + 8
-    for p in processes:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"orchestrator dev: {p.args[2:4]} did not stop; killing it", file=sys.stderr)
-            p.kill()
-            p.wait()
+DEMO_EMAIL = "agent@example.com"
+# How long the emulator's callees ring before they answer (or are busy), and before
+# one that never answers gives up: slow enough to see Ringing in the console.
+RING_SECONDS = "2"
+NO_ANSWER_SECONDS = "10"
+# Children get this long to stop on Ctrl-C before they are killed.
+STOP_SECONDS = 8
 
 
 def run(port: int = 8000) -> int:
+    """Run until Ctrl-C (0) or until one of the processes exits (1); 2 if `port` is taken."""
+    # Before anything starts or is printed: a second `orchestrator dev` would otherwise
+    # print a banner with a fresh key for a web process that can never listen.
+    if port_in_use(port):
+        print(
+            f"orchestrator dev: port {port} is already in use (another `orchestrator dev`?); "
+            f"stop what serves it, or choose another port with --port",
+            file=sys.stderr,
+        )
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="orchestrator-dev-"))
     embedded = None
-    redis_url = os.environ.get("REDIS_URL", "").strip()
-    if not redis_url:
-        embedded = redis_server.start(workdir / "redis")
-        redis_url = embedded.url
-
-    base = f"http://127.0.0.1:{port}"
-    emulator_port = redis_server.free_port()
-    emulator_url = f"http://127.0.0.1:{emulator_port}"
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "TWILIO_ACCOUNT_SID": os.environ.get("TWILIO_ACCOUNT_SID") or DEV_ACCOUNT_SID,
-        "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
-        "TWILIO_API_BASE_URL": emulator_url,
-        "PUBLIC_BASE_URL": base,
-        "TWILIO_CPS": os.environ.get("TWILIO_CPS", "10"),
-        "PORT": str(port),
-        # One metrics directory for the web and the worker, new with each run.
-        "METRICS_DIR": os.environ.get("METRICS_DIR") or str(workdir / "metrics"),
-    }
-    env.pop("TWILIO_REGION", None)
-    env.pop("TWILIO_EDGE", None)
-    py = sys.executable
-    processes: list[subprocess.Popen] = []
+    service: Service | None = None
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
@@ -95,49 +55,56 @@ def run(port: int = 8000) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        processes.append(
-            subprocess.Popen(
-                [py, "-m", "emulator", "--port", str(emulator_port),
-                 "--account-sid", env["TWILIO_ACCOUNT_SID"],
-                 "--auth-token", env["TWILIO_AUTH_TOKEN"],
-                 "--voice-url", callback_urls.voice(base), "--ring-seconds", "2"],
-                env=env, start_new_session=True,
-            )
-        )  # fmt: skip
-        processes.append(
-            subprocess.Popen(
-                [py, "-m", "orchestrator", "web", "--host", "127.0.0.1"],
-                env=env,
-                start_new_session=True,
-            )
+        redis_url = os.environ.get("REDIS_URL", "").strip()
+        if not redis_url:
+            embedded = redis_server.start(workdir / "redis")
+            redis_url = embedded.url
+        # No workdir: the children's lines go to this terminal, not to log files.
+        service = Service(
+            redis_url,
+            account_sid=os.environ.get("TWILIO_ACCOUNT_SID") or DEV_ACCOUNT_SID,
+            port=port,
+            settings={
+                "TWILIO_CPS": os.environ.get("TWILIO_CPS", "10"),
+                # One metrics directory for the web and the worker, new with each run.
+                "METRICS_DIR": os.environ.get("METRICS_DIR") or str(workdir / "metrics"),
+            },
         )
-        processes.append(
-            subprocess.Popen([py, "-m", "orchestrator", "worker"], env=env, start_new_session=True)
-        )
-        _wait_http(f"{emulator_url}/_emulator/health", processes)
-        _wait_http(f"{base}/health", processes)
+        emulator_args = ("--ring-seconds", RING_SECONDS, "--no-answer-seconds", NO_ANSWER_SECONDS)
+        service.start(workers=1, emulator_args=emulator_args)
 
         r = redis_client.connect_sync(redis_url)
         account = provision.create_account(r, "Demo")
         provision.add_number(r, DEMO_NUMBER, account)
-        user = provision.add_user(r, "agent@example.com", account, name="Demo Agent")
+        user = provision.add_user(r, DEMO_EMAIL, account, name="Demo Agent")
         # The demo key acts as the demo user: what it does is logged as "Demo Agent ...".
         key = provision.create_key(r, account, ["User"], user=user)
-        print(_banner(base, emulator_url, redis_url, account, user, key), flush=True)
-        while all(p.poll() is None for p in processes):
-            time.sleep(0.5)
-        print("orchestrator dev: a process exited; stopping", file=sys.stderr)
+        print(
+            banner(service.base_url, service.emulator_url, redis_url, account, user, key),
+            flush=True,
+        )
+        processes = list(service.processes.values())
+        exited = wait_until(
+            lambda: [p.name for p in processes if not p.alive()], math.inf, "a process to exit", 0.5
+        )
+        print(f"orchestrator dev: {', '.join(exited)} exited; stopping", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
         return 0
+    except (RuntimeError, TimeoutError) as exc:  # a part did not start
+        print(f"orchestrator dev: {exc}", file=sys.stderr)
+        return 1
     finally:
-        _stop(processes)
+        # The web and the worker first: they need Redis to shut down cleanly.
+        if service is not None:
+            service.stop_all(STOP_SECONDS)
         if embedded is not None:
             embedded.stop()
 
 
-def _banner(base: str, emulator: str, redis_url: str, account: str, user: str, key: str) -> str:
+def banner(base: str, emulator: str, redis_url: str, account: str, user: str, key: str) -> str:
+    """What to try, as commands to paste: every one of them runs as printed."""
     auth = f'-H "Authorization: Bearer {key}"'
     json = "-H 'Content-Type: application/json'"
     return f"""
@@ -146,27 +113,36 @@ Conference orchestrator (dev) is running.
   API             {base}
   Twilio emulator {emulator}
   Redis           {redis_url}
-  demo account    {account}   number {DEMO_NUMBER}   user {user} (agent@example.com)
+  demo account    {account}   number {DEMO_NUMBER}   user {user} ({DEMO_EMAIL})
   API key         {key}   (acts as the demo user, "Demo Agent")
   console         {base}/console#key={key}
 
 Open the console in a browser: it shows the account's calls live as the steps
 below change them, and has buttons for the same steps.
 
-Try it: a customer calls the demo number, then we invite a phone number into the call.
+Try it: a customer calls the demo number, then we invite the demo agent
+({DEMO_EMAIL}) into the call.
 
   SESSION=$(curl -s -H 'Accept: text/plain' -X POST {emulator}/_emulator/incoming \\
       --data-urlencode From={DEMO_CALLER} --data-urlencode To={DEMO_NUMBER})
   curl -s -X POST {base}/sessions/$SESSION/members {auth} \\
-      {json} -d '{{"memberToAdd": "agent@example.com"}}'
+      {json} -d '{{"memberToAdd": "{DEMO_EMAIL}"}}'
   curl -s {base}/sessions/$SESSION {auth}
 
 Run the last command again (or watch the console): the demo agent goes Ringing,
-then Connected after ~2 s. The same changes stream live, as server-sent events:
+then Connected after ~{RING_SECONDS} s. The same changes stream live, as server-sent events:
 
   curl -N {base}/sessions/events {auth}
 
-Numbers ending 0001 are busy, 0002 never answer, 0003 fail.
+The emulator plays each callee by its address:
+  a number ending 0001   rings, then is busy
+  a number ending 0002   rings and is never answered (no-answer after {NO_ANSWER_SECONDS} s)
+  a number ending 0003   fails (the call cannot be placed)
+  a number ending 0004   is refused by Twilio at once (error 21211, not dialable)
+  a Twilio Client identity starting "offline" rings and is never answered
+  any other number, and every user, rings for {RING_SECONDS} s and answers
+A callee hangs up with: curl -s -X POST {emulator}/_emulator/calls/<CallSid>/hangup
+(the CallSid is the member's callSid in the session).
 
 A warm transfer, once the agent is Connected: hold the customer, bring in a
 colleague, the agent leaves, the customer is taken off hold with the colleague.
@@ -174,10 +150,14 @@ colleague, the agent leaves, the customer is taken off hold with the colleague.
   curl -s -X POST {base}/sessions/$SESSION/hold {auth} {json} -d '{{"reason": "Transferring"}}'
   curl -s -X POST {base}/sessions/$SESSION/members {auth} \\
       {json} -d '{{"memberToAdd": "{DEMO_MEMBER}"}}'
-  curl -s -X DELETE {base}/sessions/$SESSION/members/agent@example.com {auth}
+  curl -s -X DELETE {base}/sessions/$SESSION/members/{DEMO_EMAIL} {auth}
   curl -s -X PATCH {base}/sessions/$SESSION {auth} {json} -d '{{"callState": "Connected"}}'
 
-(wait for the colleague to be Connected before the last two). Ending the call is
-DELETE {base}/sessions/$SESSION; every operation is described at
-{base}/openapi.json. Ctrl-C stops everything.
+(wait for the colleague to be Connected before the last two).
+
+End the call: the conference ends and every leg is hung up.
+
+  curl -s -X DELETE {base}/sessions/$SESSION {auth}
+
+Every operation is described at {base}/openapi.json. Ctrl-C stops everything.
 """

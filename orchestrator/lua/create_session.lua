@@ -5,9 +5,9 @@
 local callsid, from, to, now, sid, mid = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local known = redis.call('GET', callkey(callsid))
 if known then return {'exists', string.match(known, '^(%S+)')} end
-local account = redis.call('GET', P .. 'number:' .. to)
+local account = redis.call('GET', numberkey(to))
 if not account then return {'nonumber'} end
-local name = redis.call('HGET', P .. 'account:' .. account, 'name')
+local name = redis.call('HGET', accountkey(account), 'name')
 redis.call('HSET', skey(sid),
   'id', sid, 'accountId', account, 'callSid', callsid, 'fromAddress', from, 'toAddress', to,
   'displayName', from, 'direction', 'Incoming', 'channel', 'Voice', 'dialState', 'Active',

@@ -5,36 +5,34 @@ of the test's own."""
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
-from orchestrator import processes, redis_server
-from tests.conftest import wait_for
+from orchestrator import redis_server
+from orchestrator.launch import Process, free_port, wait_until
 
 MASTER = "orch"
 # Quick to notice a dead primary, as a test wants; production keeps Sentinel's defaults
-# or its own (README, High availability).
+# or its own (docs/deployment.md, High availability).
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
 
 
 @dataclass
 class Sentinel:
-    process: subprocess.Popen
+    process: Process
     port: int
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
 
     def stop(self) -> None:
-        processes.stop(self.process, grace=5)
+        self.process.stop(grace=5)
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.wait()
 
 
 @dataclass
@@ -50,7 +48,7 @@ class RedisGroup:
     def primary_port(self) -> int:
         """The primary as the Sentinels that answer see it."""
         for sentinel in self.sentinels:
-            if sentinel.process.poll() is not None:
+            if not sentinel.process.alive():
                 continue
             try:
                 return int(sentinel.client().sentinel_get_master_addr_by_name(MASTER)[1])
@@ -64,7 +62,6 @@ class RedisGroup:
     def kill(self, server: redis_server.RedisServer) -> None:
         """SIGKILL, as a host dying would (no shutdown save, no goodbye to replicas)."""
         server.process.kill()
-        server.process.wait()
 
     def stop(self) -> None:
         for sentinel in self.sentinels:
@@ -96,7 +93,7 @@ def start_group(directory: Path, replicas: int = 2, sentinels: int = 3) -> Redis
 
 def _start_sentinel(directory: Path, primary_port: int, quorum: int) -> Sentinel:
     directory.mkdir(parents=True, exist_ok=True)
-    port = redis_server.free_port()
+    port = free_port()
     config = directory / "sentinel.conf"  # Sentinel rewrites it: its own file
     config.write_text(
         f"port {port}\nbind 127.0.0.1\ndir {directory}\nlogfile {directory / 'sentinel.log'}\n"
@@ -105,19 +102,16 @@ def _start_sentinel(directory: Path, primary_port: int, quorum: int) -> Sentinel
         f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
         f"sentinel parallel-syncs {MASTER} 1\n"
     )
-    process = subprocess.Popen(
-        [redis_server.find_binary(), str(config), "--sentinel"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    # Its own lines go to its logfile; what it prints before reading the config, here.
+    args = [redis_server.find_binary(), str(config), "--sentinel"]
+    process = Process("sentinel", args, log_path=directory / "sentinel.out").start()
     return Sentinel(process, port)
 
 
 def _wait_settled(group: RedisGroup, replicas: int, sentinels: int) -> None:
     def settled() -> bool:
         for sentinel in group.sentinels:
-            assert sentinel.process.poll() is None, "a Sentinel exited"
+            assert sentinel.process.alive(), "a Sentinel exited"
             try:
                 state = sentinel.client().sentinel_master(MASTER)
             except redis.ConnectionError:
@@ -129,4 +123,4 @@ def _wait_settled(group: RedisGroup, replicas: int, sentinels: int) -> None:
             info[f"slave{i}"]["state"] == "online" for i in range(replicas)
         )
 
-    wait_for(settled, 30, "the Redis group to settle")
+    wait_until(settled, 30, "the Redis group to settle")

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import wait_for
+from orchestrator.launch import wait_until
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class EventStream:
     # --- what the tests ask
 
     def connected(self) -> EventStream:
-        wait_for(lambda: "connected" in self.comments or self.ended.is_set(), 10, "the stream")
+        wait_until(lambda: "connected" in self.comments or self.ended.is_set(), 10, "the stream")
         assert self.status == 200 and "connected" in self.comments, (self.status, self.body)
         return self
 
@@ -103,7 +103,7 @@ class EventStream:
         return self.named("SessionInfoChanged", sid)
 
     def wait(self, check: Any, timeout: float = 15, what: str = "events") -> Any:
-        return wait_for(lambda: check(self), timeout, what)
+        return wait_until(lambda: check(self), timeout, what)
 
     def close(self) -> None:
         # Closing the client does not wake a thread blocked reading the socket; shutting

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from orchestrator import jsv
 from orchestrator.jsv import JsvError, dumps, loads, to_bool
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"  # tests/data
 
 # Characters that matter to JSV, mixed into arbitrary text so hypothesis hits them often.
 _SPECIAL = st.sampled_from([*'",:{}[]\r\n\t ', "\u00a0", "\x1f", "é", "漢", "🙂", '""'])
