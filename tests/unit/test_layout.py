@@ -17,7 +17,7 @@ from rq.serializers import DefaultSerializer
 
 from orchestrator import jobs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("orchestrator.api", "orchestrator.cli", "webhooks", "workers")
 
 
