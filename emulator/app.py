@@ -16,6 +16,8 @@ from typing import Any
 from starlette.applications import Starlette
 
 from emulator.calls import Switchboard
+from emulator.configuration import Directory
+from emulator.configuration_api import ConfigurationApi
 from emulator.control import ControlApi
 from emulator.errors import http_error, server_error
 from emulator.faults import FaultInjector
@@ -37,7 +39,8 @@ def create_app(
     ``no_answer_seconds`` how long an unanswered callee rings before ``no-answer``.
     ``reset_connection(scope["client"])`` resets a request's TCP connection and returns
     True (``emulator.front.ResetFront.reset``); without it, fault ``mode=reset`` answers 502.
-    The ``Switchboard`` holding all state is exposed as ``app.state.switchboard``.
+    The ``Switchboard`` holding all call state is exposed as ``app.state.switchboard``, the
+    account's keys, TwiML Apps and numbers (``Directory``) as ``app.state.directory``.
     """
     switchboard = Switchboard(
         account_sid,
@@ -47,8 +50,12 @@ def create_app(
         no_answer_seconds=no_answer_seconds,
     )
     faults = FaultInjector(reset_connection)
+    # A callback fault makes the app unreachable for the callbacks it covers.
+    switchboard.dispatcher.refuse = faults.refuse_callback
+    directory = Directory()
     rest = TwilioApi(account_sid, auth_token, switchboard, faults)
-    control = ControlApi(switchboard, faults)
+    configuration = ConfigurationApi(rest, directory)
+    control = ControlApi(switchboard, faults, directory)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -56,9 +63,10 @@ def create_app(
         await switchboard.aclose()
 
     app = Starlette(
-        routes=[*rest.routes(), *control.routes()],  # REST API first
+        routes=[*rest.routes(), *configuration.routes(), *control.routes()],  # REST API first
         exception_handlers={404: http_error, 405: http_error, 500: server_error},
         lifespan=lifespan,
     )
     app.state.switchboard = switchboard
+    app.state.directory = directory
     return app

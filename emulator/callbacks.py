@@ -136,6 +136,9 @@ class CallbackDispatcher:
         self._tails: dict[str, asyncio.Task[Delivery | None]] = {}
         self._tasks: set[asyncio.Task[Delivery | None]] = set()
         self._sending: dict[str, list[Attempt]] = {}
+        #: Asked before each attempt: True makes it fail unsent, as a connection Twilio could
+        #: not make (the ``callbacks`` fault, ``FaultInjector.refuse_callback``).
+        self.refuse: Callable[[], bool] = lambda: False
 
     def _http(self) -> httpx.AsyncClient:
         # Created lazily so it binds to the loop that actually serves requests.
@@ -215,6 +218,8 @@ class CallbackDispatcher:
         deadline: float,
     ) -> tuple[httpx.Response | None, str | None, Attempt]:
         """One request: (response, failure class for the retry policy or None, attempt)."""
+        if self.refuse():
+            return None, "ct", Attempt(error="ConnectError: refused (emulator callbacks fault)")
         left = max(0.001, deadline - time.monotonic())
         timeout = httpx.Timeout(
             min(overrides.read_timeout, left),

@@ -192,6 +192,9 @@ class Call:
     joined: bool = False
     date_created: datetime = field(default_factory=utcnow)
     date_updated: datetime = field(default_factory=utcnow)
+    # When Twilio started the call (dialled it, or it came in): the Call's ``start_time``,
+    # set for a call that was never answered too (busy, no-answer), as on Twilio.
+    started_at: datetime | None = None
     answered_at: datetime | None = None
     ended_at: datetime | None = None
     sequence: int = 0
@@ -387,6 +390,7 @@ class Switchboard:
         try:
             outcome = outcome_for(call.to)
             call.dialled = True
+            call.started_at = utcnow()
             self._progress(call, "initiated", "initiated")
             if outcome is Outcome.FAILED:
                 self._drop_unanswered(call, "failed", LEFT_ADD_FAILED)
@@ -498,6 +502,7 @@ class Switchboard:
             from_=from_,
             direction="inbound",
             status="ringing",
+            started_at=utcnow(),
         )
         self.calls[call.sid] = call
         params: dict[str, ParamValue] = {

@@ -16,15 +16,19 @@ from starlette.routing import Route
 
 from emulator import forms
 from emulator.calls import Call, IncomingCallError, Switchboard
+from emulator.configuration import Directory
 from emulator.faults import FaultInjector
 
 
 class ControlApi:
     """The control endpoints over one ``Switchboard`` and its fault injector."""
 
-    def __init__(self, switchboard: Switchboard, faults: FaultInjector) -> None:
+    def __init__(
+        self, switchboard: Switchboard, faults: FaultInjector, directory: Directory | None = None
+    ) -> None:
         self.switchboard = switchboard
         self.faults = faults
+        self.directory = directory or Directory()
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -80,7 +84,13 @@ class ControlApi:
         to = forms.text(form, "To")
         if from_ is None or to is None:
             return JSONResponse({"message": "From and To are required"}, status_code=400)
-        voice_url = forms.text(form, "VoiceUrl") or self.switchboard.voice_url
+        # As Twilio routes a call to one of the account's numbers: its TwiML App's VoiceUrl,
+        # else its own; a number the account does not have goes to --voice-url.
+        voice_url = (
+            forms.text(form, "VoiceUrl")
+            or self.directory.voice_url_for(to)
+            or self.switchboard.voice_url
+        )
         if voice_url is None:
             return JSONResponse(
                 {"message": "no voice URL: start with --voice-url or post VoiceUrl"},
@@ -119,6 +129,7 @@ class ControlApi:
     async def reset(self, request: Request) -> Response:
         self.faults.reset()
         self.switchboard.reset()
+        self.directory.reset()
         return JSONResponse({"ok": True})
 
     def routes(self) -> list[Route]:

@@ -36,6 +36,7 @@ FAULT_OPERATIONS = (
     "participant-delete",
     "calls-update",
     "conference-update",
+    "callbacks",
 )
 
 #: The 502 body ``mode=reset`` falls back to when no TCP front can reset the connection.
@@ -124,6 +125,8 @@ def parse_fault(form: FormData, now: float) -> Fault:
     if not fault.count and fault.until is None:
         return Fault()  # count=0 / for_seconds=0: nothing armed
     fault.operation = operation
+    if operation == "callbacks" and mode != "reset":
+        raise ValueError("operation=callbacks takes mode=reset (the app is unreachable)")
     if mode == "status":
         fault.status = _number(form, "status", int) if "status" in form else 503
         if fault.status not in FAULT_BODIES:
@@ -151,6 +154,15 @@ class FaultInjector:
     def arm(self, form: FormData) -> None:
         """Replace the armed fault with the one ``form`` describes (``ValueError`` if bad)."""
         self.fault = parse_fault(form, time.monotonic())
+
+    def refuse_callback(self) -> bool:
+        """Whether the callback attempt about to be made gets the armed ``callbacks`` fault:
+        it is then not sent, and counts as a connection Twilio could not make (``ct``), so
+        Twilio's retries follow as the callback URL's overrides ask."""
+        if not self.fault.take(time.monotonic(), "callbacks"):
+            return False
+        self.served += 1
+        return True
 
     def state(self) -> dict[str, Any]:
         """What ``/_emulator/faults`` answers."""

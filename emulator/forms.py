@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 
 from starlette.datastructures import FormData, ImmutableMultiDict
 
@@ -22,7 +24,40 @@ CONFERENCE_SID = re.compile(r"CF[0-9a-fA-F]{32}")
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 
 #: Form parameters whose value must be a sid of one kind, with that kind's prefix.
-SID_PARAMETERS = {"CallSidToCoach": "CA", "Byoc": "BY"}
+SID_PARAMETERS = {
+    "CallSidToCoach": "CA",
+    "Byoc": "BY",
+    "AccountSid": "AC",
+    "ApplicationSid": "AP",
+    "VoiceApplicationSid": "AP",
+    "SmsApplicationSid": "AP",
+    "AddressSid": "AD",
+    "EmergencyAddressSid": "AD",
+    "IdentitySid": "RI",
+    "TrunkSid": "TK",
+    "BundleSid": "BU",
+}
+
+#: Form parameters with an enum of their own (``Status`` is read by ``update_status``).
+ENUM_PARAMETERS = {
+    "EmergencyStatus": ("Active", "Inactive"),
+    "VoiceReceiveMode": ("voice", "fax"),
+}
+
+#: Twilio's Call ``status`` values (``call_enum_status``): the Calls list's ``Status`` filter.
+CALL_STATUSES = (
+    "queued",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "failed",
+    "no-answer",
+    "canceled",
+)
+
+#: The Calls list's time filters, in the order of Twilio's description and its page URIs.
+CALL_TIME_FILTERS = ("StartTime", "StartTime<", "StartTime>", "EndTime", "EndTime<", "EndTime>")
 
 #: Participant parameters stored as given (no audio here) and shown by ``/_emulator/calls``.
 STORED_CREATE_PARAMETERS = ("WaitUrl", "WaitMethod", "Beep", "Timeout", "EarlyMedia")
@@ -104,8 +139,18 @@ def check_parameters(form: FormData) -> None:
         if key.endswith("Method") and value.upper() not in ("GET", "POST"):
             raise bad_request(INVALID_PARAMETER, f"{key} must be GET or POST, not {value!r}")
         prefix = SID_PARAMETERS.get(key)
-        if prefix is not None and not re.fullmatch(prefix + "[0-9a-fA-F]{32}", value):
+        if prefix is not None and value != "" and not is_sid(prefix, value):
             raise bad_request(INVALID_PARAMETER, f"{key} {value!r} is not a valid {prefix} sid")
+        allowed = ENUM_PARAMETERS.get(key)
+        if allowed is not None and value not in allowed:
+            raise bad_request(
+                INVALID_PARAMETER, f"{key} must be one of {', '.join(allowed)}, not {value!r}"
+            )
+
+
+def is_sid(prefix: str, value: str) -> bool:
+    """Whether ``value`` is a sid of the kind ``prefix`` names (``^CA[0-9a-fA-F]{32}$``)."""
+    return re.fullmatch(prefix + "[0-9a-fA-F]{32}", value) is not None
 
 
 def addresses(form: FormData) -> tuple[str, str]:
@@ -162,3 +207,83 @@ def participant_filters(query: ImmutableMultiDict) -> list[tuple[str, str, bool]
         for key, attribute in PARTICIPANT_FILTERS
         if (value := optional_flag(query, key)) is not None
     ]
+
+
+@dataclass(frozen=True)
+class TimeFilter:
+    """One of the Calls list's ``StartTime``/``EndTime`` filters, as an interval of instants.
+
+    A date (``2026-12-06``, Twilio's documented form) covers that whole UTC day; a date and
+    time (``2026-12-06T21:40:00Z``, what the ``twilio`` client sends for a ``datetime``)
+    is that instant. ``StartTime>`` is on or after (a query written ``StartTime>=...``),
+    ``StartTime<`` on or before, plain ``StartTime`` within.
+    """
+
+    parameter: str
+    value: str
+    low: datetime | None
+    high: datetime | None
+
+    def admits(self, moment: datetime | None) -> bool:
+        """Whether a call whose start (or end) is ``moment`` passes; a call not yet started
+        (or ended) passes no filter on it."""
+        if moment is None:
+            return False
+        return (self.low is None or moment >= self.low) and (
+            self.high is None or moment <= self.high
+        )
+
+
+def _instant_or_day(parameter: str, value: str) -> tuple[datetime, datetime]:
+    """The first and last instant ``value`` names (a day, or one instant)."""
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            first = datetime.combine(day, time(), UTC)
+            return first, first + timedelta(days=1) - timedelta(microseconds=1)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(
+            INVALID_PARAMETER, f"{parameter} {value!r} is not a date (YYYY-MM-DD) or date-time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment, moment
+
+
+def call_list_filters(
+    query: Mapping[str, str],
+) -> tuple[dict[str, str], list[TimeFilter], list[tuple[str, str]]]:
+    """The Calls list's filters: exact ones (``To``, ``From``, ``ParentCallSid``,
+    ``Status``), time ones, and every given filter in the order page URIs repeat them.
+
+    ``ParentCallSid`` must be a ``CA`` sid and ``Status`` one of Twilio's call statuses,
+    as the description declares, else 400 / 20001.
+    """
+    exact: dict[str, str] = {}
+    for parameter in ("To", "From", "ParentCallSid", "Status"):
+        value = query.get(parameter)
+        if value is None or value == "":
+            continue
+        if parameter == "ParentCallSid" and not is_sid("CA", value):
+            raise bad_request(INVALID_PARAMETER, f"ParentCallSid {value!r} is not a valid CA sid")
+        if parameter == "Status" and value not in CALL_STATUSES:
+            raise bad_request(
+                INVALID_PARAMETER, f"Status must be one of {', '.join(CALL_STATUSES)}"
+            )
+        exact[parameter] = value
+    times: list[TimeFilter] = []
+    for parameter in CALL_TIME_FILTERS:
+        value = query.get(parameter)
+        if value is None or value == "":
+            continue
+        first, last = _instant_or_day(parameter, value)
+        if parameter.endswith(">"):
+            times.append(TimeFilter(parameter, value, first, None))
+        elif parameter.endswith("<"):
+            times.append(TimeFilter(parameter, value, None, last))
+        else:
+            times.append(TimeFilter(parameter, value, first, last))
+    given = [*exact.items(), *((t.parameter, t.value) for t in times)]
+    return exact, times, given

@@ -1,4 +1,5 @@
-"""Twilio's JSON representations of participants, conferences, calls and list pages.
+"""Twilio's JSON representations of participants, conferences, calls, keys, TwiML Apps,
+phone numbers and list pages.
 
 Field names, null-vs-absent and string-vs-number choices follow api.twilio.com, because the
 official client maps these payloads onto instance attributes (and parses dates as RFC 2822):
@@ -12,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from emulator.calls import API_VERSION, Call, Conference, rfc2822
+from emulator.configuration import Application, Key, PhoneNumber
 from emulator.numbers import formatted
 
 _PARTICIPANT_STATUS = {
@@ -127,7 +129,7 @@ def call_json(account_sid: str, call: Call) -> dict[str, Any]:
         "price_unit": "USD",
         "queue_time": "0",
         "sid": call.sid,
-        "start_time": rfc2822(call.answered_at),
+        "start_time": rfc2822(call.started_at),
         "status": call.status,
         "subresource_uris": {key: f"{base}/{leaf}" for key, leaf in CALL_SUBRESOURCES.items()},
         "to": call.to,
@@ -167,7 +169,9 @@ def page_json(
         return f"{uri}?{urlencode(query)}"
 
     next_token = "PA" + chunk[-1][sid_key] if chunk else None
-    previous_token = "PB" + chunk[0][sid_key] if chunk else None
+    # A page past the end still points back: before the last record there is.
+    before = chunk[0] if chunk else (records[-1] if records else None)
+    previous_token = "PB" + before[sid_key] if before is not None else None
     return {
         key: chunk,
         "page": page,
@@ -178,4 +182,58 @@ def page_json(
         "next_page_uri": page_uri(page + 1, next_token) if more else None,
         "previous_page_uri": page_uri(page - 1, previous_token) if page > 0 else None,
         "uri": page_uri(page, page_token),
+    }
+
+
+def key_json(key: Key, *, created: bool = False) -> dict[str, Any]:
+    """A Key resource; only the answer to its create (``new_key``) carries the secret."""
+    body: dict[str, Any] = {
+        "sid": key.sid,
+        "friendly_name": key.friendly_name,
+        "date_created": rfc2822(key.date_created),
+        "date_updated": rfc2822(key.date_updated),
+    }
+    if created:
+        body["secret"] = key.secret
+    return body
+
+
+def application_json(account_sid: str, application: Application) -> dict[str, Any]:
+    """An Application (TwiML App) resource."""
+    return {
+        "account_sid": account_sid,
+        "date_created": rfc2822(application.date_created),
+        "date_updated": rfc2822(application.date_updated),
+        "friendly_name": application.friendly_name,
+        "sid": application.sid,
+        "uri": f"{account_uri(account_sid)}/Applications/{application.sid}.json",
+        **application.settings,
+    }
+
+
+#: What every number of the emulator is: a local Twilio number, voice, SMS and MMS capable,
+#: with no address requirement and no emergency address registered.
+NUMBER_FIXED: dict[str, Any] = {
+    "address_requirements": "none",
+    "beta": False,
+    "emergency_address_status": "unregistered",
+    "origin": "twilio",
+    "status": "in-use",
+    "type": "local",
+}
+
+
+def incoming_phone_number_json(account_sid: str, number: PhoneNumber) -> dict[str, Any]:
+    """An IncomingPhoneNumber resource."""
+    return {
+        "account_sid": account_sid,
+        "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
+        "date_created": rfc2822(number.date_created),
+        "date_updated": rfc2822(number.date_updated),
+        "friendly_name": number.friendly_name,
+        "phone_number": number.phone_number,
+        "sid": number.sid,
+        "uri": f"{account_uri(account_sid)}/IncomingPhoneNumbers/{number.sid}.json",
+        **NUMBER_FIXED,
+        **number.settings,
     }

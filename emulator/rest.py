@@ -1,4 +1,5 @@
-"""The Twilio REST subset the orchestrator uses: participants, conferences and calls.
+"""The Twilio REST subset the orchestrator uses: participants, conferences and calls
+(the account's keys, TwiML Apps and numbers are ``emulator.configuration_api``'s).
 
 REST handlers do what api.twilio.com does synchronously (authenticate, validate, create or
 look up, render JSON) and leave everything that unfolds over time to ``Switchboard``. A new
@@ -347,6 +348,36 @@ class TwilioApi:
     # ------------------------------------------------------------------ calls
 
     @_twilio
+    async def list_calls(self, request: Request) -> Response:
+        """Every call of the account, newest first, ended ones included (unlike participants,
+        Twilio keeps a call's record), narrowed by ``To``, ``From``, ``ParentCallSid``,
+        ``Status`` and the ``StartTime``/``EndTime`` filters (``forms.call_list_filters``)."""
+        page, page_size = forms.paging(request.query_params)
+        exact, times, given = forms.call_list_filters(request.query_params)
+        records = [
+            call_json(self.account_sid, call)
+            for call in reversed(self.switchboard.calls.values())
+            if exact.get("To", call.to) == call.to
+            and exact.get("From", call.from_) == call.from_
+            and "ParentCallSid" not in exact  # no call of the emulator has a parent
+            and exact.get("Status", call.status) == call.status
+            and all(
+                f.admits(call.started_at if f.parameter.startswith("Start") else call.ended_at)
+                for f in times
+            )
+        ]
+        body = page_json(
+            "calls",
+            records,
+            f"{account_uri(self.account_sid)}/Calls.json",
+            page,
+            page_size,
+            filters=given,
+            page_token=request.query_params.get("PageToken"),
+        )
+        return JSONResponse(body)
+
+    @_twilio
     async def fetch_call(self, request: Request) -> Response:
         call = self._call(request)
         self._record(call, "FetchCall", request, None)
@@ -391,6 +422,7 @@ class TwilioApi:
             Route(participant, self.fetch_participant, methods=["GET"]),
             Route(participant, self.update_participant, methods=["POST"]),
             Route(participant, self.delete_participant, methods=["DELETE"]),
+            Route(p + "/Calls.json", self.list_calls, methods=["GET"]),
             Route(p + "/Calls/{call_sid}.json", self.fetch_call, methods=["GET"]),
             Route(p + "/Calls/{call_sid}.json", self.update_call, methods=["POST"]),
         ]

@@ -71,12 +71,35 @@ class SortOrders(Enum):
     Descend = "Descend"
 
 
+class DeviceTypes(Enum):
+    Web = "Web"
+    iOS = "iOS"
+    Android = "Android"
+
+
+class AgentStates(Enum):
+    Unknown = "Unknown"
+    Ready = "Ready"
+    NotReady = "NotReady"
+    LoggedOut = "LoggedOut"
+    WrapUp = "WrapUp"
+    Outgoing = "Outgoing"
+    Other = "Other"
+
+
+class AgentStateReasons(Enum):
+    Unknown = "Unknown"
+    SetByUser = "SetByUser"
+    MissedCall = "MissedCall"
+    SetBySystem = "SetBySystem"
+
+
 @dataclass(frozen=True)
 class Field:
     """One DTO property: wire name, type and the value a fresh object has.
 
     `type` is "string", "bool", "bool?" (a boolean a request may leave out), "int", an
-    Enum class, or a nested DTO name ("list:SessionLogInfo", "dict:string").
+    Enum class, or a nested DTO name ("list:SessionLogInfo", "dict:string", "dto:UserInfo").
     """
 
     name: str
@@ -94,7 +117,8 @@ class Field:
     max_bytes: int | None = None
     shape: str = ""
     """What the text must be: "date-time" (ISO 8601, empty for none), "phone" (a phone number,
-    empty for none) or "member" (a phone number, or a user's ID or email)."""
+    empty for none), "member" (a phone number, or a user's ID or email) or "sid:XX" (a Twilio
+    SID: the prefix XX and 32 hex digits, empty for none)."""
     path_name: str | None = None
     """The route's path parameter that stands for the field (DeleteChatMember's memberId)."""
 
@@ -300,7 +324,52 @@ LIST_SESSIONS = (
     Field("sortOrder", SortOrders, "By dateCreated; Descend (newest first) by default"),
 )
 
+GET_APP_CONFIG = (
+    Field("deviceType", DeviceTypes, "The kind of softphone asking: Web, iOS or Android"),
+    Field(
+        "pushCredentialSid",
+        "string",
+        "The Twilio Push Credential (CR...) a mobile softphone is woken with for incoming "
+        "calls; it goes into the token's voice grant",
+        shape="sid:CR",
+    ),
+    Field(
+        "applicationSid",
+        "string",
+        "Accepted for compatibility; the token's outgoing calls always go to the service's "
+        "own TwiML App",
+    ),
+    Field("sandbox", "bool", "Accepted for compatibility (push sandbox); no effect"),
+)
+
 GET_ACTIVE_SESSIONS_RESPONSE = (Field("sessions", "list:SessionInfo"),)
+
+USER_INFO = (
+    Field("firstName", "string", "The user's first name"),
+    Field("lastName", "string", "The user's last name"),
+    Field("name", "string", "The user's full name"),
+    Field("avatarUrl", "string", "The URL of the user's picture"),
+)
+
+APP_CONFIG = (
+    Field("endpointId", "string", "The ID of the user the key acts as"),
+    Field("accountId", "string", "The ID of the user's account"),
+    Field(
+        "accessToken",
+        "string",
+        "A Twilio Access Token (JWT) with a Voice grant for the user's Client identity",
+    ),
+    Field(
+        "identity",
+        "string",
+        "The user's Twilio Client identity: what the softphone registers as, and what an "
+        "invite of the user dials (client:<identity>)",
+    ),
+    Field("emailAddress", "string", "The user's email address"),
+    Field("userInfo", "dto:UserInfo", "The user's name and picture"),
+    Field("agentState", AgentStates, "The user's agent state"),
+    Field("agentStateReason", AgentStateReasons, "Why the agent is in that state"),
+)
 
 LIST_SESSIONS_RESPONSE = (
     Field("items", "list:SessionInfo"),
@@ -359,6 +428,14 @@ GET_ACTIVE_SESSIONS_DTO = Dto(
 LIST_SESSIONS_DTO = Dto("ListSessions", LIST_SESSIONS, description="The account's sessions")
 GET_ACTIVE_SESSIONS_RESPONSE_DTO = Dto("GetActiveSessionsResponse", GET_ACTIVE_SESSIONS_RESPONSE)
 LIST_SESSIONS_RESPONSE_DTO = Dto("ListSessionsResponse", LIST_SESSIONS_RESPONSE)
+USER_INFO_DTO = Dto("UserInfo", USER_INFO)
+APP_CONFIG_DTO = Dto("AppConfig", APP_CONFIG)
+GET_APP_CONFIG_DTO = Dto(
+    "GetAppConfig",
+    GET_APP_CONFIG,
+    description="The softphone's configuration for the user the key acts as: its Twilio "
+    "access token, identity and agent state",
+)
 
 # Every DTO type, dependencies first (generated code defines them in this order).
 DTOS = (
@@ -369,6 +446,8 @@ DTOS = (
     SESSION_INFO_DTO,
     GET_ACTIVE_SESSIONS_RESPONSE_DTO,
     LIST_SESSIONS_RESPONSE_DTO,
+    USER_INFO_DTO,
+    APP_CONFIG_DTO,
     INVITE_CHAT_MEMBER_DTO,
     GET_SESSION_DTO,
     ADD_CONFERENCE_MEMBER_DTO,
@@ -380,6 +459,7 @@ DTOS = (
     END_SESSION_DTO,
     GET_ACTIVE_SESSIONS_DTO,
     LIST_SESSIONS_DTO,
+    GET_APP_CONFIG_DTO,
 )
 ENUMS = (
     SessionDialState,
@@ -391,6 +471,9 @@ ENUMS = (
     SessionMemberRoles,
     SessionDirections,
     SortOrders,
+    DeviceTypes,
+    AgentStates,
+    AgentStateReasons,
 )
 
 # In the order of the seed's sample: SessionInfo's own fields, then EntityInfo's.

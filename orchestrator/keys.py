@@ -16,7 +16,8 @@ PREFIX = "orch:"
 
 
 def account(account_id: str) -> str:
-    """hash: id, name, dateCreated."""
+    """hash: id, name, dateCreated, and dialCountries ("US,CA") when the account has its
+    own list (orchestrator/dial_policy.py)."""
     return f"{PREFIX}account:{account_id}"
 
 

@@ -171,8 +171,10 @@ def stop_all(processes: Iterable[Process], grace: float = 10) -> None:
 
 def wait_http(url: str, processes: Iterable[Process] = (), timeout: float = 30) -> None:
     """Until `url` answers anything over HTTP; fails at once, with its log, when one of
-    `processes` exits meanwhile."""
+    `processes` exits meanwhile. One client for all the polls: httpx builds a TLS
+    context, loading the CA store, for every client it makes."""
     watched = list(processes)
+    client = httpx.Client(timeout=1, trust_env=False)
 
     def answers() -> bool:
         for p in watched:
@@ -181,12 +183,13 @@ def wait_http(url: str, processes: Iterable[Process] = (), timeout: float = 30) 
                     f"{p.name} exited with {p.returncode} during start-up\n{p.log()}"
                 )
         try:
-            httpx.get(url, timeout=1, trust_env=False)
+            client.get(url)
             return True
         except httpx.TransportError:
             return False
 
-    wait_until(answers, timeout, f"{url} to answer", interval=0.05)
+    with client:
+        wait_until(answers, timeout, f"{url} to answer", interval=0.05)
 
 
 def python(*args: str) -> list[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
-from orchestrator import apikeys, keys
+from orchestrator import apikeys, dial_policy, keys
 from orchestrator.store import new_id, now
 
 
@@ -32,6 +32,18 @@ def create_account(r: redis.Redis, name: str) -> str:
     aid = new_id("acc")
     r.hset(keys.account(aid), mapping={"id": aid, "name": name, "dateCreated": now()})
     return aid
+
+
+def set_dial_countries(r: redis.Redis, account_id: str, countries: tuple[str, ...] | None) -> str:
+    """Store the countries the account may dial (docs/api.md#where-dials-may-go), which
+    replace DIAL_COUNTRIES for it; None: the setting again. Web processes apply it
+    within a second (dial_policy.CountryCache)."""
+    _require_account(r, account_id)
+    if countries is None:
+        r.hdel(keys.account(account_id), dial_policy.ACCOUNT_FIELD)
+    else:
+        r.hset(keys.account(account_id), dial_policy.ACCOUNT_FIELD, ",".join(countries))
+    return account_id
 
 
 def add_number(r: redis.Redis, e164: str, account_id: str) -> str:

@@ -17,11 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from orchestrator import redis_client
+from orchestrator import dial_policy, redis_client
 from orchestrator.phone import InvalidPhoneNumber, normalise
 from orchestrator.scripts import Retention
 
 ACCOUNT_SID_RE = re.compile(r"^AC[0-9a-fA-F]{32}$")
+API_KEY_SID_RE = re.compile(r"^SK[0-9a-fA-F]{32}$")
+APP_SID_RE = re.compile(r"^AP[0-9a-fA-F]{32}$")
+# Twilio refuses an access token that lives longer than a day (errors 20104, 20157).
+MAX_ACCESS_TOKEN_TTL = 24 * 3600
 TWILIO_API = "https://api.twilio.com"
 
 
@@ -48,6 +52,9 @@ class Settings:
     default_caller_id: str | None
     twilio_cps: float
     phone_region: str = "US"
+    # The countries any dial may reach unless the account has its own list
+    # (orchestrator/dial_policy.py); default: the country of phone_region.
+    dial_countries: tuple[str, ...] = ("US",)
     # The first retry is immediate: it is what recovers a job whose worker died,
     # and it needs no RQ scheduler (whose lock a dead worker holds for a minute).
     dial_retry_backoff: tuple[int, ...] = (0, 2, 4, 8, 16, 30)
@@ -69,6 +76,22 @@ class Settings:
     # shorter only where no client resumes that far back, as in a soak test).
     session_retention_seconds: int = Retention.sessions
     event_retention_seconds: int = Retention.events
+    # What signs agents' softphone tokens (docs/api.md, GetAppConfig). Optional: without them
+    # the service runs and GetAppConfig answers an error naming what is missing.
+    twilio_api_key_sid: str | None = None
+    twilio_api_key_secret: str | None = None
+    twilio_twiml_app_sid: str | None = None
+    access_token_ttl: int = 3600
+
+    @property
+    def softphone_settings_missing(self) -> list[str]:
+        """The settings agents' access tokens need that are not set (none: tokens can be minted)."""
+        given = {
+            "TWILIO_API_KEY_SID": self.twilio_api_key_sid,
+            "TWILIO_API_KEY_SECRET": self.twilio_api_key_secret,
+            "TWILIO_TWIML_APP_SID": self.twilio_twiml_app_sid,
+        }
+        return [name for name, value in given.items() if not value]
 
     @property
     def retention(self) -> Retention:
@@ -110,6 +133,15 @@ class Settings:
         public = url("PUBLIC_BASE_URL", public) if public else public
         api = url("TWILIO_API_BASE_URL", env.get("TWILIO_API_BASE_URL") or TWILIO_API)
         region = (env.get("PHONE_DEFAULT_REGION") or "US").strip().upper()
+        if region not in dial_policy.KNOWN_COUNTRIES:
+            problems.append("PHONE_DEFAULT_REGION must be a country code, e.g. US or GB")
+        raw_countries = env.get("DIAL_COUNTRIES", "").strip()
+        try:
+            dial_countries = dial_policy.parse_countries(raw_countries or region)
+        except ValueError as exc:
+            dial_countries = ()
+            if raw_countries:  # else PHONE_DEFAULT_REGION's own line says it
+                problems.append(f"DIAL_COUNTRIES: {exc}")
 
         caller = env.get("DEFAULT_CALLER_ID", "").strip() or None
         if caller is not None:
@@ -176,6 +208,20 @@ class Settings:
                 "(live events show the sessions they are of) to 31622400"
             )
 
+        key_sid = env.get("TWILIO_API_KEY_SID", "").strip() or None
+        if key_sid is not None and not API_KEY_SID_RE.match(key_sid):
+            problems.append("TWILIO_API_KEY_SID must look like SK followed by 32 hex digits")
+        key_secret = env.get("TWILIO_API_KEY_SECRET", "").strip() or None
+        app_sid = env.get("TWILIO_TWIML_APP_SID", "").strip() or None
+        if app_sid is not None and not APP_SID_RE.match(app_sid):
+            problems.append("TWILIO_TWIML_APP_SID must look like AP followed by 32 hex digits")
+        token_ttl = _number(env, "ACCESS_TOKEN_TTL", cls.access_token_ttl)
+        if not _whole(token_ttl) or not 1 <= token_ttl <= MAX_ACCESS_TOKEN_TTL:
+            problems.append(
+                f"ACCESS_TOKEN_TTL must be whole seconds from 1 to {MAX_ACCESS_TOKEN_TTL} "
+                "(Twilio refuses a longer-lived token)"
+            )
+
         if problems:
             raise ConfigError(*problems, missing=missing)
         return cls(
@@ -187,6 +233,7 @@ class Settings:
             default_caller_id=caller,
             twilio_cps=cps,
             phone_region=region,
+            dial_countries=dial_countries,
             dial_retry_backoff=backoff,
             dial_job_timeout=int(raw_timeout),
             hold_music_url=hold_music_url,
@@ -199,6 +246,10 @@ class Settings:
             redis_wait_timeout_ms=int(wait_ms),
             session_retention_seconds=int(sessions),
             event_retention_seconds=int(kept),
+            twilio_api_key_sid=key_sid,
+            twilio_api_key_secret=key_secret,
+            twilio_twiml_app_sid=app_sid,
+            access_token_ttl=int(token_ttl),
         )
 
 

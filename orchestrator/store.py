@@ -398,5 +398,15 @@ def record_dial(
     return _text(scripts.run("record_dial", client=r, args=args))
 
 
+def settle_found_call(
+    r: redis.Redis, scripts: Scripts, sid: str, mid: str, call_sid: str, status: str
+) -> str:
+    """Apply the status Twilio lists for a member's call as that call's own callback would
+    (call_event.lua, no sequence number, no token): for a leg a retry found ended in the
+    Calls list, whose callbacks never reached the service."""
+    args = [keys.PREFIX, sid, mid, status, call_sid, "", now(), ""]
+    return _text(scripts.run("call_event", client=r, args=args))
+
+
 def fail_dial(r: redis.Redis, scripts: Scripts, sid: str, mid: str, message: str) -> str:
     return _text(scripts.run("fail_dial", client=r, args=[keys.PREFIX, sid, mid, now(), message]))

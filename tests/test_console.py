@@ -23,6 +23,7 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, 
 
 from orchestrator import provision
 from orchestrator.launch import wait_until
+from tests.support import net
 from tests.support.accounts import Account, new_account, random_number
 from tests.support.stack import Stack, ringing_stack
 
@@ -334,7 +335,7 @@ def test_after_losing_the_stream_the_page_catches_up_from_its_last_event(
 
 def _reachable(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=1).status_code == 200
+        return net.get(url, timeout=1).status_code == 200
     except httpx.TransportError:
         return False
 
@@ -350,7 +351,7 @@ def test_the_console_files_are_served_from_the_package_and_load_nothing_else(
         "/console/icon.svg": "image/svg+xml",
     }
     for path, media_type in expected.items():
-        response = httpx.get(base + path, timeout=10)
+        response = net.get(base + path, timeout=10)
         assert response.status_code == 200, (path, response.text)
         assert response.headers["content-type"].startswith(media_type), response.headers
         assert response.headers["cache-control"] == "no-cache"
@@ -358,12 +359,12 @@ def test_the_console_files_are_served_from_the_package_and_load_nothing_else(
         assert "default-src 'none'" in policy and "connect-src 'self'" in policy, policy
         sources = re.findall(r"(?:src|href)=\"([^\"]+)\"", response.text)
         assert all(s.startswith("/console/") for s in sources), sources
-        again = httpx.get(base + path, headers={"If-None-Match": response.headers["etag"]})
+        again = net.get(base + path, headers={"If-None-Match": response.headers["etag"]})
         assert again.status_code == 304 and not again.content
     # Nothing in the page names another host (the SVG's XML namespace is a name, not a load).
     for path in expected:
-        text = httpx.get(base + path, timeout=10).text.replace("http://www.w3.org/2000/svg", "")
+        text = net.get(base + path, timeout=10).text.replace("http://www.w3.org/2000/svg", "")
         assert not re.search(r"https?://|url\(", text), path
-    missing = httpx.get(base + "/console/secrets.txt", timeout=10)
+    missing = net.get(base + "/console/secrets.txt", timeout=10)
     assert missing.status_code == 404
     assert "responseStatus" in missing.json()

@@ -26,6 +26,7 @@ from rq.job import Job
 
 from orchestrator import jobs, keys
 from orchestrator.launch import wait_until
+from tests.support import net
 from tests.support.accounts import Team, new_team, random_number
 from tests.support.queues import control_queue, dial_queue
 from tests.support.stack import ACCOUNT_SID, Stack, private_stack
@@ -63,7 +64,7 @@ def acct(ctl: Stack) -> Team:
 
 def rest(stack: Stack, path: str, method: str = "GET", **kw: Any) -> httpx.Response:
     """A request to the emulator's Twilio REST API, as Twilio's client makes it."""
-    return httpx.request(
+    return net.request(
         method,
         f"{stack.emulator_url}/2010-04-01/Accounts/{ACCOUNT_SID}/{path}",
         auth=(ACCOUNT_SID, stack.auth_token),

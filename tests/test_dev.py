@@ -8,10 +8,10 @@ import shutil
 import signal
 import subprocess
 
-import httpx
 import pytest
 
 from orchestrator.launch import Process, free_port, port_in_use, python, wait_until
+from tests.support import net
 
 
 def _listening(url: str) -> bool:
@@ -88,7 +88,7 @@ def test_printed_commands_dial_a_member_who_connects_then_a_warm_transfer(
     headers = {"Authorization": f"Bearer {dev['key']}"}
 
     def members() -> dict[str, dict]:
-        session = httpx.get(f"{dev['api']}/sessions/{sid}", headers=headers).json()
+        session = net.get(f"{dev['api']}/sessions/{sid}", headers=headers).json()
         return {m["identity"]: m for m in session["members"]}
 
     def state(identity: str, value: str) -> bool:
@@ -108,7 +108,7 @@ def test_printed_commands_dial_a_member_who_connects_then_a_warm_transfer(
     _run(leave + resume, sid)
     wait_until(lambda: state(caller, "Connected"), 15, "the customer off hold")
     wait_until(lambda: state(user, "None"), 15, "the demo agent to leave")
-    session = httpx.get(f"{dev['api']}/sessions/{sid}", headers=headers).json()
+    session = net.get(f"{dev['api']}/sessions/{sid}", headers=headers).json()
     # The printed event stream command shows the session's changes (from the start, here).
     stream = re.search(r"^  (curl -N .*)$", dev["banner"], re.M).group(1)
     replay = stream.replace("curl -N", "curl -N -s --max-time 2 -H 'Last-Event-ID: 0-0'")
@@ -117,7 +117,7 @@ def test_printed_commands_dial_a_member_who_connects_then_a_warm_transfer(
     assert "event: SessionAnswered" in shown
     console = re.search(r"console\s+(\S+)", dev["banner"]).group(1)
     assert console == f"{dev['api']}/console#key={dev['key']}"
-    page = httpx.get(console.split("#")[0])
+    page = net.get(console.split("#")[0])
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     log = [e["message"] for e in session["log"]]
     assert "Demo Agent put the call on hold to transfer it" in log, log

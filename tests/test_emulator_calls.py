@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from email.utils import parsedate_to_datetime
 
-import httpx
 import pytest
 from starlette.datastructures import ImmutableMultiDict
 from twilio.base.exceptions import TwilioRestException
@@ -20,6 +19,7 @@ from twilio.rest import Client
 
 from emulator.callbacks import sign
 from orchestrator.launch import free_port, wait_until
+from tests.support import net
 from tests.support.emulator import (
     ACCOUNT_SID,
     ALL_CALL_EVENTS,
@@ -188,7 +188,7 @@ def test_callee_hangup_from_the_control_endpoint(
     participant = emu_dial(emu_client, emu_hooks, "room-c", "bob", "sip:bob@example.com")
     emu_hooks.wait_event("participant-join")
 
-    response = httpx.post(f"{emu_url}/_emulator/calls/{participant.call_sid}/hangup")
+    response = net.post(f"{emu_url}/_emulator/calls/{participant.call_sid}/hangup")
     assert response.status_code == 200
     assert response.json()["status"] == "completed"
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
+from tests.support import net
 from tests.support.emulator import (
     ACCOUNT_SID,
     ALL_CALL_EVENTS,
@@ -35,7 +35,7 @@ def test_creates_are_counted_per_label_with_times_and_attempts(
     with pytest.raises(TwilioRestException):
         emu_dial(emu_client, emu_hooks, "room-n", "bob", "bogus")
     # Wrong credentials never reach the handler, so they are not attempts.
-    bad_auth = httpx.post(
+    bad_auth = net.post(
         f"{emu_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Conferences/room-n/Participants.json",
         data={"From": CALLER_ID, "To": "+14155550122"},
         auth=(ACCOUNT_SID, "wrong"),
@@ -48,7 +48,7 @@ def test_creates_are_counted_per_label_with_times_and_attempts(
     assert len(times) == 3 and times == sorted(times)
     assert before <= times[0] and times[-1] <= after
 
-    assert httpx.post(f"{emu_url}/_emulator/reset").json() == {"ok": True}
+    assert net.post(f"{emu_url}/_emulator/reset").json() == {"ok": True}
     assert emu_get(emu_url, "creates").json() == {
         "total": 0,
         "byLabel": {},

@@ -21,6 +21,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from orchestrator.launch import wait_until
+from tests.support import net
 from tests.support.emulator import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -40,7 +41,7 @@ pytest_plugins = ("tests.support.emulator",)
 def test_injected_faults_fail_the_next_creates(
     emu_client: Client, emu_hooks: EmuHooks, emu_url: str, status: int, code: int
 ) -> None:
-    armed = httpx.post(f"{emu_url}/_emulator/faults", data={"status": status, "count": 2})
+    armed = net.post(f"{emu_url}/_emulator/faults", data={"status": status, "count": 2})
     assert armed.json() == {"remaining": 2, "served": 0}
     for _ in range(2):
         with pytest.raises(TwilioRestException) as failed:
@@ -52,13 +53,13 @@ def test_injected_faults_fail_the_next_creates(
 
 
 def test_only_retryable_statuses_can_be_injected(emu_url: str) -> None:
-    response = httpx.post(f"{emu_url}/_emulator/faults", data={"status": 404, "count": 1})
+    response = net.post(f"{emu_url}/_emulator/faults", data={"status": 404, "count": 1})
     assert response.status_code == 400
     assert emu_get(emu_url, "faults").json()["remaining"] == 0
 
 
 def emu_faults(url: str, **form: Any) -> httpx.Response:
-    return httpx.post(f"{url}/_emulator/faults", data=form, timeout=5)
+    return net.post(f"{url}/_emulator/faults", data=form, timeout=5)
 
 
 def test_delayed_create_is_made_even_when_the_client_times_out(

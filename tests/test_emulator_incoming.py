@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import re
 
-import httpx
 import pytest
 from twilio.rest import Client
 
 from emulator.app import create_app
+from tests.support import net
 from tests.support.emulator import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -42,7 +42,7 @@ def test_incoming_call_joins_the_conference_from_twiml(
         200,
         emu_twiml("sess-1", emu_hooks.url("/conference-status?src=twiml"), participantLabel="cust"),
     )
-    response = httpx.post(
+    response = net.post(
         f"{emu_url}/_emulator/incoming",
         data={"From": "+14155559000", "To": "+14155559001", "VoiceUrl": emu_hooks.url("/voice")},
     )
@@ -76,7 +76,7 @@ def test_incoming_call_joins_the_conference_from_twiml(
     assert member.conference_sid == incoming["conferenceSid"]
     emu_hooks.wait_event("participant-join", member.call_sid)
 
-    httpx.post(f"{emu_url}/_emulator/calls/{incoming['callSid']}/hangup")
+    net.post(f"{emu_url}/_emulator/calls/{incoming['callSid']}/hangup")
     leave = emu_hooks.wait_event("participant-leave", incoming["callSid"])
     assert leave["ReasonParticipantLeft"] == "participant_hung_up"
     assert emu_client.conferences(incoming["conferenceSid"]).fetch().status == "in-progress"
@@ -92,7 +92,7 @@ def test_incoming_with_default_voice_url_as_plain_text(
 ) -> None:
     receiver, _ = emu_receiver
     receiver.responses["/voice"] = (200, emu_twiml("sess-plain", emu_hooks.url("/conf")))
-    response = httpx.post(
+    response = net.post(
         f"{emu_url}/_emulator/incoming",
         data={"From": "+14155559100", "To": "+14155559101"},
         headers={"Accept": "text/plain"},
@@ -109,14 +109,14 @@ def test_end_conference_on_exit_caller_takes_everyone_out(
     emu_hooks.serve(
         "/voice", 200, emu_twiml("sess-eoe", emu_hooks.url("/conf"), endConferenceOnExit="true")
     )
-    incoming = httpx.post(
+    incoming = net.post(
         f"{emu_url}/_emulator/incoming",
         data={"From": "+14155559200", "To": "+14155559201", "VoiceUrl": emu_hooks.url("/voice")},
     ).json()
     member = emu_dial(emu_client, emu_hooks, "sess-eoe", "m1", "+14155550140")
     emu_hooks.wait_event("participant-join", member.call_sid)
 
-    httpx.post(f"{emu_url}/_emulator/calls/{incoming['callSid']}/hangup")
+    net.post(f"{emu_url}/_emulator/calls/{incoming['callSid']}/hangup")
     end = emu_hooks.wait_event("conference-end")
     assert end["ReasonConferenceEnded"] == "participant-with-end-conference-on-exit-left"
     assert end["CallSidEndingConference"] == incoming["callSid"]
@@ -138,7 +138,7 @@ def test_incoming_fails_with_502_when_the_app_does_not_conference(
     emu_hooks: EmuHooks, emu_url: str, status: int, body: str
 ) -> None:
     emu_hooks.serve("/voice", status, body)
-    response = httpx.post(
+    response = net.post(
         f"{emu_url}/_emulator/incoming",
         data={"From": "+14155559300", "To": "+14155559301", "VoiceUrl": emu_hooks.url("/voice")},
     )
@@ -148,7 +148,7 @@ def test_incoming_fails_with_502_when_the_app_does_not_conference(
 
 def test_incoming_without_a_voice_url_is_502() -> None:
     with EmuServer(create_app(ACCOUNT_SID, AUTH_TOKEN)) as server:
-        response = httpx.post(
+        response = net.post(
             f"{server.url}/_emulator/incoming", data={"From": "+14155559400", "To": "+14155559401"}
         )
     assert response.status_code == 502
@@ -159,7 +159,7 @@ def test_an_incoming_callers_twiml_callback_is_the_conferences(
     emu_client: Client, emu_hooks: EmuHooks, emu_url: str
 ) -> None:
     emu_hooks.serve("/voice", 200, emu_twiml("sess-first", emu_hooks.url("/from-twiml")))
-    incoming = httpx.post(
+    incoming = net.post(
         f"{emu_url}/_emulator/incoming",
         data={"From": "+14155559500", "To": "+14155559501", "VoiceUrl": emu_hooks.url("/voice")},
     ).json()

@@ -13,6 +13,7 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
+from tests.support import net
 from tests.support.emulator import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -71,7 +72,7 @@ def test_wrong_credentials_get_401(emu_url: str, monkeypatch: pytest.MonkeyPatch
         client.conferences("room").participants.create(from_=CALLER_ID, to="+14155550100")
     assert (denied.value.status, denied.value.code) == (401, 20003)
 
-    anonymous = httpx.get(f"{emu_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Conferences/x.json")
+    anonymous = net.get(f"{emu_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Conferences/x.json")
     assert anonymous.status_code == 401
     assert anonymous.json() == {
         "code": 20003,
@@ -83,7 +84,7 @@ def test_wrong_credentials_get_401(emu_url: str, monkeypatch: pytest.MonkeyPatch
 
 
 def test_other_account_and_unknown_resources_are_404(emu_url: str) -> None:
-    other = httpx.get(
+    other = net.get(
         f"{emu_url}/2010-04-01/Accounts/AC{'0' * 32}/Conferences/x.json",
         auth=(ACCOUNT_SID, AUTH_TOKEN),
     )

@@ -10,11 +10,11 @@ import json
 import socket
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from orchestrator import keys
 from orchestrator.launch import wait_until
+from tests.support import net
 from tests.support.accounts import Account, new_account, random_number
 from tests.support.cli import cli
 from tests.support.sse import EventStream
@@ -201,19 +201,19 @@ def test_streams_need_the_accounts_key(
     other = new_account(redis_url)
     sid = incoming(stack, account)
     for url in (events_url(stack), events_url(stack, sid)):
-        assert httpx.get(url).status_code == 401
-        bad = httpx.get(url, headers={"Authorization": "Bearer nope"})
+        assert net.get(url).status_code == 401
+        bad = net.get(url, headers={"Authorization": "Bearer nope"})
         assert bad.status_code == 401 and bad.json()["responseStatus"]["message"]
-    foreign = httpx.get(events_url(stack, sid), headers={"Authorization": f"Bearer {other.key}"})
+    foreign = net.get(events_url(stack, sid), headers={"Authorization": f"Bearer {other.key}"})
     assert foreign.status_code == 404, foreign.text
     assert "does not exist" in foreign.json()["responseStatus"]["message"]
     assert (
-        httpx.get(
+        net.get(
             events_url(stack, "ses_nope"), headers={"Authorization": f"Bearer {account.key}"}
         ).status_code
         == 404
     )
-    bad_id = httpx.get(
+    bad_id = net.get(
         events_url(stack), headers={"Authorization": f"Bearer {account.key}", "Last-Event-ID": "x"}
     )
     assert bad_id.status_code == 400 and "Last-Event-ID" in bad_id.text
@@ -349,7 +349,7 @@ def _dechunk(body: bytes) -> bytes:
 
 
 def _gauge(stack: Stack, name: str) -> float:
-    text = httpx.get(f"{stack.base_url}/metrics").text
+    text = net.get(f"{stack.base_url}/metrics").text
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):

@@ -274,6 +274,50 @@ def test_a_lost_create_answer_on_a_call_that_ended_before_the_retry_is_not_redia
     assert sum(e.startswith("Dialled ") for e in log) == 1, log
 
 
+def test_a_lost_create_answer_on_a_call_whose_callbacks_were_lost_too_is_found_in_the_calls_list(
+    own_redis: redis_server.RedisServer, own_stack: OwnStacks
+) -> None:
+    """Twilio made the call but its answer never reached the worker, the callee was busy,
+    and not one of the leg's callbacks reached the service (refused past all of Twilio's
+    retries): the participant list no longer shows the leg, but Twilio's Calls list keeps
+    it. The retry finds it there and records it instead of dialling a second time."""
+    stack = own_stack(
+        own_redis.url,
+        # Twilio requests time out after 0.8 s; the retry follows 3 to 6 s later.
+        env={"DIAL_JOB_TIMEOUT": "4", "DIAL_RETRY_BACKOFF": "3,3"},
+    )
+    account = new_account(own_redis.url)
+    (sid,) = stack.open_sessions(account.number, 1)
+    stack.emulator("faults", "POST", data={"mode": "delay", "seconds": "2", "count": "1"})
+    busy = random_number()[:-4] + "0001"
+    mid = stack.add_member(account.key, sid, busy)
+    # The create is being answered late (its call plays once the answer is out): from now
+    # on the app is unreachable for every callback, retries included.
+    wait_until(lambda: stack.emulator("creates").json()["attempts"] == 1, 10, "the create")
+    stack.emulator(
+        "faults", "POST", data={"operation": "callbacks", "mode": "reset", "for_seconds": "60"}
+    )
+    r = stack.redis
+    member = keys.member(sid, mid)
+    job = Job.fetch(jobs.job_id(mid), connection=redis.Redis.from_url(own_redis.url))
+    wait_until(lambda: job.get_status(refresh=True) == "finished", 30, "the retry to run")
+    assert job.return_value() == "reconciled"
+
+    creates = stack.emulator("creates").json()
+    assert creates["byLabel"][mid] == 1 and creates["attempts"] == 1
+    legs = _legs_by_label(stack)
+    call = stack.emulator(f"calls/{legs[mid]}").json()
+    assert call["status"] == "busy"
+    assert call["callbacks"] == [], "a callback reached the app"
+    assert call["failedCallbacks"] or call["sending"], "no callback was refused"
+    assert r.hget(member, "callSid") == legs[mid]
+    assert r.hget(member, "_rank") == "3" and r.hget(member, "callState") == "None"
+    assert f"Twilio lists the call busy); recorded: call {legs[mid]}" in stack.logs()
+    log = [e["message"] for e in stack.session_log(sid)]
+    assert sum(e.endswith(" was busy") for e in log) == 1, log
+    assert sum(e.startswith("Dialled ") for e in log) == 1, log
+
+
 def test_a_callback_refused_while_redis_is_away_is_applied_when_twilio_retries(
     own_redis: redis_server.RedisServer, own_stack: OwnStacks
 ) -> None:

@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 
 from orchestrator import keys, provision
 from orchestrator.launch import wait_until
-from tests.support import queues
+from tests.support import net, queues
 from tests.support.accounts import Account, new_account
 from tests.support.stack import Stack
 from tests.support.webhooks import seed
@@ -161,7 +161,7 @@ def test_unsigned_webhooks_change_nothing(
     headers = {"Content-Type": content_type} if content_type.isprintable() else {}
     try:
         headers["X-Twilio-Signature"] = signature
-        response = httpx.post(stack.base_url + path, content=body, headers=headers, timeout=10)
+        response = net.post(stack.base_url + path, content=body, headers=headers, timeout=10)
     except (httpx.LocalProtocolError, UnicodeEncodeError):
         return  # a header no HTTP client can send
     assert_clean(response)
@@ -176,11 +176,11 @@ def test_replayed_callbacks_change_nothing_more(stack: Stack, victim) -> None:
     url = f"{stack.base_url}/twilio/call-status?session={sid}&member={mid}"
     params = {"CallSid": "CA" + "d" * 32, "CallStatus": "ringing", "SequenceNumber": "1"}
     signature = RequestValidator(stack.auth_token).compute_signature(url, params)
-    first = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature})
+    first = net.post(url, data=params, headers={"X-Twilio-Signature": signature})
     assert first.status_code == 204
     after_first = fingerprint(stack, sid)
     for _ in range(3):
-        replay = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        replay = net.post(url, data=params, headers={"X-Twilio-Signature": signature})
         assert replay.status_code == 204
     assert fingerprint(stack, sid) == after_first
 

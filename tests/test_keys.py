@@ -7,12 +7,12 @@ import os
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 import redis
 
 from orchestrator import apikeys, keys, provision
 from orchestrator.launch import wait_until
+from tests.support import net
 from tests.support.accounts import Account, random_number
 from tests.support.cli import cli
 from tests.support.stack import Stack
@@ -131,7 +131,7 @@ def test_revoked_key_is_refused_by_every_web_process_within_a_second(
     sid = _session(stack, account)
     headers = {"Authorization": f"Bearer {plain}"}
     webs = [
-        httpx.Client(base_url=b, headers=headers, timeout=10) for b in (stack.base_url, second_web)
+        net.client(base_url=b, headers=headers, timeout=10) for b in (stack.base_url, second_web)
     ]
     try:
         # Each process has now read the key from Redis and caches it.

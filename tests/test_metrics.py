@@ -25,7 +25,7 @@ from twilio.request_validator import RequestValidator
 from orchestrator import keys, redis_server
 from orchestrator.launch import wait_until
 from orchestrator.settings import ConfigError, Settings
-from tests.support import queues
+from tests.support import net, queues
 from tests.support.accounts import Account, new_account, random_number
 from tests.support.cli import cli
 from tests.support.stack import Stack, running_stack
@@ -53,7 +53,7 @@ def ops(redis_srv: redis_server.RedisServer, tmp_path_factory: pytest.TempPathFa
 
 
 def scrape(stack: Stack) -> Samples:
-    response = httpx.get(stack.base_url + "/metrics", timeout=10)  # no auth
+    response = net.get(stack.base_url + "/metrics", timeout=10)  # no auth
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return {
@@ -82,7 +82,7 @@ def signed_post(
     headers = {"X-Twilio-Signature": signature}
     if token:
         headers["I-Twilio-Idempotency-Token"] = token
-    return httpx.post(url, data=params, headers=headers, timeout=10)
+    return net.post(url, data=params, headers=headers, timeout=10)
 
 
 def invite(stack: Stack, key: str, sid: str, number: str) -> None:
@@ -127,12 +127,12 @@ def test_callbacks_are_counted_by_event_and_outcome_and_forgeries_apart(ops: Sta
     # Forged: another token's signature, none at all, a signature of other parameters.
     forged = {"CallSid": leg, "CallStatus": "completed", "SequenceNumber": "9"}
     assert signed_post(ops, path, forged, auth_token="not-the-token").status_code == 403
-    assert httpx.post(ops.base_url + path, data=forged, timeout=10).status_code == 403
+    assert net.post(ops.base_url + path, data=forged, timeout=10).status_code == 403
     sig = RequestValidator(ops.auth_token).compute_signature(ops.base_url + path, forged)
     other = {**forged, "CallStatus": "busy"}
     headers = {"X-Twilio-Signature": sig}
-    assert httpx.post(ops.base_url + path, data=other, headers=headers).status_code == 403
-    assert httpx.post(ops.base_url + "/twilio/voice", data=voice, timeout=10).status_code == 403
+    assert net.post(ops.base_url + path, data=other, headers=headers).status_code == 403
+    assert net.post(ops.base_url + "/twilio/voice", data=voice, timeout=10).status_code == 403
 
     after = scrape(ops)
     expected = {
@@ -259,13 +259,13 @@ def test_an_idle_worker_logs_nothing_routine_at_info(ops: Stack) -> None:
 def test_ready_follows_redis_and_health_stays(
     ops: Stack, redis_srv: redis_server.RedisServer
 ) -> None:
-    assert httpx.get(ops.base_url + "/ready", timeout=5).json() == {"ok": True}
-    assert httpx.get(ops.base_url + "/health", timeout=5).json() == {"ok": True}
+    assert net.get(ops.base_url + "/ready", timeout=5).json() == {"ok": True}
+    assert net.get(ops.base_url + "/health", timeout=5).json() == {"ok": True}
     redis_srv.stop()
     try:
         for _ in range(3):  # whichever web process answers
             started = time.monotonic()
-            response = httpx.get(ops.base_url + "/ready", timeout=10)
+            response = net.get(ops.base_url + "/ready", timeout=10)
             assert time.monotonic() - started < 3
             assert response.status_code == 503
             assert response.json()["responseStatus"]["errorCode"] == "ServiceUnavailable"
@@ -276,10 +276,10 @@ def test_ready_follows_redis_and_health_stays(
         redis_srv.process = restarted.process
 
     def ready() -> bool:
-        return httpx.get(ops.base_url + "/ready", timeout=5).status_code == 200
+        return net.get(ops.base_url + "/ready", timeout=5).status_code == 200
 
     wait_until(ready, 10, "/ready to answer 200 again")
-    assert httpx.get(ops.base_url + "/ready", timeout=5).json() == {"ok": True}
+    assert net.get(ops.base_url + "/ready", timeout=5).json() == {"ok": True}
 
 
 # --- settings ---------------------------------------------------------------------

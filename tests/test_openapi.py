@@ -4,12 +4,12 @@ tests/test_schema.py."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 import redis
 import schemathesis
 
 from orchestrator import apikeys, keys, provision
+from tests.support import net
 from tests.support.accounts import new_account, random_number
 from tests.support.stack import Stack
 
@@ -43,7 +43,7 @@ def test_real_sessions_match_the_document(stack: Stack, api_schema, api_key) -> 
 
 
 def test_document_lists_every_route_and_the_bearer_scheme(stack: Stack) -> None:
-    document = httpx.get(f"{stack.base_url}/openapi.json").json()
+    document = net.get(f"{stack.base_url}/openapi.json").json()
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) >= {
         "/sessions/{sessionId}/members",

@@ -29,7 +29,7 @@ from twilio.request_validator import RequestValidator
 
 from orchestrator import apikeys, jobs, jsv, keys, provision
 from orchestrator.launch import wait_until
-from tests.support import queues
+from tests.support import net, queues
 from tests.support.accounts import Account, new_account, random_number
 from tests.support.cli import cli
 from tests.support.stack import Stack
@@ -332,7 +332,7 @@ def stranger(stack: Stack) -> str:
 
 
 def test_every_operation_is_served_where_the_seed_documents_it(stack: Stack) -> None:
-    paths = httpx.get(f"{stack.base_url}/openapi.json").json()["paths"]
+    paths = net.get(f"{stack.base_url}/openapi.json").json()["paths"]
     for op in OPS.values():
         assert paths[op.path][op.verb.lower()]["operationId"] == op.name
         responses = paths[op.path][op.verb.lower()]["responses"]
@@ -1121,7 +1121,7 @@ def crowd(stack: Stack) -> Crowd:
     other_number = provision.add_number(r, random_number(), other_aid)
     batches: list[list[str]] = [[], []]
     other: list[str] = []
-    with httpx.Client() as client, ThreadPoolExecutor(8) as pool:
+    with net.client() as client, ThreadPoolExecutor(8) as pool:
         for batch, size in enumerate((600, 450)):
             if batch == 1:
                 time.sleep(0.02)

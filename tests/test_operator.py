@@ -14,12 +14,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
 from emulator.numbers import Outcome, outcome_for, valid_to
 from orchestrator import redis_server
 from orchestrator.cli import dev, parser
 from orchestrator.launch import Process, free_port, port_in_use, python, wait_http, wait_until
+from tests.support import net
 from tests.support.accounts import Account, new_account, random_number
 from tests.support.cli import cli
 from tests.support.stack import Stack
@@ -208,7 +207,7 @@ def test_without_redis_web_and_worker_both_start_wait_and_recover(tmp_path: Path
     server = None
     try:
         wait_http(f"http://127.0.0.1:{port}/health", [web, worker])
-        ready = httpx.get(f"http://127.0.0.1:{port}/ready")
+        ready = net.get(f"http://127.0.0.1:{port}/ready")
         assert ready.status_code == 503 and ready.headers["Retry-After"] == "1"
         assert "does not answer" in web.log() and "answering 503" in web.log()
         wait_until(lambda: "waiting for it" in worker.log(), 20, "the worker's waiting line")
@@ -217,7 +216,7 @@ def test_without_redis_web_and_worker_both_start_wait_and_recover(tmp_path: Path
         server = redis_server.start(tmp_path / "redis", port=redis_port)
         wait_until(lambda: "answers; starting" in worker.log(), 20, "the worker to start")
         wait_until(
-            lambda: httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200,
+            lambda: net.get(f"http://127.0.0.1:{port}/ready").status_code == 200,
             20,
             "the web process to be ready",
         )
@@ -244,7 +243,7 @@ def test_a_hung_redis_is_answered_503_within_two_seconds(tmp_path: Path) -> None
         account = new_account(server.url)
         other = new_account(server.url)  # a key this web process has not cached yet
         headers = {"Authorization": f"Bearer {account.key}"}
-        with httpx.Client(base_url=base, timeout=30) as c:
+        with net.client(base_url=base, timeout=30) as c:
             assert c.get("/sessions/active", headers=headers).status_code == 200
             server.process.signal(signal.SIGSTOP)  # hung: its connections stay open
             for path, key in (("/sessions/active", account.key), ("/sessions/active", other.key)):

@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from orchestrator import callback_urls, events, keys
 from orchestrator.launch import wait_until
+from tests.support import net
 from tests.support.accounts import Account, new_account, random_number
 from tests.support.emulator import EmuServer
 from tests.support.sse import EventStream, Message
@@ -70,7 +71,7 @@ class Balancer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+        async with net.async_client(timeout=30, trust_env=False) as client:
             self._client = client
             yield
 
@@ -137,7 +138,7 @@ def _worker_dials(stack: Stack) -> dict[str, list[tuple[str, str, str]]]:
 def _callbacks_applied(web: str) -> float:
     """Signed Twilio webhooks this web process (this machine) handled, from its /metrics."""
     total = 0.0
-    for line in httpx.get(f"{web}/metrics", timeout=10).text.splitlines():
+    for line in net.get(f"{web}/metrics", timeout=10).text.splitlines():
         if line.startswith("orchestrator_callbacks_total{"):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -184,7 +185,7 @@ def _settle(check: Callable[[], str | None], timeout: float, what: str) -> None:
 def test_three_webs_and_three_workers_share_one_redis(farm: Stack, balancer: Balancer) -> None:
     stack, webs = farm, list(balancer.backends)
     account: Account = new_account(stack.redis_url)
-    clients = [httpx.Client(base_url=w, headers={"Authorization": f"Bearer {account.key}"},
+    clients = [net.client(base_url=w, headers={"Authorization": f"Bearer {account.key}"},
                             timeout=15) for w in webs]  # fmt: skip
     streams = [EventStream(f"{w}/sessions/events", account.key) for w in webs]
     try:

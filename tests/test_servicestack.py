@@ -14,6 +14,7 @@ from servicestack import JsonServiceClient, WebServiceException
 
 from orchestrator import jsv
 from orchestrator.launch import wait_until
+from tests.support import net
 from tests.support.accounts import Account, random_number
 from tests.support.stack import Stack
 
@@ -21,7 +22,7 @@ from tests.support.stack import Stack
 @pytest.fixture(scope="module")
 def dtos(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
     """The Python DTOs exactly as a client would save them from /types/python."""
-    response = httpx.get(f"{stack.base_url}/types/python")
+    response = net.get(f"{stack.base_url}/types/python")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     path = Path(tmp_path_factory.mktemp("dtos")) / "orchestrator_dtos.py"
@@ -84,7 +85,7 @@ def test_official_client_sees_field_errors(
 
 
 def test_python_types_are_servicestack_style(stack: Stack) -> None:
-    text = httpx.get(f"{stack.base_url}/types/python").text
+    text = net.get(f"{stack.base_url}/types/python").text
     assert "@dataclass_json(letter_case=LetterCase.CAMEL, undefined=Undefined.EXCLUDE)" in text
     assert "class InviteChatMember(IReturn[SessionInfo], IPost):" in text
     assert "class GetSession(IReturn[SessionInfo], IGet):" in text
@@ -341,7 +342,7 @@ def test_official_client_calls_every_operation(
 
 
 def test_python_types_declare_every_operation(stack: Stack, dtos: ModuleType) -> None:
-    text = httpx.get(f"{stack.base_url}/types/python").text
+    text = net.get(f"{stack.base_url}/types/python").text
     for name, (verb, void) in CLIENT_VERBS.items():
         returns = "IReturnVoid" if void else "IReturn["
         (line,) = [x for x in text.splitlines() if x.startswith(f"class {name}(")]

@@ -14,6 +14,7 @@ import httpx
 from twilio.request_validator import RequestValidator
 
 from orchestrator import keys
+from tests.support import net
 from tests.support.accounts import Account
 from tests.support.sse import EventStream
 from tests.support.stack import Stack
@@ -102,7 +103,7 @@ def test_storm_of_shuffled_duplicated_callbacks_ends_as_in_order(
     async def run() -> None:
         # Every in-order twin walks its own callbacks one by one, all twins at once,
         # while the storm hits the server with 64 concurrent requests.
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=128), timeout=30) as c:
+        async with net.async_client(limits=httpx.Limits(max_connections=128), timeout=30) as c:
 
             async def walk(requests: list[dict]) -> None:
                 for request in requests:

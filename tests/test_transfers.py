@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator import keys
 from orchestrator.launch import wait_until
+from tests.support import net
 from tests.support.accounts import Team, new_team, random_number
 from tests.support.stack import ACCOUNT_SID, Stack, ringing_stack
 
@@ -71,7 +72,7 @@ def _participant(stack: Stack, conference_sid: str, call_sid: str) -> dict[str, 
         f"{stack.emulator_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Conferences/"
         f"{conference_sid}/Participants/{call_sid}.json"
     )
-    response = httpx.get(url, auth=(ACCOUNT_SID, stack.auth_token), timeout=10)
+    response = net.get(url, auth=(ACCOUNT_SID, stack.auth_token), timeout=10)
     if response.status_code == 404:
         return None
     assert response.status_code == 200, response.text

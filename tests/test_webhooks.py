@@ -7,11 +7,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
 from orchestrator import keys
+from tests.support import net
 from tests.support.accounts import Account, random_number
 from tests.support.stack import Stack
 from tests.support.webhooks import (
@@ -203,7 +203,7 @@ def test_session_answers_follow_every_change(stack: Stack, account: Account) -> 
     headers = {"Authorization": f"Bearer {account.key}"}
 
     def get() -> dict[str, Any]:
-        response = httpx.get(f"{stack.base_url}/sessions/{sid}", headers=headers, timeout=10)
+        response = net.get(f"{stack.base_url}/sessions/{sid}", headers=headers, timeout=10)
         assert response.status_code == 200
         return response.json()
 

@@ -6,7 +6,8 @@ claimed in Redis first, a member with a call leg is never dialled again (the
 leg's own status callbacks, addressed to the session and member, record its
 CallSid and its end even when the create's answer was lost), and a repeated
 attempt asks Twilio for a live participant labelled with the member id before
-it dials.
+it dials, then for an ended call placed for it (Twilio keeps ended calls in its
+Calls list, not in the participant list): see `find_ended_call` for the rule.
 
 A member removed while a dial was under way is not dialled again; its leg,
 if Twilio placed one, is found and handed to the control job to end.
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 
 import requests
 from rq import get_current_job
 from twilio.base.exceptions import TwilioRestException
+from twilio.rest.api.v2010.account.call import CallInstance
 
 from orchestrator import callback_urls, keys, metrics, store
 from orchestrator.logs import ids
@@ -30,6 +33,14 @@ from workers.context import Context, context
 log = logging.getLogger("orchestrator.dial")
 
 RING_TIMEOUT_SECONDS = 30
+# How far before the first attempt (Redis's clock) a call Twilio lists may have started and
+# still be that attempt's: Twilio's clock and ours differ by this much at most.
+CLOCK_SLACK_SECONDS = 60
+# Calls a retry reads from Twilio's Calls list (one page): only calls to this member's
+# address, from its caller id, started since its first attempt.
+CALLS_LOOKUP_LIMIT = 20
+# Call statuses after which Twilio does nothing more with a call.
+FINAL_CALL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 # The rate-limit wait may take this share of the job's timeout (see workers.context).
 LIMITER_SHARE = 0.2
 
@@ -142,6 +153,14 @@ def dial_member(session_id: str, member_id: str) -> str:
             what = f"found {_who(claim.to)} in session {session_id} already dialled; recorded"
             _record_found(ctx, session_id, member_id, found, what)
             return _outcome("reconciled")
+        try:
+            ended = find_ended_call(ctx, session_id, member_id, claim.to, claim.from_)
+        except (TwilioRestException, requests.RequestException) as exc:
+            reason = f"looking for an earlier dial's call failed: {_describe(exc)}"
+            return _transient(ctx, session_id, member_id, claim.to, reason, "lookup", exc)
+        if ended is not None:
+            _record_ended_call(ctx, session_id, member_id, claim.to, ended)
+            return _outcome("reconciled")
     try:
         if not ctx.limiter.acquire(deadline=started + timeout * LIMITER_SHARE):
             reason = "dial rate limit (TWILIO_CPS)"
@@ -205,6 +224,60 @@ def _record_found(ctx: Context, session_id: str, member_id: str, found, what: st
         ctx.redis, ctx.scripts, session_id, member_id, found.call_sid, found.conference_sid
     )
     log.info("%s: call %s", what, found.call_sid, extra=ids(session_id, member_id, found.call_sid))
+
+
+def find_ended_call(
+    ctx: Context, session_id: str, member_id: str, to: str, from_: str
+) -> CallInstance | None:
+    """The call an earlier attempt placed for this member, from Twilio's Calls list, or None.
+
+    Twilio forgets a participant whose call ended, but keeps the call. A call carries no
+    label nor conference, so the rule that ties one to this member is: Twilio lists it
+    with `To` = the member's address, `From` = the caller id every attempt uses, started
+    (`StartTime>`) and created no earlier than the first attempt (`_dialAt`, less
+    CLOCK_SLACK_SECONDS for the clocks' difference), placed through the API
+    (`outbound-api`, no parent call), and no member holds its CallSid (a call the service
+    knows of is another member's: a create answered, or a callback received). Of several,
+    the first created is this member's: its attempt was the first to dial. A call still
+    live is not looked for here: it is a participant, found by its label first."""
+    first = ctx.redis.hget(keys.member(session_id, member_id), "_dialAt")
+    if not first:
+        return None
+    since = datetime.fromtimestamp(float(first), UTC) - timedelta(seconds=CLOCK_SLACK_SECONDS)
+    calls = ctx.twilio.api.v2010.account.calls.list(
+        to=to, from_=from_, start_time_after=since, limit=CALLS_LOOKUP_LIMIT
+    )
+    candidates = [
+        call
+        for call in calls
+        if call.direction == "outbound-api"
+        and not call.parent_call_sid
+        and call.date_created is not None
+        and call.date_created >= since
+        and not ctx.redis.exists(keys.call(call.sid))
+    ]
+    return min(candidates, key=lambda call: call.date_created, default=None)
+
+
+def _record_ended_call(
+    ctx: Context, session_id: str, member_id: str, to: str, call: CallInstance
+) -> None:
+    """Record the call an earlier attempt placed, found in the Calls list, and apply the
+    status Twilio lists for it as its lost callbacks would have: the member ends as that
+    call ended, with its CallSid, and is not dialled again."""
+    store.record_dial(ctx.redis, ctx.scripts, session_id, member_id, call.sid, "")
+    if call.status in FINAL_CALL_STATUSES:
+        store.settle_found_call(
+            ctx.redis, ctx.scripts, session_id, member_id, call.sid, call.status
+        )
+    log.info(
+        "found %s in session %s already dialled (Twilio lists the call %s); recorded: call %s",
+        _who(to),
+        session_id,
+        call.status,
+        call.sid,
+        extra=ids(session_id, member_id, call.sid),
+    )
 
 
 def _removed_while_dialling(ctx: Context, session_id: str, member_id: str, to: str) -> str:

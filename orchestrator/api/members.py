@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from orchestrator import apikeys, store
+from orchestrator import apikeys, dial_policy, store
 from orchestrator.api.binding import Value, field_error, trim
 from orchestrator.dto import SessionView
 from orchestrator.errors import ApiError, FieldError, conflict, not_found, validation
@@ -70,6 +70,15 @@ def caller_id(field: str, value: str, region: str, errors: list[FieldError]) -> 
         return None
 
 
+async def dial_refusal(request: Request, account_id: str, e164: str) -> str | None:
+    """Why the account may not dial `e164` (docs/api.md#where-dials-may-go), None if it
+    may: asked before anything is stored, so a refused number is never dialled."""
+    cache: dial_policy.CountryCache = request.app.state.dial_countries
+    settings = request.app.state.settings
+    countries = await cache.countries(request.app.state.redis, account_id, settings.dial_countries)
+    return dial_policy.refusal(e164, countries)
+
+
 def missing(sid: str) -> Exception:
     return not_found(f"Session '{sid}' does not exist")
 
@@ -100,6 +109,11 @@ async def add_member(
             target = member_target(member_field, member_text, settings.phone_region)
         except ApiError as exc:
             errors += exc.errors
+    if target is not None and dial_policy.is_number(target[1]):
+        why = await dial_refusal(request, principal.account_id, target[1])
+        if why is not None:
+            errors.append(field_error(member_field, "DialNotAllowed", f"{{field}}: {why}."))
+            target = None
     caller = caller_id(caller_field, text(dto, caller_field), settings.phone_region, errors)
     if errors or target is None:
         raise validation(errors)

@@ -12,7 +12,7 @@ from typing import Any
 
 import phonenumbers
 
-from orchestrator import __version__
+from orchestrator import __version__, dial_policy
 from orchestrator.api.binding import WHITESPACE
 from orchestrator.api.operations import OPERATIONS, PREDEFINED_PREFIXES, Operation
 from orchestrator.dto import DTOS, ENUMS, Dto, Field
@@ -54,16 +54,29 @@ _SEGMENT = f"^[^/]*[^/{_WS}][^/]*$"
 _BLANK = f"^[{_WS}]*$"
 
 
+# The number types a dial never reaches (dial_policy.NEVER_DIALLED), by their name in a
+# region's numbering plan.
+_NEVER_DIALLED_DESCS = {
+    phonenumbers.PhoneNumberType.PREMIUM_RATE: "premium_rate",
+    phonenumbers.PhoneNumberType.SHARED_COST: "shared_cost",
+}
+
+
 @functools.cache
-def _phone_pattern(region: str) -> str:
+def _phone_pattern(region: str, dialled: bool = False) -> str:
     """The phone numbers `orchestrator.phone.normalise` takes in `region`, without
     punctuation: national, with the national prefix, or with the country code. Derived from
-    the numbering plan `phonenumbers` validates against (every number type of the region)."""
+    the numbering plan `phonenumbers` validates against (every number type of the region);
+    for a number to be `dialled`, without the types no dial reaches (premium-rate...)."""
     meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    descs = (
-        meta.fixed_line, meta.mobile, meta.toll_free, meta.premium_rate, meta.shared_cost,
-        meta.personal_number, meta.voip, meta.pager, meta.uan, meta.voicemail,
+    names = (
+        "fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number",
+        "voip", "pager", "uan", "voicemail",
     )  # fmt: skip
+    if dialled:
+        never = {_NEVER_DIALLED_DESCS[kind] for kind in dial_policy.NEVER_DIALLED}
+        names = tuple(name for name in names if name not in never)
+    descs = [getattr(meta, name) for name in names]
     numbers = dict.fromkeys(d.national_number_pattern for d in descs if d is not None)
     national = "|".join(f"(?:{p})" for p in numbers if p)
     prefixes = [rf"\+{meta.country_code}"]
@@ -76,12 +89,14 @@ def _shape(field: Field, region: str) -> dict[str, Any]:
     """The string schema of a request field whose text has a form (Field.shape)."""
     phone = _phone_pattern(region)
     if field.shape == "member":
-        # A user by email (any text with `@`) or ID (usr_...), else a phone number.
-        return {"pattern": f"@|^[{_WS}]*usr_|{phone}"}
+        # A user by email (any text with `@`) or ID (usr_...), else a number a dial may reach.
+        return {"pattern": f"@|^[{_WS}]*usr_|{_phone_pattern(region, dialled=True)}"}
     if field.shape == "phone":
         return {"pattern": f"{_BLANK}|{phone}"}
     if field.shape == "date-time":
         return {"anyOf": [{"format": "date-time"}, {"pattern": _BLANK}]}
+    if field.shape.startswith("sid:"):
+        return {"pattern": f"{_BLANK}|^[{_WS}]*{field.shape[4:]}[0-9a-fA-F]{{32}}[{_WS}]*$"}
     return {}
 
 
@@ -90,10 +105,18 @@ _PHONE_TEXT = (
     "the pattern gives them without punctuation, which is also accepted."
 )
 _SHAPE_TEXT = {
-    "member": "A user's email or ID (usr_...), or a phone number. " + _PHONE_TEXT,
+    "member": "A user's email or ID (usr_...), or a phone number. " + _PHONE_TEXT + " A "
+    "premium-rate or shared-cost number, or one of a country the account may not dial, is "
+    "refused (400 DialNotAllowed).",
     "phone": _PHONE_TEXT + " Empty: none.",
     "date-time": "Any ISO 8601 date or time is read; empty: none.",
 }
+
+
+def _shape_text(field: Field) -> str:
+    if field.shape.startswith("sid:"):
+        return f"A Twilio SID: {field.shape[4:]} and 32 hex digits; empty: none."
+    return _SHAPE_TEXT.get(field.shape, "")
 
 
 def _schema(field: Field, request: bool = False, region: str = "US") -> dict[str, Any]:
@@ -121,6 +144,8 @@ def _schema(field: Field, request: bool = False, region: str = "US") -> dict[str
         schema = {"type": "array", "items": ref, "nullable": True}
     elif kind.startswith("dict:"):
         schema = {"type": "object", "additionalProperties": {"type": "string"}, "nullable": True}
+    elif kind.startswith("dto:"):
+        schema = {"allOf": [{"$ref": f"#/components/schemas/{kind[4:]}"}], "nullable": True}
     elif request and field.required:
         # A member's own pattern (never blank) replaces the not-blank one.
         schema = {"type": "string", "pattern": _NOT_BLANK, **_shape(field, region)}
@@ -128,7 +153,7 @@ def _schema(field: Field, request: bool = False, region: str = "US") -> dict[str
         schema = {"type": "string", "nullable": True}
         if request:
             schema |= _shape(field, region)
-    parts = [field.description or "", _SHAPE_TEXT.get(field.shape, "") if request else ""]
+    parts = [field.description or "", _shape_text(field) if request else ""]
     if description := ". ".join(p for p in parts if p):
         schema["description"] = description
     return schema
@@ -193,7 +218,8 @@ def _request_body(op: Operation, leave_out: frozenset[str], region: str) -> dict
 def _statuses(op: Operation, path_params: set[str]) -> list[str]:
     """The errors the operation may answer, from its declaration: every one may be refused
     (400, 413, 415), unauthenticated (401, 403) or meet Redis away (503); one naming a
-    session may not find it (404); one changing a session may find it ended (409)."""
+    session may not find it (404); one changing a session may find it ended (409); and
+    whatever else it declares (`Operation.errors`)."""
     names = {f.name for f in op.request.fields}
     statuses = ["400", "401", "403"]
     if "sessionId" in names:
@@ -202,7 +228,8 @@ def _statuses(op: Operation, path_params: set[str]) -> list[str]:
         statuses.append("405")
     if op.conflicts:
         statuses.append("409")
-    return [*statuses, "413", "415", "503"]
+    statuses += ["413", "415", "503"]
+    return sorted({*statuses, *op.errors})
 
 
 def _error(status: str, description: str | None = None) -> dict[str, Any]:
@@ -232,7 +259,7 @@ def _responses(op: Operation, path_params: set[str]) -> dict[str, Any]:
             }
         }
     for status in _statuses(op, path_params):
-        responses[status] = _error(status)
+        responses[status] = _error(status, op.errors.get(status))
     return responses
 
 
@@ -291,7 +318,7 @@ def _operation(op: Operation, route: bool, region: str) -> dict[str, Any]:
         "operationId": op.request.name if route else None,
         "summary": op.summary,
         "description": description,
-        "tags": ["sessions"],
+        "tags": [op.tag],
         "parameters": params,
         "responses": _responses(op, names),
         "security": [{"bearerAuth": []}],
@@ -505,6 +532,8 @@ def _py_type(field: Field) -> str:
         return f"Optional[List[{kind[5:]}]] = None"
     if kind.startswith("dict:"):
         return "Optional[Dict[str, str]] = None"
+    if kind.startswith("dto:"):
+        return f"Optional[{kind[4:]}] = None"
     return "Optional[str] = None"
 
 

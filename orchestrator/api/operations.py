@@ -8,8 +8,8 @@ same declarations.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -18,16 +18,18 @@ from starlette.routing import Route, request_response
 from starlette.types import Receive, Scope, Send
 
 from orchestrator import apikeys, metrics
-from orchestrator.api import members, sessions
+from orchestrator.api import agents, members, sessions
 from orchestrator.api.authn import USER_ROLE, authenticate
 from orchestrator.api.binding import Value, read_dto
 from orchestrator.api.responses import dto_response
 from orchestrator.dto import (
     ADD_CONFERENCE_MEMBER_DTO,
+    APP_CONFIG_DTO,
     DELETE_CHAT_MEMBER_DTO,
     END_SESSION_DTO,
     GET_ACTIVE_SESSIONS_DTO,
     GET_ACTIVE_SESSIONS_RESPONSE_DTO,
+    GET_APP_CONFIG_DTO,
     GET_SESSION_DTO,
     HOLD_SESSION_DTO,
     INVITE_CHAT_MEMBER_DTO,
@@ -60,6 +62,10 @@ class Operation:
     twilio: str = ""
     # It changes a session, so it may answer 409: the session has ended, or the member left.
     conflicts: bool = False
+    # The API document's group for it.
+    tag: str = "sessions"
+    # Errors it answers beyond those every operation may, or in other cases: status -> when.
+    errors: Mapping[str, str] = field(default_factory=dict)
 
 
 OPERATIONS = (
@@ -175,11 +181,27 @@ OPERATIONS = (
         sessions.list_sessions,
         summary="The account's sessions still kept (ended ones for seven days), a page at a time",
     ),
+    Operation(
+        GET_APP_CONFIG_DTO,
+        APP_CONFIG_DTO,
+        "GET",
+        "/app/config",
+        agents.get_app_config,
+        summary="The softphone's configuration: a Twilio access token for the key's user, "
+        "the Client identity it registers under, and the agent's state",
+        tag="agents",
+        errors={
+            "403": "The key lacks the required role, or acts as no user (a softphone is a user's)",
+            "503": "State store unavailable; retry. Or `NotConfigured`: the server lacks "
+            "settings that sign access tokens (the message names them); Retry-After is "
+            "longer then, as only an operator's restart changes it",
+        },
+    ),
 )
 _BY_NAME = {op.request.name.lower(): op for op in OPERATIONS}
 PREDEFINED_PREFIXES = ("/api", "/json/reply", "/jsv/reply")
 # "/sessions." too: ListSessions' route takes a format suffix as well (/sessions.jsv).
-API_PREFIXES = ("/sessions/", "/sessions.", *(p + "/" for p in PREDEFINED_PREFIXES))
+API_PREFIXES = ("/sessions/", "/sessions.", "/app/", *(p + "/" for p in PREDEFINED_PREFIXES))
 
 
 def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import redis
 
-from orchestrator import logs, provision, redis_client
+from orchestrator import dial_policy, logs, provision, redis_client
 from orchestrator.api.authn import USER_ROLE
 from orchestrator.launch import wait_until
 from orchestrator.phone import InvalidPhoneNumber, normalise
@@ -51,6 +51,8 @@ are named in one run:
     TWILIO_API_BASE_URL        Twilio's REST API [https://api.twilio.com]
     DEFAULT_CALLER_ID          caller id of dials the session does not give one
     PHONE_DEFAULT_REGION       region of numbers given without +country [US]
+    DIAL_COUNTRIES             countries dials may reach, e.g. US,CA, unless the
+                               account has its own [PHONE_DEFAULT_REGION]
     TWILIO_CPS                 dials per second, across all workers [1]
     DIAL_RETRY_BACKOFF         seconds between a dial's retries [0,2,4,8,16,30]
     DIAL_JOB_TIMEOUT           seconds one dial attempt may take [30]
@@ -62,6 +64,10 @@ are named in one run:
     EVENT_HEARTBEAT_SECONDS    keep-alive of idle event streams [15]
     EVENT_BUFFER               events a stream may fall behind [1000]
     SESSION_RETENTION_SECONDS, EVENT_RETENTION_SECONDS  [604800, 3600]
+    TWILIO_API_KEY_SID, TWILIO_API_KEY_SECRET  the API key (SK...) that signs agents'
+                               access tokens (GetAppConfig answers 503 without them)
+    TWILIO_TWIML_APP_SID       the TwiML App (AP...) of agents' softphones
+    ACCESS_TOKEN_TTL           seconds an agent's access token lives [3600]
 
 Redis unreachable at start or later: no process exits. The web process listens
 and answers 503 with Retry-After (and /ready says not ready) until Redis answers;
@@ -215,6 +221,22 @@ def cmd_accounts_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dial_countries(text: str) -> tuple[str, ...] | None:
+    """`--dial-countries`: codes such as US,CA (any case), or `default` for DIAL_COUNTRIES;
+    refused (exit 2) before anything is stored."""
+    if text.strip().lower() == "default":
+        return None
+    try:
+        return dial_policy.parse_countries(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; or `default` for DIAL_COUNTRIES") from None
+
+
+def cmd_accounts_update(args: argparse.Namespace) -> int:
+    print(provision.set_dial_countries(_redis(), args.account, args.dial_countries))
+    return 0
+
+
 def cmd_numbers_add(args: argparse.Namespace) -> int:
     try:
         e164 = normalise(args.number, os.environ.get("PHONE_DEFAULT_REGION", "US"))
@@ -300,10 +322,20 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     worker.set_defaults(func=cmd_worker)
 
-    accounts = actions("accounts", "create accounts (what API keys, numbers and users belong to)")
+    accounts = actions(
+        "accounts", "create and update accounts (what API keys, numbers and users belong to)"
+    )
     create = accounts("create", "create an account; prints its id")
     create.add_argument("name")
     create.set_defaults(func=cmd_accounts_create)
+    update = accounts("update", "change an account's settings; prints its id")
+    update.add_argument("account", metavar="ACCOUNT", help="the account's id (acc_...)")
+    update.add_argument(
+        "--dial-countries", required=True, type=_dial_countries, metavar="CODES",
+        help="the countries its dials may reach, e.g. US,CA (ISO 3166, any case), replacing "
+        "DIAL_COUNTRIES for it; `default` goes back to DIAL_COUNTRIES",
+    )  # fmt: skip
+    update.set_defaults(func=cmd_accounts_update)
 
     numbers = actions("numbers", "give an account phone numbers its customers call")
     add = numbers("add", "give an account a phone number; prints it (E.164)")

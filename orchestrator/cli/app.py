@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from orchestrator import apikeys, jobs, metrics, redis_client
+from orchestrator import apikeys, dial_policy, jobs, metrics, redis_client
 from orchestrator.api import console, metadata, operations, streams
 from orchestrator.api.formats import FormatSuffixMiddleware
 from orchestrator.api.hub import Hub
@@ -199,4 +199,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.validator = RequestValidator(settings.twilio_auth_token)
     app.state.keys = apikeys.KeyCache()
+    app.state.dial_countries = dial_policy.CountryCache()
     return app

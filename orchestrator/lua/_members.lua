@@ -61,6 +61,8 @@ local function add_member(sid, account, kind, ref, mid, now, caller, actor_name,
     local uid = redis.call('GET', userrefkey(account, ref))
     if not uid then return 'nouser' end
     local u = redis.call('HMGET', userkey(uid), 'name', 'email', 'avatarUrl')
+    -- A user's Client identity is its id (tokens.client_identity), the identity of
+    -- the access token its softphone registers with (docs/api.md, GetAppConfig).
     to = 'client:' .. uid
     fields = {'identity', uid, 'endpointId', uid, 'displayName', u[1] or u[2] or uid, 'role', 'Agent'}
     if u[3] then table.insert(fields, 'avatarUrl'); table.insert(fields, u[3]) end

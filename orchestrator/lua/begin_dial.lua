@@ -46,4 +46,7 @@ local held = tonumber(redis.call('HGET', m, '_lease') or '0')
 if held > clock then return {'skip', 'busy'} end
 redis.call('HSET', m, '_lease', tostring(clock + lease))
 local attempt = redis.call('HINCRBY', m, '_attempts', 1)
+-- When the first attempt went to Twilio (Redis's clock, seconds): a retry looks for the
+-- call it may have placed among the calls started since (workers/dial.py).
+if attempt == 1 then redis.call('HSET', m, '_dialAt', tostring(clock)) end
 return {'dial', f[3], from, tostring(attempt)}

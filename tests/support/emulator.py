@@ -35,6 +35,7 @@ from twilio.rest import Client
 
 from emulator.app import create_app
 from orchestrator.launch import Process, free_port, python, wait_http, wait_until
+from tests.support import net
 
 ACCOUNT_SID = "AC" + "5e" * 16
 AUTH_TOKEN = "emulator-test-token"
@@ -215,7 +216,7 @@ def emu_server(emu_receiver: tuple[EmuReceiver, str]) -> Iterator[str]:
 @pytest.fixture
 def emu_url(emu_server: str) -> str:
     """The emulator's base URL, reset to a blank state for this test."""
-    assert httpx.post(f"{emu_server}/_emulator/reset").status_code == 200
+    assert net.post(f"{emu_server}/_emulator/reset").status_code == 200
     return emu_server
 
 
@@ -240,7 +241,7 @@ def emu_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/_emulator/health", [process], timeout=15)
-        assert httpx.get(f"{url}/_emulator/health", timeout=1).json() == {"ok": True}
+        assert net.get(f"{url}/_emulator/health", timeout=1).json() == {"ok": True}
         yield url
     finally:
         process.stop()
@@ -251,7 +252,7 @@ def emu_cli_url(emu_cli: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The subprocess emulator, reset; TWILIO_REGION/EDGE unset for clients built in the test."""
     monkeypatch.delenv("TWILIO_REGION", raising=False)
     monkeypatch.delenv("TWILIO_EDGE", raising=False)
-    assert httpx.post(f"{emu_cli}/_emulator/reset").status_code == 200
+    assert net.post(f"{emu_cli}/_emulator/reset").status_code == 200
     return emu_cli
 
 
@@ -298,7 +299,7 @@ def emu_dial(
 
 
 def emu_get(url: str, path: str) -> httpx.Response:
-    return httpx.get(f"{url}/_emulator/{path}", timeout=5)
+    return net.get(f"{url}/_emulator/{path}", timeout=5)
 
 
 def emu_wait_status(url: str, call_sid: str, status: str) -> dict[str, Any]:
@@ -312,7 +313,7 @@ def emu_wait_status(url: str, call_sid: str, status: str) -> dict[str, Any]:
 
 
 def emu_api(url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(
+    return net.request(
         method,
         f"{url}/2010-04-01/Accounts/{ACCOUNT_SID}/{path}",
         auth=(ACCOUNT_SID, AUTH_TOKEN),

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from orchestrator.launch import wait_until
+from tests.support import net
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class EventStream:
         self.status: int | None = None
         self.body = b""
         self.ended = threading.Event()
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout, read=None))
+        self._client = net.client(timeout=httpx.Timeout(timeout, read=None))
         self._request = self._client.build_request("GET", url, headers=headers)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._opened = threading.Event()

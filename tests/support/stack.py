@@ -19,6 +19,7 @@ import redis
 
 from orchestrator import keys, redis_client, redis_server
 from orchestrator.launch import Process, Service, free_port, python, wait_http, wait_until
+from tests.support import net
 from tests.support.accounts import random_number
 
 ACCOUNT_SID = "AC" + "7e57" * 8
@@ -103,12 +104,12 @@ class Stack:
     def client(self, key: str | None = None) -> httpx.Client:
         """An API client, authenticated with `key` when there is one."""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
+        return net.client(base_url=self.base_url, headers=headers, timeout=10)
 
     def incoming_call(self, from_: str, to: str) -> dict[str, Any]:
         """A caller dials `to`: the emulator places the call and Twilio's voice webhook
         opens a session; returns the emulator's record of the call."""
-        response = httpx.post(
+        response = net.post(
             f"{self.emulator_url}/_emulator/incoming", data={"From": from_, "To": to}, timeout=10
         )
         assert response.status_code == 200, response.text
@@ -116,7 +117,7 @@ class Stack:
 
     def emulator(self, path: str, method: str = "GET", **kwargs: Any) -> httpx.Response:
         """A request to the emulator's own control API (docs/emulator.md)."""
-        return httpx.request(method, f"{self.emulator_url}/_emulator/{path}", timeout=10, **kwargs)
+        return net.request(method, f"{self.emulator_url}/_emulator/{path}", timeout=10, **kwargs)
 
     def creates(self, label: str) -> int:
         """How many calls the emulator was asked to place for the member `label`."""

@@ -14,6 +14,7 @@ from twilio.request_validator import RequestValidator
 
 from orchestrator import keys, store
 from orchestrator.scripts import AsyncScripts
+from tests.support import net
 from tests.support.accounts import Account, random_number
 from tests.support.scripts import run
 from tests.support.stack import Stack
@@ -31,7 +32,7 @@ def post(
     if signature is None:
         signature = RequestValidator(stack.auth_token).compute_signature(url, params)
     headers = {"X-Twilio-Signature": signature} if signature else {}
-    return httpx.post(url, data=params, headers=headers, timeout=10)
+    return net.post(url, data=params, headers=headers, timeout=10)
 
 
 def seed(stack: Stack, account: Account, members: int = 1) -> tuple[str, list[str]]:
