@@ -31,11 +31,9 @@ from emulator.configuration import (
 )
 from emulator.errors import bad_request, not_found
 from emulator.resources import (
-    account_uri,
     application_json,
     incoming_phone_number_json,
     key_json,
-    page_json,
 )
 from emulator.rest import API_PREFIX, TwilioApi, _twilio
 
@@ -61,21 +59,6 @@ class ConfigurationApi:
             raise not_found(request.url.path)
         return found
 
-    def _list(
-        self, request: Request, key: str, leaf: str, records: list, filters: list
-    ) -> Response:
-        page, page_size = forms.paging(request.query_params)
-        body = page_json(
-            key,
-            records,
-            f"{account_uri(self.account_sid)}/{leaf}",
-            page,
-            page_size,
-            filters=filters,
-            page_token=request.query_params.get("PageToken"),
-        )
-        return JSONResponse(body)
-
     # ------------------------------------------------------------------ keys
 
     @_twilio
@@ -89,7 +72,7 @@ class ConfigurationApi:
     async def list_keys(self, request: Request) -> Response:
         """The account's keys, newest first, never with a secret."""
         records = [key_json(k) for k in reversed(self.directory.keys.values())]
-        return self._list(request, "keys", "Keys.json", records, [])
+        return self.api.page(request, "keys", "Keys.json", records, [])
 
     @_twilio
     async def fetch_key(self, request: Request) -> Response:
@@ -136,7 +119,7 @@ class ConfigurationApi:
             if name is None or a.friendly_name == name
         ]
         filters = [("FriendlyName", name)] if name is not None else []
-        return self._list(request, "applications", "Applications.json", records, filters)
+        return self.api.page(request, "applications", "Applications.json", records, filters)
 
     @_twilio
     async def fetch_application(self, request: Request) -> Response:
@@ -232,7 +215,7 @@ class ConfigurationApi:
             for k in ("Beta", "FriendlyName", "PhoneNumber", "Origin")
             if (v := query.get(k)) is not None
         ]
-        return self._list(
+        return self.api.page(
             request, "incoming_phone_numbers", "IncomingPhoneNumbers.json", records, filters
         )
 

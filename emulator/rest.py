@@ -113,6 +113,30 @@ class TwilioApi:
         if request.path_params.get("account_sid") != self.account_sid:
             raise not_found(request.url.path)
 
+    def page(
+        self,
+        request: Request,
+        key: str,
+        leaf: str,
+        records: list,
+        filters: list[tuple[str, str]],
+        sid_key: str = "sid",
+    ) -> Response:
+        """One page of a list answer, as every Twilio list pages: the `PageSize`/`Page`/
+        `PageToken` of the request, its filters kept in every page URI."""
+        page, page_size = forms.paging(request.query_params)
+        body = page_json(
+            key,
+            records,
+            f"{account_uri(self.account_sid)}/{leaf}",
+            page,
+            page_size,
+            filters=filters,
+            page_token=request.query_params.get("PageToken"),
+            sid_key=sid_key,
+        )
+        return JSONResponse(body)
+
     def _conference(self, request: Request) -> Conference:
         """Conferences fetch/update: ``{Sid}`` is a ``CF`` sid; anything else is 404."""
         sid = request.path_params["conference"]
@@ -241,25 +265,20 @@ class TwilioApi:
     async def list_participants(self, request: Request) -> Response:
         """Current participants, filtered by ``Muted``/``Hold``/``Coaching`` when given."""
         conference = self._participants_conference(request)
-        page, page_size = forms.paging(request.query_params)
         wanted = forms.participant_filters(request.query_params)
         records = [
             participant_json(self.account_sid, call)
             for call in conference.participants()
             if all(getattr(call, attribute) == value for _, attribute, value in wanted)
         ]
-        uri = f"{account_uri(self.account_sid)}/Conferences/{conference.sid}/Participants.json"
-        body = page_json(
+        return self.page(
+            request,
             "participants",
+            f"Conferences/{conference.sid}/Participants.json",
             records,
-            uri,
-            page,
-            page_size,
-            filters=[(key, "true" if value else "false") for key, _, value in wanted],
-            page_token=request.query_params.get("PageToken"),
+            [(key, "true" if value else "false") for key, _, value in wanted],
             sid_key="call_sid",
         )
-        return JSONResponse(body)
 
     @_twilio
     async def fetch_participant(self, request: Request) -> Response:
@@ -306,7 +325,6 @@ class TwilioApi:
 
     @_twilio
     async def list_conferences(self, request: Request) -> Response:
-        page, page_size = forms.paging(request.query_params)
         name = request.query_params.get("FriendlyName")
         status = request.query_params.get("Status")
         records = [
@@ -315,17 +333,7 @@ class TwilioApi:
             if (name is None or c.friendly_name == name) and (status is None or c.status == status)
         ]
         filters = [(k, v) for k, v in (("FriendlyName", name), ("Status", status)) if v is not None]
-        uri = f"{account_uri(self.account_sid)}/Conferences.json"
-        body = page_json(
-            "conferences",
-            records,
-            uri,
-            page,
-            page_size,
-            filters=filters,
-            page_token=request.query_params.get("PageToken"),
-        )
-        return JSONResponse(body)
+        return self.page(request, "conferences", "Conferences.json", records, filters)
 
     @_twilio
     async def fetch_conference(self, request: Request) -> Response:
@@ -352,7 +360,6 @@ class TwilioApi:
         """Every call of the account, newest first, ended ones included (unlike participants,
         Twilio keeps a call's record), narrowed by ``To``, ``From``, ``ParentCallSid``,
         ``Status`` and the ``StartTime``/``EndTime`` filters (``forms.call_list_filters``)."""
-        page, page_size = forms.paging(request.query_params)
         exact, times, given = forms.call_list_filters(request.query_params)
         records = [
             call_json(self.account_sid, call)
@@ -366,16 +373,7 @@ class TwilioApi:
                 for f in times
             )
         ]
-        body = page_json(
-            "calls",
-            records,
-            f"{account_uri(self.account_sid)}/Calls.json",
-            page,
-            page_size,
-            filters=given,
-            page_token=request.query_params.get("PageToken"),
-        )
-        return JSONResponse(body)
+        return self.page(request, "calls", "Calls.json", records, given)
 
     @_twilio
     async def fetch_call(self, request: Request) -> Response:

@@ -237,12 +237,11 @@ def test_twilio_faults_are_retried_without_a_storm(
     assert creates["attempts"] == 1 + needed_retries
 
 
-def test_a_lost_create_answer_on_a_call_that_ended_before_the_retry_is_not_redialled(
+def _busy_member_whose_create_answer_is_late(
     own_redis: redis_server.RedisServer, own_stack: OwnStacks
-) -> None:
-    """Twilio made the call but its answer never reached the worker, and the callee was
-    busy before the retry ran: Twilio no longer lists that participant, so only the leg's
-    own callbacks can tell the retry that the member was dialled."""
+) -> tuple[Stack, str, str]:
+    """A busy callee invited while Twilio holds its create's answer past the worker's
+    request timeout (so the worker retries the dial): the stack, session and member."""
     stack = own_stack(
         own_redis.url,
         # Twilio requests time out after 0.8 s; the retry follows 3 to 6 s later.
@@ -252,7 +251,16 @@ def test_a_lost_create_answer_on_a_call_that_ended_before_the_retry_is_not_redia
     (sid,) = stack.open_sessions(account.number, 1)
     stack.emulator("faults", "POST", data={"mode": "delay", "seconds": "2", "count": "1"})
     busy = random_number()[:-4] + "0001"
-    mid = stack.add_member(account.key, sid, busy)
+    return stack, sid, stack.add_member(account.key, sid, busy)
+
+
+def test_a_lost_create_answer_on_a_call_that_ended_before_the_retry_is_not_redialled(
+    own_redis: redis_server.RedisServer, own_stack: OwnStacks
+) -> None:
+    """Twilio made the call but its answer never reached the worker, and the callee was
+    busy before the retry ran: Twilio no longer lists that participant, so only the leg's
+    own callbacks can tell the retry that the member was dialled."""
+    stack, sid, mid = _busy_member_whose_create_answer_is_late(own_redis, own_stack)
     r = stack.redis
     member = keys.member(sid, mid)
     wait_until(lambda: r.hget(member, "_rank") == "3", 20, "the busy callee's callbacks")
@@ -281,16 +289,7 @@ def test_a_lost_create_answer_on_a_call_whose_callbacks_were_lost_too_is_found_i
     and not one of the leg's callbacks reached the service (refused past all of Twilio's
     retries): the participant list no longer shows the leg, but Twilio's Calls list keeps
     it. The retry finds it there and records it instead of dialling a second time."""
-    stack = own_stack(
-        own_redis.url,
-        # Twilio requests time out after 0.8 s; the retry follows 3 to 6 s later.
-        env={"DIAL_JOB_TIMEOUT": "4", "DIAL_RETRY_BACKOFF": "3,3"},
-    )
-    account = new_account(own_redis.url)
-    (sid,) = stack.open_sessions(account.number, 1)
-    stack.emulator("faults", "POST", data={"mode": "delay", "seconds": "2", "count": "1"})
-    busy = random_number()[:-4] + "0001"
-    mid = stack.add_member(account.key, sid, busy)
+    stack, sid, mid = _busy_member_whose_create_answer_is_late(own_redis, own_stack)
     # The create is being answered late (its call plays once the answer is out): from now
     # on the app is unreachable for every callback, retries included.
     wait_until(lambda: stack.emulator("creates").json()["attempts"] == 1, 10, "the create")
