@@ -17,6 +17,7 @@ so a `Renderer` keeps those it has read and asks Redis only for new ones.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -107,6 +108,10 @@ class Renderer:
         self._limit = sessions
         self._idle = idle_seconds
         self._seen: OrderedDict[str, _Seen] = OrderedDict()
+        # One render at a time: the live reader and a resuming stream's replay share what
+        # was read, and two renders reading the same new log lines at once would both
+        # append them (each reads from what the other has not appended yet).
+        self._rendering = asyncio.Lock()
 
     def forget(self) -> None:
         self._seen.clear()
@@ -129,6 +134,10 @@ class Renderer:
 
     async def render(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Event]:
         """The entries as events, after one round trip for what is new to this renderer."""
+        async with self._rendering:
+            return await self._render(entries)
+
+    async def _render(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Event]:
         decoded = []
         logs: dict[str, tuple[_Seen, int]] = {}
         versions: dict[str, tuple[_Seen, set[bytes]]] = {}

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator import keys
+from orchestrator import keys, provision
 from orchestrator.launch import wait_until
 from tests.support.accounts import Account, random_number
 from tests.support.cli import cli
@@ -167,3 +167,24 @@ def test_malformed_dial_countries_stop_the_web_process_naming_it() -> None:
     result = cli("web", env=env)
     assert result.returncode == 2
     assert "orchestrator: DIAL_COUNTRIES: 'XX': not a country code" in result.stderr
+
+
+def test_a_user_whose_email_starts_like_a_number_is_dialled_as_the_user(
+    stack: Stack, account: Account
+) -> None:
+    """The dial check is for numbers: a member named by email is a user, whatever the
+    email's first character (a schemathesis run found "+1855...@..." refused as a number)."""
+    email = f"+1900{random_number()[-7:]}@example.com"
+    r = stack.redis
+    uid = provision.add_user(r, email, account.id, name="Plus Agent")
+    sid = open_session(stack, account)
+    response = post(stack, account, INVITE, sid, {"memberToAdd": email})
+    assert response.status_code == 200, response.text
+    [member] = [m for m in response.json()["members"] if m["identity"] == uid]
+    assert member["role"] == "Agent"
+
+    def dialled() -> list[dict[str, Any]]:
+        calls = stack.emulator("calls").json()["calls"]
+        return [c for c in calls if c["conferenceName"] == sid and c["to"] == f"client:{uid}"]
+
+    wait_until(dialled, 10, "the user's dial")

@@ -109,7 +109,7 @@ async def add_member(
             target = member_target(member_field, member_text, settings.phone_region)
         except ApiError as exc:
             errors += exc.errors
-    if target is not None and dial_policy.is_number(target[1]):
+    if target is not None and target[0] == "phone":
         why = await dial_refusal(request, principal.account_id, target[1])
         if why is not None:
             errors.append(field_error(member_field, "DialNotAllowed", f"{{field}}: {why}."))
