@@ -669,14 +669,23 @@ class CheckingHttpClient(TwilioHttpClient):
         return response
 
 
-def test_the_official_client_gets_twilios_answers(
+def official_client(
     world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[Client, CheckingHttpClient]:
+    """The twilio library's client pointed at the emulator (no region or edge rewriting
+    its host), every answer checked against Twilio's description as it arrives."""
     monkeypatch.delenv("TWILIO_REGION", raising=False)
     monkeypatch.delenv("TWILIO_EDGE", raising=False)
     checking = CheckingHttpClient(world.check)
     client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=checking)
     client.api.base_url = world.url
+    return client, checking
+
+
+def test_the_official_client_gets_twilios_answers(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, checking = official_client(world, monkeypatch)
     conference = client.conferences(world.conference_sid)
 
     carol = client.conferences(world.name).participants.create(
@@ -702,11 +711,7 @@ def test_the_official_client_gets_twilios_answers_for_calls_keys_apps_and_number
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One call per resource the way the worker and ``orchestrator twilio setup`` make it."""
-    monkeypatch.delenv("TWILIO_REGION", raising=False)
-    monkeypatch.delenv("TWILIO_EDGE", raising=False)
-    checking = CheckingHttpClient(world.check)
-    client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=checking)
-    client.api.base_url = world.url
+    client, checking = official_client(world, monkeypatch)
     account = client.api.v2010.account
 
     world.request("DELETE", world.path(OPERATIONS["DeleteParticipant"], CallSid="bob"))
