@@ -40,17 +40,23 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--no-profile", action="store_true", help="skip py-spy even if installed")
     p.add_argument(
         "--only",
-        choices=["control", "events"],
-        help="only this section (control: with B0, in the same runs); RESULTS.md then goes "
+        choices=["control", "events", "agents"],
+        help="only this section (control, agents: with B0, in the same runs); RESULTS.md goes "
         "to the work directory unless --output is given",
     )
-    p.add_argument("--skip", choices=["control", "events"], help="leave this section out")
+    p.add_argument("--skip", choices=["control", "events", "agents"], help="leave this section out")
     a = p.parse_args(argv)
     if a.only and a.skip == a.only:
         p.error("--only and --skip name the same section")
     # A partial run goes to the work directory: it does not overwrite bench/RESULTS.md.
     output = a.output or (None if a.only else Path("bench/RESULTS.md"))
-    o = Options(output=output, only=a.only, control=a.skip != "control", events=a.skip != "events")
+    o = Options(
+        output=output,
+        only=a.only,
+        control=a.skip != "control",
+        events=a.skip != "events",
+        agents=a.skip != "agents",
+    )
     if a.quick:
         o.runs, o.duration, o.rss_requests, o.memory_sessions, o.retries = 1, 1.0, 3000, 100, 0
     o.runs = a.runs if a.runs is not None else o.runs

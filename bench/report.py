@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import agents as ag
 from bench import capacity, control, soak
 from bench import events as ev
 from bench.suite import Options, Results, Sample
@@ -196,6 +197,7 @@ def targets(results: Results) -> list[Target]:
     out.append(Target(f"web RSS growth < 10% over {requests:,} requests", growth, 10, True, "%"))
     out += control_targets(results)
     out += events_targets(results)
+    out += agents_targets(results)
     return out
 
 
@@ -298,6 +300,22 @@ def figures(results: Results) -> list[str]:
     return table(header, rows)
 
 
+TARGET_COLUMNS = ("target", "measured (median)", "limit", "verdict")
+
+
+def _target_rows(ts: list[Target]) -> list[tuple[str, ...]]:
+    rows = []
+    for t in ts:
+        count = t.digits == 0 and not math.isnan(t.value)  # a count: "0", limit "< 1"
+        value = f"{t.value:,.0f}" if count else _num(t.value, 2)
+        limit = f"{'<' if t.below else '≥'} {t.limit:g}" if t.digits == 0 else f"{t.limit:g}"
+        shown = f"{value} {t.shown}".strip(), f"{limit} {t.shown}".strip()
+        if math.isnan(t.limit):
+            shown = shown[0], "-"
+        rows.append((t.name, *shown, t.verdict))
+    return rows
+
+
 def render(results: Results, env: dict[str, str], command: str) -> str:
     o = results.options
     f = results.facts
@@ -319,16 +337,7 @@ def render(results: Results, env: dict[str, str], command: str) -> str:
         "## Targets",
         "",
     ]
-    rows = []
-    for t in targets(results):
-        count = t.digits == 0 and not math.isnan(t.value)  # a count: "0", limit "< 1"
-        value = f"{t.value:,.0f}" if count else _num(t.value, 2)
-        limit = f"{'<' if t.below else '≥'} {t.limit:g}" if t.digits == 0 else f"{t.limit:g}"
-        shown = f"{value} {t.shown}".strip(), f"{limit} {t.shown}".strip()
-        if math.isnan(t.limit):
-            shown = shown[0], "-"
-        rows.append((t.name, *shown, t.verdict))
-    lines += table(("target", "measured (median)", "limit", "verdict"), rows)
+    lines += table(TARGET_COLUMNS, _target_rows(targets(results)))
     lines += ["", "## Figures", "", *figures(results), ""]
     if any(x.exhausted for v in results.samples.values() for x in v):
         lines += ["\\* some runs used up their pre-built requests before the time was up.", ""]
@@ -353,6 +362,7 @@ def render(results: Results, env: dict[str, str], command: str) -> str:
             "",
         ]
     lines += _control(results)
+    lines += _agents(results)
     lines += _events(results)
     lines += _memory(f.get("memory"))
     lines += _rss(f.get("rss"))
@@ -489,6 +499,169 @@ def _control(results: Results) -> list[str]:
         )  # fmt: skip
         lines += [*table(header, rows), ""]
     return lines
+
+
+# --- agents' calls (bench/agents.py) -----------------------------------------------------------
+
+AGENTS_HEADING = "## Agents' calls"
+# Every target of the section starts with one of these (`--splice` replaces such rows).
+AGENTS_TARGETS = ("GetAppConfig ", "softphone call: ", "click to call: ", "agents' calls: ")
+AGENTS_CALLS = (
+    (
+        ag.SOFTPHONE,
+        ag.JOIN,
+        "softphone call: the agent's participant-join callback sent → emulator accepts the "
+        "destination's participant create",
+    ),
+    (
+        ag.CLICK,
+        ag.CLICK_REQUESTS,
+        "click to call: NewOutgoingSession 200 → emulator accepts the agent's participant create",
+    ),
+)
+
+
+def agents_targets(results: Results) -> list[Target]:
+    """Agents' calls: GetAppConfig against B0, each call's first leg at Twilio fast, and
+    every request answered 2xx with every create arriving."""
+    s = results.samples
+    keys = [ag.APP_CONFIG] + [k for k, _, _ in AGENTS_CALLS]
+    if not any(s.get(k) for k in keys):
+        return []
+    ratio = paired(s.get(ag.APP_CONFIG, []), s.get(f"1p:{B0}", []), "rps")
+    out = [
+        Target(
+            "GetAppConfig req/s ≥ 0.5 x B0 (web x1, 32 connections, keys of 100 users, an "
+            "access token minted per request)",
+            ratio,
+            0.5,
+            False,
+            "x",
+        )
+    ]
+    for key, _, what in AGENTS_CALLS:
+        name = f"{what}, p50 < 10 ms ({ag.RATE:g} calls/s, worker running)"
+        out.append(Target(name, median(s.get(key, []), "p50"), 10, True, "ms"))
+    errors = [x.errors for k in keys for x in s.get(k, [])]
+    out.append(
+        Target(
+            "agents' calls: answers other than 2xx, and participant creates that never reached "
+            "the emulator",
+            float(sum(errors)) if errors else math.nan,
+            1,
+            True,
+            "",
+            digits=0,
+        )
+    )
+    return out
+
+
+def _agents(results: Results, provenance: str = "") -> list[str]:
+    """The agents' calls section: GetAppConfig against B0, then the two calls' latency."""
+    s = results.samples
+    base = s.get(f"1p:{B0}", [])
+    if not s.get(ag.APP_CONFIG) and not any(s.get(k) for k, _, _ in AGENTS_CALLS):
+        return []
+    lines = [AGENTS_HEADING, ""]
+    if provenance:
+        lines += [provenance, ""]
+    lines += [
+        "**GetAppConfig**: one web process, closed loop at 32 connections, the worker stopped, "
+        f"against B0 of the same run. `GET {ag.APP_CONFIG_ROUTE}` with the keys of "
+        f"{ag.USERS} users of one account, round robin; every answer mints a Twilio access "
+        "token (the `twilio` library's AccessToken, HS256) with the API key and TwiML App "
+        "that `orchestrator twilio setup` made at the emulator when the stack started.",
+        "",
+    ]
+    rows = []
+    for label, samples in (
+        ("B0 floor (bare route, parse form, 1 HSET)", base),
+        (f"GetAppConfig: `GET {ag.APP_CONFIG_ROUTE}`", s.get(ag.APP_CONFIG, [])),
+    ):
+        if samples:
+            errors = sum(x.errors for x in samples)
+            rows.append([label, *_sample_cells(samples, base), errors])
+    lines += [*table(("load", *SAMPLE_COLUMNS, "non-2xx"), rows), ""]
+    lines += [
+        f"**Calls** at a steady {ag.RATE:g}/s, worker running, each run after 5 untimed "
+        "calls of each kind; the emulator's accept time is its `GET /_emulator/creates` "
+        "time of the participant create with the expected label (the member id; one "
+        "machine, one clock).",
+        "",
+        "- *Softphone call*: the web driven as Twilio drives it, every request signed with "
+        "the auth token. First, untimed, each call's voice webhook (`POST /twilio/voice`, "
+        "`From=client:<user id>`, `To` a number, `Direction=inbound`): the service creates "
+        "the outgoing session and answers TwiML joining the agent's leg to the conference "
+        "named after it. Then, at the steady rate, each agent leg's conference-status "
+        "`participant-join` (`FriendlyName` the session, `CallSid` the softphone's), which "
+        "releases the destination's dial job. Timed from when the generator sends the join "
+        "callback (its due time in the open loop: the web receiving it) to the emulator "
+        "accepting the destination's create. The web is driven directly, not through the "
+        "emulator's softphones, so the interval starts exactly when the web gets the "
+        "callback rather than when the emulator logged sending it.",
+        '- *Click to call*: `POST /sessions/outgoing` `{"numberToDial"}` with a user\'s '
+        "key; timed from its 200 to the emulator accepting the agent's participant create "
+        "(label: the session's first member, the agent). No softphone is registered at the "
+        "emulator, so the agent's leg rings unanswered and the destination is never dialled.",
+        "",
+    ]
+    rows = []
+    for key, requests_key, what in AGENTS_CALLS:
+        samples = s.get(key, [])
+        if not samples:
+            continue
+        sent = s.get(requests_key, [])
+        rows.append(
+            [
+                what,
+                str(sum(x.count for x in samples)),
+                _spread(samples, "p50"),
+                _spread(samples, "p99"),
+                _num(median(sent, "p50"), 2),
+                _num(median(samples, "to_start"), 2),
+                _num(median(samples, "to_accept"), 2),
+                _num(median(samples, "to_end"), 2),
+                sum(x.errors for x in samples),
+                _cpu(sent),
+            ]
+        )
+    header = (
+        "call", "calls timed", "p50 ms (min / **median** / max)", "p99 ms",
+        "the request's own answer, p50 ms", "200 → RQ job started (median ms)",
+        "job started → create accepted", "accepted → job ended",
+        "non-2xx + creates missing", "CPU: web / Redis / generator / not ours",
+    )  # fmt: skip
+    lines += [*table(header, rows), ""]
+    return lines
+
+
+def splice(text: str, results: Results, env: dict[str, str], command: str) -> str:
+    """`text` (a RESULTS.md) with its agents' target rows and section replaced by those of
+    `results` (a run of `python -m bench --only agents`), the rest left as it was: the
+    section says which run it comes from."""
+    lines = text.split("\n")
+    lines = [x for x in lines if not any(x.startswith(f"| {n}") for n in AGENTS_TARGETS)]
+    head = lines.index("## Targets")
+    end = next(i for i in range(head + 3, len(lines)) if not lines[i].startswith("|"))
+    rows = [row(*r) for r in _target_rows(agents_targets(results))]
+    lines[end:end] = rows
+    if AGENTS_HEADING in lines:
+        start = lines.index(AGENTS_HEADING)
+        stop = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("## "))
+        del lines[start:stop]
+    following = ("## Live events", "## Redis memory", "## Web process RSS", "## Soak")
+    at = next((lines.index(h) for h in following if h in lines), len(lines))
+    provenance = (
+        f"Measured by `{command}` on {env['date']} (commit {env['commit']}), in its own "
+        f"run(s) with their own B0 ({results.options.runs} run(s) of "
+        f"{results.options.duration:g} s), and put into this file by `python -m bench.report "
+        "--splice`; the rest of the file is from the run named at the top. Compare its "
+        "figures with its own B0 row, not with the rest of the file: the machine may not "
+        "have been as fast, or as quiet, as in that run."
+    )
+    lines[at:at] = _agents(results, provenance)
+    return "\n".join(lines)
 
 
 # --- live events (bench/events.py) -------------------------------------------------------------
@@ -1495,7 +1668,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("results", type=Path, help="results.json")
     p.add_argument("--output", type=Path, help="default: print it")
+    p.add_argument(
+        "--splice",
+        type=Path,
+        help="a RESULTS.md whose agents' section and targets are replaced by those of "
+        "`results` (a run of `python -m bench --only agents`), in place",
+    )
     a = p.parse_args(argv)
+    if a.splice is not None:
+        a.splice.write_text(splice(a.splice.read_text(), *load(a.results)))
+        return 0
     text = render(*load(a.results))
     if a.output is None:
         print(text)

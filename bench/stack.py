@@ -115,6 +115,10 @@ class Stack:
         # timed on it (bench/control.py); no other load dials such a number.
         proc = self.svc.start_emulator("--no-front", "--no-answer-seconds", str(NO_ANSWER_SECONDS))
         wait_http(f"{self.emulator_url}/_emulator/health", [proc])
+        # What `Service.start` does too: `orchestrator twilio setup` against the emulator, so
+        # every process started from here on has the API key and TwiML App that agents'
+        # softphone tokens are signed with (GetAppConfig; bench/agents.py).
+        self.svc.setup_twilio()
 
     def start_web(self, processes: int, cli: bool = False) -> Process:
         """`orchestrator web` for one process; uvicorn --workers for more (same settings), or

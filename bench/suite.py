@@ -13,7 +13,10 @@ bench/control.py (every session-control operation against the same run's B0, rem
 reaching Twilio, ListSessions at 100 and 10,000 sessions); `--only control` runs just those (with
 B0), `--skip control` leaves them out. After the web x1 and x2 runs come the live events
 measurements of bench/events.py (their own `orchestrator web --workers 2`, fresh each run);
-`--only events` runs just those, `--skip events` leaves them out.
+`--only events` runs just those, `--skip events` leaves them out. With one web process each
+run also takes the agents' calls of bench/agents.py (GetAppConfig against the same run's B0,
+a softphone's call and click to call reaching Twilio); `--only agents` runs just those (with
+B0), `--skip agents` leaves them out.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from rq import Queue
 from rq.job import Job
 
 from bench import loadgen, stack, workload
+from bench.agents import Agents
 from bench.control import KEY as CONTROL_KEY
 from bench.control import OPS as CONTROL_OPS
 from bench.control import Control
@@ -69,7 +73,9 @@ class Options:
     retries: int = 2
     control: bool = True  # the session-control section (bench/control.py)
     events: bool = True  # the live events section (bench/events.py)
-    only: str | None = None  # "control": that section alone (with its B0); "events": that one
+    agents: bool = True  # the agents' calls section (bench/agents.py)
+    # "control" or "agents": that section alone (with its B0); "events": that one
+    only: str | None = None
 
 
 @dataclass
@@ -128,6 +134,7 @@ class Suite:
         self.tenant: workload.Tenant
         self.control = Control(self)
         self.events = Events(self)
+        self.agents = Agents(self)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -147,8 +154,8 @@ class Suite:
         s.start_emulator()
         self.log(f"work directory {s.workdir}; Redis on {s.redis.port}")
         self._ceiling()
-        if self.o.only == "control":
-            self._control_only()
+        if self.o.only in ("control", "agents"):
+            self._section_only(self.o.only)
             return
         if self.o.only == "events":
             self.events.run_all()
@@ -190,9 +197,12 @@ class Suite:
             loadgen.run(loadgen.Load(port, reqs, duration=1.0))
         if procs == 1 and self.o.control:
             self.control.warmup()
+        if procs == 1 and self.o.agents:
+            self.agents.check()
+            self.agents.warmup()
 
-    def _control_only(self) -> None:
-        """`--only control`: the session-control section, each run with its own B0."""
+    def _section_only(self, name: str) -> None:
+        """`--only control` or `--only agents`: that section, each run with its own B0."""
         s = self.stack
         s.start_web(1)
         s.start_floor(1)
@@ -200,13 +210,16 @@ class Suite:
         members = workload.flatten(self.seeder.sessions(self.tenant, 250, 1))
         loadgen.run(loadgen.Load(s.floor_port, self._b0_requests("1p"), duration=1.0))
         loadgen.run(loadgen.Load(s.web_port, self._webhooks(members, s.web_port), duration=1.0))
-        self.control.warmup()
+        section = self.control if name == "control" else self.agents
+        if name == "agents":
+            self.agents.check()
+        section.warmup()
         for run in range(1, self.o.runs + 1):
-            self.log(f"control: run {run}/{self.o.runs}")
+            self.log(f"{name}: run {run}/{self.o.runs}")
             self._fresh()
             self._measure("1p:b0", s.floor_port, lambda: self._b0_requests("1p"), "floor", "1p:b0")
-            self.control.run()
-        if self.o.py_spy:
+            section.run()
+        if self.o.py_spy and name == "control":
             self._profile_control()
         s.stop("web")
         s.stop("floor")
@@ -227,8 +240,10 @@ class Suite:
         requests: list[bytes],
         server: str,
         rate: float | None = None,
+        bodies: bool = False,
     ) -> tuple[Sample, loadgen.Outcome]:
-        """Apply one load; the Sample says what it achieved and who used the CPU meanwhile."""
+        """Apply one load; the Sample says what it achieved and who used the CPU meanwhile
+        (with `bodies`, the Outcome keeps the answers' bodies)."""
         web = stack.tree(self.stack.procs[server].pid)
         assert self.stack.redis is not None
         redis_pid = [self.stack.redis.process.pid]
@@ -239,7 +254,8 @@ class Suite:
         calls0 = self._commands()
         duration = self.o.duration if rate is None else len(requests) / rate + 0.01
         started = time.monotonic()
-        out = loadgen.run(loadgen.Load(port, requests, duration=duration, rate=rate))
+        load = loadgen.Load(port, requests, duration=duration, rate=rate)
+        out = loadgen.run(load, keep_bodies=bodies)
         wall = time.monotonic() - started  # CPU shares over the same span as the /proc deltas
         foreign = stack.machine_busy_seconds() - machine0
         foreign -= stack.cpu_seconds(ours) - ours0 + out.cpu_seconds
@@ -392,6 +408,8 @@ class Suite:
             self._naive()
             if self.o.control:
                 self.control.run()
+            if self.o.agents:
+                self.agents.run()
 
     def _b0_requests(self, p: str) -> list[bytes]:
         """B0: the same callback bodies and headers as the webhooks, to the bare route."""

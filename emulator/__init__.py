@@ -17,7 +17,9 @@ E.164 ending in ``0004``            rejected synchronously: 400, code 21211 (und
 E.164 ending in ``0001``            initiated -> ringing -> busy
 E.164 ending in ``0002``            initiated -> ringing -> no-answer (after no_answer_seconds)
 E.164 ending in ``0003``            initiated -> failed
-``client:offline...``               initiated -> ringing -> no-answer (after no_answer_seconds)
+``client:<identity>``               as the softphone registered under that identity answers
+                                    (answer, decline -> busy, ignore -> no-answer); with none
+                                    registered, initiated -> ringing -> no-answer
 anything else                       initiated -> ringing -> answered (after ring_seconds):
                                     in-progress, participant-join (+ conference-start); stays
                                     until hung up, then participant-leave, completed
@@ -34,6 +36,10 @@ Control endpoints (no auth):
 * ``POST /_emulator/calls/{CallSid}/hangup`` -> the callee hangs up
 * ``POST /_emulator/incoming`` (``From``, ``To``, optional ``VoiceUrl``) -> a customer calls in;
   the voice app's ``<Dial><Conference>`` decides the room
+* ``POST /_emulator/softphones`` (``AccessToken``, ``Answer``), ``GET /_emulator/softphones``,
+  ``DELETE /_emulator/softphones/{identity}`` -> agents' softphones, registered with an Access
+  Token checked as Twilio checks it; ``POST /_emulator/softphones/{identity}/calls`` (``To``
+  and custom params) -> the softphone places a call through its token's TwiML App
 * ``POST /_emulator/reset`` -> forget everything, including the fault
 * ``POST /_emulator/faults`` -> arm a fault for participant creates (or, with
   ``operation``, participant updates or deletes, Calls or Conference updates): ``mode`` ``status``

@@ -2,9 +2,10 @@
 
 Each part owns one idea: ``emulator.rest`` the Twilio REST handlers, ``emulator.forms`` how
 their parameters are read and checked against Twilio's rules, ``emulator.faults`` the
-failures injected on demand, ``emulator.control`` the ``/_emulator`` endpoints, and
-``emulator.calls`` (the ``Switchboard``) everything that happens to a call over time. This
-module only puts them together.
+failures injected on demand, ``emulator.control`` the ``/_emulator`` endpoints,
+``emulator.softphones_api`` the agents' softphones, and ``emulator.calls`` (the
+``Switchboard``) everything that happens to a call over time. This module only puts them
+together.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from emulator.control import ControlApi
 from emulator.errors import http_error, server_error
 from emulator.faults import FaultInjector
 from emulator.rest import TwilioApi
+from emulator.softphones_api import SoftphonesApi
 
 
 def create_app(
@@ -56,6 +58,7 @@ def create_app(
     rest = TwilioApi(account_sid, auth_token, switchboard, faults)
     configuration = ConfigurationApi(rest, directory)
     control = ControlApi(switchboard, faults, directory)
+    softphones = SoftphonesApi(account_sid, switchboard, directory)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -63,7 +66,8 @@ def create_app(
         await switchboard.aclose()
 
     app = Starlette(
-        routes=[*rest.routes(), *configuration.routes(), *control.routes()],  # REST API first
+        # REST API first
+        routes=[*rest.routes(), *configuration.routes(), *control.routes(), *softphones.routes()],
         exception_handlers={404: http_error, 405: http_error, 500: server_error},
         lifespan=lifespan,
     )

@@ -41,7 +41,8 @@ from email.utils import format_datetime
 
 from emulator.callbacks import CallbackDispatcher, Delivery, ParamValue
 from emulator.numbers import Outcome, outcome_for
-from emulator.twiml import TwimlError, parse_conference
+from emulator.softphones import Softphones
+from emulator.twiml import ConferenceTwiml, Hangup, Reject, Say, TwimlError, Verb, parse_verbs
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +203,8 @@ class Call:
     # REST requests about this call (create, fetch, update, delete of the call or its
     # participant), in order: {operation, time (time.time() when received), params}.
     requests: list[dict[str, object]] = field(default_factory=list)
+    # What the caller of an inbound call heard (its TwiML's ``<Say>`` texts, in order).
+    said: list[str] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
     @property
@@ -238,7 +241,11 @@ class ParticipantUpdate:
 
 
 class IncomingCallError(Exception):
-    """The voice app could not put an incoming caller into a conference."""
+    """The voice app could not put an incoming caller into a conference (``call``, ended)."""
+
+    def __init__(self, message: str, call: Call | None = None) -> None:
+        super().__init__(message)
+        self.call = call
 
 
 class CoachingError(ValueError):
@@ -262,6 +269,8 @@ class Switchboard:
         self.ring_seconds = ring_seconds
         self.no_answer_seconds = no_answer_seconds
         self.dispatcher = dispatcher or CallbackDispatcher(auth_token)
+        #: Agents' registered softphones: what a ``client:`` callee does.
+        self.softphones = Softphones()
         self.calls: dict[str, Call] = {}
         self.conferences: dict[str, Conference] = {}
         self.creates_total = 0
@@ -388,7 +397,7 @@ class Switchboard:
 
     async def _play(self, call: Call) -> None:
         try:
-            outcome = outcome_for(call.to)
+            outcome = self.softphones.outcome_for(call.to, time.time()) or outcome_for(call.to)
             call.dialled = True
             call.started_at = utcnow()
             self._progress(call, "initiated", "initiated")
@@ -491,11 +500,40 @@ class Switchboard:
         call.touch()
 
     async def incoming(self, from_: str, to: str, voice_url: str) -> Call:
-        """An inbound call: ask the voice app for TwiML and follow its ``<Dial><Conference>``.
+        """A customer calls in: ask the voice app for TwiML and follow it (``answer_inbound``).
 
-        Raises ``IncomingCallError`` (after ending the call) when the app is unreachable,
-        answers non-2xx, or returns TwiML without a conference.
+        Raises ``IncomingCallError`` (the call ended) when the app is unreachable, answers
+        non-2xx, or returns TwiML that puts the caller in no conference.
         """
+        call = self._new_inbound(from_, to)
+        await self.answer_inbound(call, voice_url)
+        if call.conference is None:
+            raise IncomingCallError("voice URL returned TwiML without <Dial><Conference>", call)
+        return call
+
+    async def client_call(
+        self,
+        identity: str,
+        to: str,
+        voice_url: str,
+        method: str,
+        application_sid: str,
+        custom: dict[str, str],
+        status_callback: Subscription,
+    ) -> Call:
+        """A softphone places a call (``device.connect({params})``) through its TwiML App.
+
+        The App's voice URL gets Twilio's parameters (``From``/``Caller`` the softphone's
+        ``client:<identity>``, ``ApplicationSid``) and ``custom`` as form fields; the call
+        follows its TwiML whatever it says. Raises ``IncomingCallError`` (the call ended
+        ``failed``) when the app is unreachable or answers non-2xx or no TwiML.
+        """
+        call = self._new_inbound(f"client:{identity}", to)
+        call.status_callback = status_callback
+        await self.answer_inbound(call, voice_url, method, application_sid, custom)
+        return call
+
+    def _new_inbound(self, from_: str, to: str) -> Call:
         call = Call(
             sid=new_sid("CA"),
             to=to,
@@ -505,36 +543,94 @@ class Switchboard:
             started_at=utcnow(),
         )
         self.calls[call.sid] = call
-        params: dict[str, ParamValue] = {
-            "AccountSid": self.account_sid,
-            "ApiVersion": API_VERSION,
-            "CallSid": call.sid,
-            "CallStatus": "ringing",
-            "Direction": "inbound",
-            "From": from_,
-            "To": to,
-            "Called": to,
-            "Caller": from_,
-        }
-        delivery = await self.dispatcher.send(voice_url, params, "POST")
+        return call
+
+    async def answer_inbound(
+        self,
+        call: Call,
+        voice_url: str,
+        method: str = "POST",
+        application_sid: str | None = None,
+        custom: dict[str, str] | None = None,
+    ) -> None:
+        """Ask ``voice_url`` (signed, its connection overrides applied) what to do with a
+        ringing inbound call, and follow the TwiML (``_follow``).
+
+        Raises ``IncomingCallError`` (after ending the call ``failed``) when the app is
+        unreachable, answers non-2xx, or returns no TwiML; and when the call ended (hung up,
+        or a reset) while the app was thinking.
+        """
+        # Custom parameters first: Twilio's own names are Twilio's to set.
+        params: dict[str, ParamValue] = dict(custom or {})
+        params.update({"AccountSid": self.account_sid, "ApiVersion": API_VERSION})
+        if application_sid is not None:
+            params["ApplicationSid"] = application_sid
+        params.update(
+            {
+                "CallSid": call.sid,
+                "CallStatus": "ringing",
+                "Direction": "inbound",
+                "From": call.from_,
+                "To": call.to,
+                "Called": call.to,
+                "Caller": call.from_,
+            }
+        )
+        delivery = await self.dispatcher.send(voice_url, params, method)
         call.history.append(delivery)
         if call.ended:  # hung up (or reset) while the app was thinking
-            raise IncomingCallError("the call ended before the voice app answered")
+            raise IncomingCallError("the call ended before the voice app answered", call)
         if not delivery.delivered:
-            self._fail_incoming(call, "failed")
-            raise IncomingCallError(f"voice URL {voice_url} unreachable: {delivery.error}")
+            self._finish(call, "failed")
+            raise IncomingCallError(f"voice URL {voice_url} unreachable: {delivery.error}", call)
         assert delivery.status is not None
         if not 200 <= delivery.status < 300:
-            self._fail_incoming(call, "failed")
-            raise IncomingCallError(f"voice URL {voice_url} answered HTTP {delivery.status}")
+            self._finish(call, "failed")
+            raise IncomingCallError(f"voice URL {voice_url} answered HTTP {delivery.status}", call)
         try:
-            twiml = parse_conference(delivery.body, voice_url)
+            verbs = parse_verbs(delivery.body, voice_url)
         except TwimlError as exc:
-            self._fail_incoming(call, "failed")
-            raise IncomingCallError(str(exc)) from exc
-        if twiml is None:
-            self._fail_incoming(call, "completed")
-            raise IncomingCallError("voice URL returned TwiML without <Dial><Conference>")
+            self._finish(call, "failed")
+            raise IncomingCallError(str(exc), call) from exc
+        self._follow(call, verbs)
+
+    def _follow(self, call: Call, verbs: list[Verb]) -> None:
+        """Play an inbound call's TwiML: ``<Say>`` is recorded, a ``<Dial><Conference>``
+        joins the room (the call stays there; verbs after it are not reached here),
+        ``<Hangup>`` or the end of the document ends the call ``completed``. ``<Reject>``
+        before anything answered the call ends it ``busy`` (``reason="busy"``) or
+        ``no-answer`` (``rejected``, the default), as Twilio's ``<Reject>`` documents; later,
+        the call was answered already and just ends ``completed``.
+        """
+        for verb in verbs:
+            if isinstance(verb, Say):
+                self._pick_up(call)
+                call.said.append(verb.text)
+            elif isinstance(verb, ConferenceTwiml):
+                self._pick_up(call)
+                self._enter(call, verb)
+                return
+            elif isinstance(verb, Hangup):
+                break
+            elif isinstance(verb, Reject):
+                if not call.answered:
+                    self._finish(call, "busy" if verb.reason == "busy" else "no-answer")
+                    return
+                break
+        self._pick_up(call)
+        self._finish(call, "completed")
+
+    def _pick_up(self, call: Call) -> None:
+        """Twilio answers an inbound call as soon as its TwiML does anything but reject it."""
+        if call.answered:
+            return
+        call.status = "in-progress"
+        call.answered_at = utcnow()
+        call.touch()
+        self._progress(call, "answered", "in-progress")
+
+    def _enter(self, call: Call, twiml: ConferenceTwiml) -> None:
+        """An answered inbound call joins the ``<Conference>`` its TwiML names."""
         call.label = twiml.participant_label
         call.muted = twiml.muted
         call.start_conference_on_enter = twiml.start_conference_on_enter
@@ -545,11 +641,8 @@ class Switchboard:
         conference = self._conference_to_join(twiml.name, call.conference_callback)
         conference.calls.append(call)
         call.conference = conference
-        call.status = "in-progress"
-        call.answered_at = utcnow()
         call.touch()
         self._join(call)
-        return call
 
     def reset(self) -> None:
         """Forget every call, conference and counter; pending callbacks are dropped."""
@@ -557,6 +650,7 @@ class Switchboard:
             if call.task is not None and not call.task.done():
                 call.task.cancel()
         self.dispatcher.cancel_all()
+        self.softphones.reset()
         self.calls.clear()
         self.conferences.clear()
         self.creates_total = 0
@@ -637,11 +731,6 @@ class Switchboard:
             call,
             extra={"ParticipantCallStatus": call.status, "ReasonParticipantLeft": reason},
         )
-
-    def _fail_incoming(self, call: Call, status: str) -> None:
-        call.status = status
-        call.ended_at = utcnow()
-        call.touch()
 
     def _hang_up(self, call: Call, *, reason: str, kicked: bool) -> None:
         conference = call.conference

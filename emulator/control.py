@@ -55,6 +55,7 @@ class ControlApi:
             "conferenceName": conference.friendly_name if conference is not None else None,
             "conferenceSid": conference.sid if conference is not None else None,
             "settings": dict(call.settings),
+            "said": list(call.said),
             "requests": list(call.requests),
             "callbacks": [d.as_json() for d in call.history if d.delivered],
             "failedCallbacks": [d.as_json() for d in call.history if not d.delivered],

@@ -11,9 +11,15 @@ E.164 ending in ``0004``            rejected synchronously: 400, code 21211 (und
 E.164 ending in ``0001``            initiated -> ringing -> busy
 E.164 ending in ``0002``            initiated -> ringing -> no-answer (after no_answer_seconds)
 E.164 ending in ``0003``            initiated -> failed
-``client:offline...``               initiated -> ringing -> no-answer (an offline Client)
+``client:<identity>``               as its registered softphone answers (below); with none,
+                                    initiated -> ringing -> no-answer (after no_answer_seconds)
 anything else                       initiated -> ringing -> answered (after ring_seconds)
 ==================================  ===================================================
+
+A ``client:`` callee is a Voice SDK softphone: ``outcome_for`` gives what happens when no
+softphone is registered under that identity (Twilio rings nobody), and the ``Switchboard``
+asks ``emulator.softphones`` first, where a registered one answers, declines (``busy``) or
+ignores the call (``no-answer``).
 """
 
 from __future__ import annotations
@@ -85,6 +91,6 @@ def outcome_for(to: str) -> Outcome:
         if to.endswith("0003"):
             return Outcome.FAILED
         return Outcome.ANSWER
-    if is_client(to) and to[len("client:") :].startswith("offline"):
-        return Outcome.NO_ANSWER
+    if is_client(to):
+        return Outcome.NO_ANSWER  # no softphone registered: see ``emulator.softphones``
     return Outcome.ANSWER

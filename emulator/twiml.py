@@ -1,8 +1,11 @@
-"""Reading the one TwiML shape the emulator acts on: ``<Dial><Conference>``.
+"""Reading the TwiML the emulator acts on: ``<Say>``, ``<Dial><Conference>``, ``<Hangup>``,
+``<Reject>``.
 
 An incoming call is only useful to the orchestrator once the caller sits in a conference, so
-the emulator looks for the first ``<Conference>`` inside a ``<Dial>`` and ignores every other
-verb (``<Say>``, ``<Play>``, ...), which would merely make noise on a real call.
+``parse_conference`` looks for the first ``<Conference>`` inside a ``<Dial>``. A softphone's
+call follows the document verb by verb (``parse_verbs``): what is said is recorded (there is
+no audio), a conference is joined, ``<Hangup>``/``<Reject>`` end the call. Every other verb
+(``<Play>``, ``<Pause>``, ...) would merely make noise on a real call and is skipped.
 """
 
 from __future__ import annotations
@@ -36,6 +39,38 @@ def _flag(value: str | None, default: bool) -> bool:
     return value.strip().lower() == "true"
 
 
+@dataclass(frozen=True)
+class Say:
+    """``<Say>``: the text the caller hears."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """``<Hangup/>``: the call ends."""
+
+
+@dataclass(frozen=True)
+class Reject:
+    """``<Reject reason="rejected|busy"/>``: the call is refused (``reason`` as given)."""
+
+    reason: str
+
+
+Verb = Say | ConferenceTwiml | Hangup | Reject
+
+
+def _root(document: str) -> ET.Element:
+    try:
+        root = ET.fromstring(document.strip())
+    except ET.ParseError as exc:
+        raise TwimlError(f"voice URL did not return XML: {exc}") from exc
+    if root.tag != "Response":
+        raise TwimlError(f"TwiML root must be <Response>, got <{root.tag}>")
+    return root
+
+
 def parse_conference(document: str, base_url: str) -> ConferenceTwiml | None:
     """Return the ``<Dial><Conference>`` of a TwiML document, or None when there is none.
 
@@ -43,15 +78,36 @@ def parse_conference(document: str, base_url: str) -> ConferenceTwiml | None:
     ``statusCallback`` against it, and so does the emulator. Raises ``TwimlError`` when the
     document is not XML or its root is not ``<Response>``.
     """
-    try:
-        root = ET.fromstring(document.strip())
-    except ET.ParseError as exc:
-        raise TwimlError(f"voice URL did not return XML: {exc}") from exc
-    if root.tag != "Response":
-        raise TwimlError(f"TwiML root must be <Response>, got <{root.tag}>")
-    element = root.find("./Dial/Conference")
+    element = _root(document).find("./Dial/Conference")
     if element is None:
         return None
+    return _conference(element, base_url)
+
+
+def parse_verbs(document: str, base_url: str) -> list[Verb]:
+    """The verbs of a TwiML document the emulator follows, in order.
+
+    A ``<Dial>`` counts only for its ``<Conference>`` (a ``<Dial>`` of anything else is
+    skipped); a ``<Reject>`` reason other than ``busy`` reads as ``rejected``, Twilio's
+    default. Raises ``TwimlError`` as ``parse_conference`` does.
+    """
+    verbs: list[Verb] = []
+    for element in _root(document):
+        if element.tag == "Say":
+            verbs.append(Say((element.text or "").strip()))
+        elif element.tag == "Dial":
+            conference = element.find("./Conference")
+            if conference is not None:
+                verbs.append(_conference(conference, base_url))
+        elif element.tag == "Hangup":
+            verbs.append(Hangup())
+        elif element.tag == "Reject":
+            reason = (element.get("reason") or "rejected").strip().lower()
+            verbs.append(Reject("busy" if reason == "busy" else "rejected"))
+    return verbs
+
+
+def _conference(element: ET.Element, base_url: str) -> ConferenceTwiml:
     name = (element.text or "").strip()
     if not name:
         raise TwimlError("<Conference> has no conference name")

@@ -62,23 +62,54 @@ def is_number(address: str) -> bool:
 def refusal(address: str, countries: Iterable[str]) -> str | None:
     """Why an account that may dial `countries` may not dial `address` (an E.164
     number or a user), in plain words; None when it may. A user always may."""
+    return never_dialled(address) or country_refusal(address, countries)
+
+
+def never_dialled(address: str) -> str | None:
+    """Why no account may dial `address` (a premium-rate or shared-cost number, or no
+    number at all), None if some account may: the half of the policy that needs no
+    account's list."""
     if not is_number(address):
         return None
     try:
         number = phonenumbers.parse(address, None)
     except phonenumbers.NumberParseException:
         return f"{address} is not a phone number this service can place"
-    shown = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
     kind = NEVER_DIALLED.get(phonenumbers.number_type(number))
     if kind is not None:
-        return f"{shown} is a {kind} number; {kind} numbers are never dialled"
-    allowed = list(countries)
-    region = phonenumbers.region_code_for_number(number)
-    if region in allowed:
+        return f"{_shown(number)} is a {kind} number; {kind} numbers are never dialled"
+    return None
+
+
+def country(address: str) -> str:
+    """The country (ISO 3166 alpha-2) of an E.164 number, "" if it has none."""
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(address, None))
+    except phonenumbers.NumberParseException:
+        return ""
+    return region if region in KNOWN_COUNTRIES else ""
+
+
+def country_refusal(address: str, countries: Iterable[str]) -> str | None:
+    """Why an account that may dial `countries` may not dial the number `address` for
+    its country, None if it may (or if `address` is a user)."""
+    if not is_number(address):
         return None
-    where = f"is in {region}" if region in KNOWN_COUNTRIES else "belongs to no country"
+    allowed = list(countries)
+    region = country(address)
+    if region and region in allowed:
+        return None
+    try:
+        shown = _shown(phonenumbers.parse(address, None))
+    except phonenumbers.NumberParseException:
+        shown = address
+    where = f"is in {region}" if region else "belongs to no country"
     may = ", ".join(allowed) if allowed else "no country"
     return f"{shown} {where}; this account may dial {may}"
+
+
+def _shown(number: phonenumbers.PhoneNumber) -> str:
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 class CountryCache:

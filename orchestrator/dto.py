@@ -344,6 +344,30 @@ GET_APP_CONFIG = (
 
 GET_ACTIVE_SESSIONS_RESPONSE = (Field("sessions", "list:SessionInfo"),)
 
+GET_MY_SESSIONS: tuple[Field, ...] = ()
+
+NEW_OUTGOING_SESSION = (
+    Field(
+        "flowId",
+        "string",
+        "The ring queue to place the call from (not yet offered: leave it empty)",
+    ),
+    Field(
+        "numberToDial",
+        "string",
+        "What the agent dialled: a phone number or a user of the account",
+        required=True,
+        shape="member",
+    ),
+    Field(
+        "callerId",
+        "string",
+        "The caller ID: used when it is one of the account's numbers, else the account's "
+        "first number",
+        shape="phone",
+    ),
+)
+
 USER_INFO = (
     Field("firstName", "string", "The user's first name"),
     Field("lastName", "string", "The user's last name"),
@@ -428,6 +452,17 @@ GET_ACTIVE_SESSIONS_DTO = Dto(
 LIST_SESSIONS_DTO = Dto("ListSessions", LIST_SESSIONS, description="The account's sessions")
 GET_ACTIVE_SESSIONS_RESPONSE_DTO = Dto("GetActiveSessionsResponse", GET_ACTIVE_SESSIONS_RESPONSE)
 LIST_SESSIONS_RESPONSE_DTO = Dto("ListSessionsResponse", LIST_SESSIONS_RESPONSE)
+GET_MY_SESSIONS_RESPONSE_DTO = Dto("GetMySessionsResponse", GET_ACTIVE_SESSIONS_RESPONSE)
+GET_MY_SESSIONS_DTO = Dto(
+    "GetMySessions",
+    GET_MY_SESSIONS,
+    description="The sessions not ended in which the key's user has a leg not yet over",
+)
+NEW_OUTGOING_SESSION_DTO = Dto(
+    "NewOutgoingSession",
+    NEW_OUTGOING_SESSION,
+    description="Click to call: ring the key's user, then dial numberToDial into the call",
+)
 USER_INFO_DTO = Dto("UserInfo", USER_INFO)
 APP_CONFIG_DTO = Dto("AppConfig", APP_CONFIG)
 GET_APP_CONFIG_DTO = Dto(
@@ -446,6 +481,7 @@ DTOS = (
     SESSION_INFO_DTO,
     GET_ACTIVE_SESSIONS_RESPONSE_DTO,
     LIST_SESSIONS_RESPONSE_DTO,
+    GET_MY_SESSIONS_RESPONSE_DTO,
     USER_INFO_DTO,
     APP_CONFIG_DTO,
     INVITE_CHAT_MEMBER_DTO,
@@ -460,6 +496,8 @@ DTOS = (
     GET_ACTIVE_SESSIONS_DTO,
     LIST_SESSIONS_DTO,
     GET_APP_CONFIG_DTO,
+    GET_MY_SESSIONS_DTO,
+    NEW_OUTGOING_SESSION_DTO,
 )
 ENUMS = (
     SessionDialState,

@@ -57,6 +57,18 @@ def account_of_events(key: bytes | str) -> str:
     return text[len(account("")) : -len(":events")]
 
 
+def account_numbers(account_id: str) -> str:
+    """list: the account's numbers in the order they were added; the first is the caller
+    ID of an agent's call that names none (docs/api.md#calls-agents-place)."""
+    return f"{PREFIX}account:{account_id}:numbers"
+
+
+def numbers() -> str:
+    """set: every number of every account (`orchestrator twilio setup` points them at
+    the service)."""
+    return f"{PREFIX}numbers"
+
+
 def number(e164: str) -> str:
     """str: the id of the account that owns the number."""
     return f"{PREFIX}number:{e164}"
@@ -65,6 +77,11 @@ def number(e164: str) -> str:
 def user(user_id: str) -> str:
     """hash: id, accountId, email, name, avatarUrl."""
     return f"{PREFIX}user:{user_id}"
+
+
+def user_sessions(user_id: str) -> str:
+    """set: the sessions not ended in which the user has a leg not yet over (GetMySessions)."""
+    return f"{PREFIX}user:{user_id}:sessions"
 
 
 def api_key(digest: str) -> str:
@@ -103,6 +120,12 @@ def session_active(session_id: str) -> str:
 def session_log(session_id: str) -> str:
     """list: JSON {date, message}, oldest first."""
     return f"{session(session_id)}:log"
+
+
+def pending_dial(session_id: str) -> str:
+    """list: an outgoing session's destination's dial job (as `jobs.dial_job` builds it),
+    held until the agent's leg is in the conference (docs/api.md#calls-agents-place)."""
+    return f"{session(session_id)}:pendingdial"
 
 
 def member_versions(session_id: str) -> str:

@@ -211,6 +211,11 @@ class Service:
     settings: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     processes: dict[str, Process] = field(default_factory=dict)
+    # Run `orchestrator twilio setup` against the emulator at start, so agents' softphones
+    # are configured; False leaves the three settings unset (GetAppConfig: NotConfigured).
+    softphones: bool = True
+    # What that setup printed: TWILIO_API_KEY_SID, ..._SECRET, TWILIO_TWIML_APP_SID.
+    twilio_settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -223,7 +228,8 @@ class Service:
     @property
     def env(self) -> dict[str, str]:
         """The environment every process of the service gets: the operator's own,
-        then the service's settings, then `settings`, which win."""
+        then the service's settings (with what the Twilio setup made), then `settings`,
+        which win."""
         env = {k: v for k, v in os.environ.items() if k not in _TWILIO_HOST_REWRITES}
         env.update(
             REDIS_URL=self.redis_url,
@@ -236,6 +242,7 @@ class Service:
         if self.workdir is not None:
             # The web process and the workers of one service add up their metrics here.
             env["METRICS_DIR"] = str(self.workdir / "metrics")
+        env.update(self.twilio_settings)
         env.update(self.settings)
         return env
 
@@ -269,12 +276,16 @@ class Service:
         web_args: tuple[str, ...] = (),
         timeout: float = 30,
     ) -> Service:
-        """Emulator, web and `workers` workers; returns once the emulator and the web
-        process answer, and stops them all if either never does."""
+        """Emulator, the Twilio setup (unless `softphones` is False), web and `workers`
+        workers; returns once the emulator and the web process answer, and stops them all
+        if either never does or the setup fails."""
         if self.workdir is not None:
             self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            self.start_emulator(*emulator_args)
+            emulator = self.start_emulator(*emulator_args)
+            if self.softphones:
+                wait_http(f"{self.emulator_url}/_emulator/health", [emulator], timeout)
+                self.setup_twilio()
             self.start_web(*web_args)
             for n in range(workers):
                 self.start_worker("worker" if n == 0 else f"worker{n}")
@@ -283,6 +294,29 @@ class Service:
             self.stop_all()
             raise
         return self
+
+    def setup_twilio(self) -> dict[str, str]:
+        """`orchestrator twilio setup --new-key`, in this process, against the emulator:
+        the settings it prints become the web's and the workers' (`twilio_settings`).
+        The emulator is new: no key could be kept, and it has no phone numbers to point
+        (so Redis is not asked, and may come up later). Its lines go to the work
+        directory's twilio-setup.log, or to stderr when there is none."""
+        from orchestrator import twilio_rest, twilio_setup  # twilio's client: only if asked
+
+        env = self.env
+        log = self.workdir / "twilio-setup.log" if self.workdir is not None else None
+
+        def say(line: str) -> None:
+            if log is None:
+                print(f"twilio setup: {line}", file=sys.stderr, flush=True)
+            else:
+                with log.open("a") as f:
+                    f.write(line + "\n")
+
+        client = twilio_rest.client(self.account_sid, self.auth_token, self.emulator_url)
+        made = twilio_setup.setup(client, (), env["PUBLIC_BASE_URL"], new_key=True, say=say)
+        self.twilio_settings = made.env()
+        return self.twilio_settings
 
     def wait_ready(self, timeout: float = 30) -> None:
         every = list(self.processes.values())

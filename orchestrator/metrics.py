@@ -89,11 +89,12 @@ EVENT_DROPS = Counter(
     "Live event subscribers dropped for falling too far behind (they may resume)",
 )
 
-# Event labels are the names Twilio documents (and ours for an incoming call); anything
-# else counts as "other", so that no request can add a label value.
+# Event labels are the names Twilio documents (and ours for an incoming call and an agent's
+# call); anything else counts as "other", so that no request can add a label value.
 _EVENTS = frozenset(
     (
         "incoming-call",
+        "agent-call",
         *("queued", "initiated", "ringing", "in-progress", "answered", "completed"),
         *("busy", "no-answer", "failed", "canceled"),
         *("conference-start", "conference-end", "participant-join", "participant-leave"),

@@ -53,7 +53,18 @@ def add_number(r: redis.Redis, e164: str, account_id: str) -> str:
         owner = r.get(key)
         if owner is not None and owner.decode() != account_id:
             raise ProvisionError(f"{e164} already belongs to another account")
+        return e164
+    pipe = r.pipeline()
+    pipe.rpush(keys.account_numbers(account_id), e164)
+    pipe.sadd(keys.numbers(), e164)
+    pipe.execute()
     return e164
+
+
+def list_numbers(r: redis.Redis) -> set[str]:
+    """Every number of every account (E.164): the ones `orchestrator twilio setup` points
+    at the service (docs/operations.md#orchestrator-twilio-setup)."""
+    return {n.decode() if isinstance(n, bytes) else n for n in r.smembers(keys.numbers())}
 
 
 def add_user(

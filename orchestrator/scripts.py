@@ -47,6 +47,7 @@ HELPERS = (
 NAMES = (
     "render",
     "create_session",
+    "create_outgoing",
     "invite",
     "begin_dial",
     "record_dial",
@@ -59,6 +60,7 @@ NAMES = (
     "redirect",
     "end_call",
     "list_sessions",
+    "my_sessions",
     "note",
 )
 
@@ -78,7 +80,7 @@ return reply
 # With REDIS_MIN_REPLICAS set, every change the web process answers (API operations and
 # Twilio's webhooks alike) is answered only once that many replicas have it (WAIT), so a
 # failover cannot lose a change that was answered. These only read.
-READS = frozenset({"render", "list_sessions"})
+READS = frozenset({"render", "list_sessions", "my_sessions"})
 
 
 @dataclass(frozen=True)

@@ -216,8 +216,25 @@ async def list_sessions(
     ]
     reply = await scripts.run("list_sessions", args)
     total, sids = int(reply[0]), [_text(s) for s in reply[1:]]
+    return SessionPage(total, await _read_sessions(r, scripts, sids, account_id))
+
+
+async def my_sessions(
+    r: redis.asyncio.Redis, scripts: AsyncScripts, *, user_id: str, account_id: str
+) -> list[SessionView]:
+    """GetMySessions (my_sessions.lua): the user's sessions not ended, newest first."""
+    sids = [_text(s) for s in await scripts.run("my_sessions", [keys.PREFIX, user_id, account_id])]
+    views = await _read_sessions(r, scripts, sids, account_id)
+    views.sort(key=lambda v: v.raw.get("dateCreated", ""), reverse=True)
+    return views
+
+
+async def _read_sessions(
+    r: redis.asyncio.Redis, scripts: AsyncScripts, sids: list[str], account_id: str
+) -> list[SessionView]:
+    """The sessions a script made ready to render, read in one round trip."""
     if not sids:
-        return SessionPage(total, [])
+        return []
     pipe = r.pipeline(transaction=False)
     for sid in sids:
         for read in _session_reads(sid):
@@ -232,7 +249,7 @@ async def list_sessions(
             views.append(await get_session(scripts, sid, account_id))
         else:
             views.append(_session(reads))
-    return SessionPage(total, [v for v in views if v is not None and v.raw])
+    return [v for v in views if v is not None and v.raw]
 
 
 async def create_session(
@@ -246,6 +263,95 @@ async def create_session(
     args = [keys.PREFIX, call_sid, from_, to, stamp, new_id("ses"), new_id("mem"), ms]
     reply = _text(await scripts.run("create_session", args))
     return reply[0], (reply[1] if len(reply) > 1 else None)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A call an agent places (create_outgoing.lua), as the web process parsed it."""
+
+    user_id: str
+    kind: str  # 'phone' | 'user'
+    ref: str  # E.164, or a user id or lower-cased email
+    dialled: str  # as the agent entered it
+    region: str  # the number's country, '' for a user
+    countries: tuple[str, ...]  # DIAL_COUNTRIES, for an account without its own list
+    caller_id: str | None  # asked for; used only if it is one of the account's numbers
+
+
+@dataclass(frozen=True)
+class OutgoingResult:
+    """created | exists | nouser | nodest | self | notallowed (`allowed`: the countries)."""
+
+    outcome: str
+    sid: str | None = None
+    allowed: str = ""
+    session: SessionView | None = None
+
+
+def _outgoing_args(
+    call: Outgoing,
+    *,
+    account_id: str,
+    call_sid: str,
+    sid: str,
+    agent_member: str,
+    dest_member: str,
+    actor: Actor,
+    agent_job: tuple[str, str, str, str, list[str]] | None,
+    dest_job: tuple[str, str, str, str, list[str]],
+) -> list[Any]:
+    created = datetime.now(UTC)
+    stamp = created.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    ms = (created - _EPOCH) // timedelta(milliseconds=1)
+    args: list[Any] = [keys.PREFIX, account_id, call.user_id, call_sid, call.kind, call.ref]
+    args += [call.dialled, call.region, ",".join(call.countries), call.caller_id or "", stamp]
+    args += [sid, agent_member, dest_member, ms, actor.id, actor.name]
+    flat_agent = [*agent_job[:4], *agent_job[4]] if agent_job else []
+    return [*args, len(flat_agent), *flat_agent, *dest_job[:4], *dest_job[4]]
+
+
+def _outgoing_result(reply: Any, reads: list[Any] | None = None) -> OutgoingResult:
+    reply = _text(reply)
+    if reply[0] in ("created", "exists"):
+        session = _session(reads) if reads and reads[0] else None
+        return OutgoingResult(reply[0], reply[1], session=session)
+    if reply[0] == "notallowed":
+        return OutgoingResult("notallowed", allowed=reply[1])
+    return OutgoingResult(reply[0])
+
+
+async def create_outgoing(
+    scripts: AsyncScripts,
+    call: Outgoing,
+    *,
+    account_id: str = "",
+    call_sid: str = "",
+    agent_member: str,
+    dest_member: str,
+    actor: Actor,
+    agent_job: tuple[str, str, str, str, list[str]] | None,
+    dest_job: tuple[str, str, str, str, list[str]],
+    sid: str | None = None,
+    render: bool = False,
+) -> OutgoingResult:
+    """An outgoing session (create_outgoing.lua): for a softphone's call (`call_sid`, no
+    agent job) or click to call (`agent_job`, with the session read back if `render`)."""
+    sid = sid or new_id("ses")
+    args = _outgoing_args(
+        call,
+        account_id=account_id,
+        call_sid=call_sid,
+        sid=sid,
+        agent_member=agent_member,
+        dest_member=dest_member,
+        actor=actor,
+        agent_job=agent_job,
+        dest_job=dest_job,
+    )
+    if not render:
+        return _outgoing_result(await scripts.run("create_outgoing", args))
+    reply, reads = await scripts.run_then_read("create_outgoing", args, _session_reads(sid))
+    return _outgoing_result(reply, reads)
 
 
 async def call_event(

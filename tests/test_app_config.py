@@ -8,12 +8,9 @@ The session's `stack` has none of the token settings; `softphones` is a stack of
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,8 +20,8 @@ from servicestack import JsonServiceClient, WebServiceException
 
 from orchestrator import jsv, keys, provision, redis_client
 from orchestrator.launch import wait_until
-from tests.support import net
 from tests.support.accounts import Account, new_account, random_number
+from tests.support.servicestack import official_dtos
 from tests.support.stack import ACCOUNT_SID, Stack, private_stack
 from tests.support.tokens import verified
 
@@ -43,6 +40,13 @@ SOFTPHONE_SETTINGS = {
 @pytest.fixture(scope="module")
 def softphones(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with private_stack(tmp_path_factory.mktemp("softphones"), env=SOFTPHONE_SETTINGS) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def unconfigured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack whose launcher did not run `orchestrator twilio setup`: no token settings."""
+    with private_stack(tmp_path_factory.mktemp("unconfigured"), softphones=False) as stack:
         yield stack
 
 
@@ -173,10 +177,11 @@ def test_an_invite_of_the_user_dials_the_identity_of_the_token(softphones: Stack
     assert wait_until(dialled, 10, "the user's invite dialled") == [f"client:{identity}"]
 
 
-# --- the session's stack: no token settings ---------------------------------------------------
+# --- a stack with no token settings ------------------------------------------------------------
 
 
-def test_a_server_without_token_settings_names_them(stack: Stack, account: Account) -> None:
+def test_a_server_without_token_settings_names_them(unconfigured: Stack) -> None:
+    stack, account = unconfigured, new_account(unconfigured.redis_url)
     with stack.client(_agent_key(stack, account)) as c:
         for path in ("/app/config", "/api/GetAppConfig", "/jsv/reply/GetAppConfig"):
             response = c.get(path)
@@ -206,22 +211,11 @@ def test_a_server_without_token_settings_names_them(stack: Stack, account: Accou
 # --- the official ServiceStack client ------------------------------------------------------
 
 
-def _dtos(stack: Stack, directory: Path) -> ModuleType:
-    """The DTOs as a client saves them from /types/python."""
-    path = directory / "softphone_dtos.py"
-    path.write_text(net.get(f"{stack.base_url}/types/python").text)
-    spec = importlib.util.spec_from_file_location("softphone_dtos", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["softphone_dtos"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_official_client_gets_the_config_and_the_error(
-    softphones: Stack, stack: Stack, account: Account, tmp_path: Path
+    softphones: Stack, unconfigured: Stack, tmp_path: Path
 ) -> None:
-    dtos = _dtos(softphones, tmp_path)
+    stack, account = unconfigured, new_account(unconfigured.redis_url)
+    dtos = official_dtos(softphones, tmp_path, "softphone_dtos")
     agent = new_account(softphones.redis_url)
     client = JsonServiceClient(softphones.base_url)
     client.set_bearer_token(_agent_key(softphones, agent))

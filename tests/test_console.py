@@ -2,14 +2,16 @@
 Playwright, against the running web, worker, emulator and Redis.
 
 What an agent does is done through the page (paste the key, invite, remove,
-hold, resume, end), and what the page shows must follow the calls live from
-the event stream, never from a reload. Callees ring for a while here, so the
-page can be seen showing Ringing before Connected.
+hold, resume, end, place a call from the dial box), and what the page shows must
+follow the calls live from the event stream, never from a reload. Callees ring
+for a while here, so the page can be seen showing Ringing before Connected; the
+agents' softphones are registered at the emulator (`Stack.softphone`) and answer.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import phonenumbers
 import pytest
 import redis
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
@@ -25,7 +28,7 @@ from orchestrator import provision
 from orchestrator.launch import wait_until
 from tests.support import net
 from tests.support.accounts import Account, new_account, random_number
-from tests.support.stack import Stack, ringing_stack
+from tests.support.stack import Stack, private_stack, ringing_stack
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -40,6 +43,8 @@ CHROMIUM_ARGS = [
 ]
 RING_SECONDS = 1.5
 WAIT_MS = 15_000  # what any one expectation may take: a dial, a callback, a reconnect
+NARROW = {"width": 360, "height": 740}  # a small phone
+US_PREMIUM = "+19002345678"  # never dialled (docs/api.md, where dials may go)
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +142,28 @@ def tab(browser: Browser, console_stack: Stack) -> Iterator[Tab]:
         context.close()
 
 
+def _agent_key(stack: Stack, account: Account) -> str:
+    """A User key that acts as the account's user, Ada Agent."""
+    r = redis.Redis.from_url(stack.redis_url)
+    return provision.create_key(r, account.id, ["User"], user=account.user_id)
+
+
+def _number_ending(ending: str) -> str:
+    """A valid US number that ends in `ending`: the emulator's callee table
+    (docs/emulator.md) says what such a callee does."""
+    while True:
+        number = f"+1415{random.randint(200, 999)}{ending}"
+        if phonenumbers.is_valid_number(phonenumbers.parse(number)):
+            return number
+
+
+def _fits(page: Page) -> bool:
+    """No horizontal scrolling: the page is no wider than the window."""
+    return page.evaluate(
+        "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )
+
+
 def _api(stack: Stack, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
     with stack.client(key) as client:
         return client.request(method, path, **kwargs)
@@ -156,6 +183,7 @@ def test_the_console_follows_a_call_live_and_acts_on_it(
     tab: Tab, console_stack: Stack, desk: Account, tmp_path: Path
 ) -> None:
     stack = console_stack
+    stack.softphone(_agent_key(stack, desk))  # Ada Agent answers when the page invites her
     tab.open()
     expect(tab.by("key-form")).to_be_visible()
 
@@ -184,13 +212,22 @@ def test_the_console_follows_a_call_live_and_acts_on_it(
     expect(tab.by("session-count")).to_have_text("1")
     expect(tab.by("empty")).to_be_hidden()
 
-    # A failed action shows the API's ResponseStatus message on the error line.
+    # A key of no user: the page says so in plain words, and offers no dial box.
+    expect(tab.by("agent-note")).to_contain_text("not to one agent")
+    expect(tab.by("dial-form")).to_be_hidden()
+    expect(tab.by("my-calls")).to_be_hidden()
+    expect(tab.by("agent")).to_be_hidden()
+
+    # A failed action shows the API's ResponseStatus message on the card it was for.
     refused = _api(stack, desk.key, "POST", f"/sessions/{sid}/members", json={"memberToAdd": "12"})
     assert refused.status_code == 400, refused.text
     tab.by("invite-input", card).fill("12")
     tab.by("invite-button", card).click()
-    expect(tab.by("error-text")).to_contain_text(refused.json()["responseStatus"]["message"])
-    expect(tab.by("error-text")).to_contain_text("Invite failed")
+    card_error = tab.by("session-error-text", card)
+    expect(card_error).to_contain_text(refused.json()["responseStatus"]["message"])
+    expect(card_error).to_contain_text("The invite did not work")
+    expect(card_error).not_to_contain_text("{")
+    expect(tab.by("error")).to_be_hidden()  # not the page's error line
 
     # Invite a number through the page: Ringing, then Connected, live.
     colleague = random_number()
@@ -198,7 +235,7 @@ def test_the_console_follows_a_call_live_and_acts_on_it(
     tab.by("invite-button", card).click()
     row = tab.member(card, colleague)
     expect(tab.state_of(row)).to_have_text("Ringing")
-    expect(tab.by("error")).to_be_hidden()  # the next action that works clears the line
+    expect(tab.by("session-error", card)).to_be_hidden()  # the next action that works clears it
     expect(tab.by("member-role", row)).to_have_text("Transfer")
     expect(tab.state_of(row)).to_have_text("Connected")
     expect(tab.by("invite-input", card)).to_have_value("")
@@ -239,14 +276,22 @@ def test_the_console_follows_a_call_live_and_acts_on_it(
 
     # Remove the colleague: it leaves the call, and the API agrees.
     tab.by("remove-member", row).click()
-    expect(tab.state_of(row)).to_have_text("None")
+    expect(tab.state_of(row)).to_have_text("Removed")
     expect(tab.by("remove-member", row)).to_be_hidden()
     expect(row).to_have_class(re.compile(r"\binactive\b"))
     assert _api_member(stack, desk.key, sid, colleague)["callState"] == "None"
     expect(tab.state_of(tab.member(card, caller))).to_have_text("Connected")
 
-    # End the call: the card says how it ended, then leaves the active view.
+    # End the call: the page asks first; "Keep the call" keeps it.
     tab.by("end-call", card).click()
+    expect(tab.by("end-confirm", card)).to_be_visible()
+    tab.by("end-confirm-no", card).click()
+    expect(tab.by("end-confirm", card)).to_be_hidden()
+    expect(tab.by("session-state", card)).to_have_text("Connected")
+    assert _session(stack, desk.key, sid)["ended"] is False
+    # Confirmed, it ends: the card says how it ended, then leaves the active view.
+    tab.by("end-call", card).click()
+    tab.by("end-confirm-yes", card).click()
     expect(tab.by("session-state", card)).to_have_text("Disconnected")
     expect(tab.by("session-note", card)).to_contain_text("Ended by")
     expect(tab.by("end-call", card)).to_be_disabled()
@@ -256,6 +301,163 @@ def test_the_console_follows_a_call_live_and_acts_on_it(
     assert _session(stack, desk.key, sid)["ended"] is True
 
     tab.check_stayed_home()
+
+
+def test_an_agent_places_a_call_from_the_dial_box_and_finds_it_under_my_calls(
+    tab: Tab, console_stack: Stack, desk: Account, tmp_path: Path
+) -> None:
+    stack = console_stack
+    key = _agent_key(stack, desk)
+    stack.softphone(key, answer="answer")
+    # A customer's call that the agent is not in: one of the account's other calls.
+    other = stack.incoming_call(random_number(), desk.number)["conferenceName"]
+
+    tab.open(f"/console#key={key}")
+    expect(tab.by("stream-status")).to_have_text("Live")
+    # Who the agent is, from GET /app/config.
+    expect(tab.by("agent-name")).to_have_text("Ada Agent")
+    expect(tab.by("agent-identity")).to_have_text(desk.user_id)
+    expect(tab.by("agent-note")).to_be_hidden()
+    expect(tab.by("my-calls")).to_be_visible()
+    expect(tab.by("my-empty")).to_be_visible()
+    expect(tab.by("sessions-heading")).to_have_text("Other calls on the account")
+    expect(tab.by("sessions").locator(f'[data-session-id="{other}"]')).to_have_count(1)
+    expect(tab.by("session-count")).to_have_text("1")
+
+    # A number the account may not dial: the API's message, in plain words, by the box.
+    refused = _api(stack, key, "POST", "/sessions/outgoing", json={"numberToDial": US_PREMIUM})
+    assert refused.status_code == 400, refused.text
+    message = refused.json()["responseStatus"]["message"]
+    tab.by("dial-input").fill(US_PREMIUM)
+    tab.by("dial-button").click()
+    expect(tab.by("dial-error")).to_contain_text(message)
+    expect(tab.by("dial-error")).not_to_contain_text("{")
+    expect(tab.by("error")).to_be_hidden()
+    expect(tab.by("my-empty")).to_be_visible()  # nothing was placed
+
+    # Click to call: the agent's softphone rings and answers, then the number is dialled.
+    number = random_number()
+    tab.by("dial-input").fill(number)
+    tab.by("dial-button").click()
+    expect(tab.by("dial-error")).to_be_hidden()
+    expect(tab.by("dial-input")).to_have_value("")
+    mine = tab.by("my-sessions").locator('[data-testid="session"]')
+    expect(mine).to_have_count(1)
+    sid = mine.get_attribute("data-session-id")
+    assert sid and sid != other
+    card = tab.session(sid)
+    expect(tab.by("session-sub", card)).to_contain_text("Outgoing")
+    me = tab.member(card, desk.user_id)
+    expect(tab.by("member-you", me)).to_be_visible()
+    expect(tab.by("member-role", me)).to_have_text("Agent (original)")
+    expect(tab.state_of(me)).to_have_text("Connected")
+    callee = tab.member(card, number)
+    expect(tab.by("member-you", callee)).to_be_hidden()
+    expect(tab.state_of(callee)).to_have_text("Connected")
+    expect(tab.by("my-count")).to_have_text("1")
+    expect(tab.by("my-empty")).to_be_hidden()
+    expect(tab.by("session-count")).to_have_text("1")  # the other call stays apart
+    listed = _api(stack, key, "GET", "/sessions/my")
+    assert [s["id"] for s in listed.json()["sessions"]] == [sid], listed.text
+    tab.screenshot(tmp_path, "console-agent.png")
+
+    # On a small phone nothing scrolls sideways, with the confirm step and an error open.
+    tab.page.set_viewport_size(NARROW)
+    tab.by("dial-input").fill(US_PREMIUM)
+    tab.by("dial-button").click()
+    expect(tab.by("dial-error")).to_be_visible()
+    tab.by("end-call", card).click()
+    expect(tab.by("end-confirm", card)).to_be_visible()
+    wait_until(lambda: _fits(tab.page), 5, "the page to fit 360 px")
+    boxes = [mine.bounding_box(), tab.session(other).bounding_box()]
+    assert all(b is not None and b["x"] >= 0 and b["x"] + b["width"] <= 360 for b in boxes), boxes
+    assert boxes[0]["y"] + boxes[0]["height"] <= boxes[1]["y"], boxes  # stacked: mine first
+    tab.screenshot(tmp_path, "console-narrow.png")
+
+    # Confirmed, the call ends and leaves my calls.
+    tab.by("end-confirm-yes", card).click()
+    expect(tab.by("session-state", card)).to_have_text("Disconnected")
+    expect(card).to_have_count(0)
+    expect(tab.by("my-empty")).to_be_visible()
+    assert _session(stack, key, sid)["ended"] is True
+    tab.check_stayed_home()
+
+
+def test_each_member_shows_what_became_of_its_call(
+    tab: Tab, console_stack: Stack, desk: Account
+) -> None:
+    """The emulator's callees that are busy, never answer and fail show as such, not
+    as a bare None (docs/emulator.md's callee table)."""
+    stack = console_stack
+    tab.open(f"/console#key={desk.key}")
+    expect(tab.by("stream-status")).to_have_text("Live")
+    caller = random_number()
+    sid = stack.incoming_call(caller, desk.number)["conferenceName"]
+    card = tab.session(sid)
+    expect(tab.state_of(tab.member(card, caller))).to_have_text("Connected")
+
+    expected = {"0001": "Busy", "0002": "No answer", "0003": "Failed"}
+    numbers = {ending: _number_ending(ending) for ending in expected}
+    for number in numbers.values():
+        tab.by("invite-input", card).fill(number)
+        tab.by("invite-button", card).click()
+        expect(tab.member(card, number)).to_have_count(1)
+    for ending, label in expected.items():
+        row = tab.member(card, numbers[ending])
+        expect(tab.state_of(row)).to_have_text(label)
+        expect(tab.by("remove-member", row)).to_be_hidden()  # over: nothing to remove
+        assert _api_member(stack, desk.key, sid, numbers[ending])["callState"] == "None"
+    expect(tab.state_of(tab.member(card, caller))).to_have_text("Connected")
+
+    # The caller hangs up: Left.
+    caller_sid = _api_member(stack, desk.key, sid, caller)["callSid"]
+    assert stack.emulator(f"calls/{caller_sid}/hangup", "POST").is_success
+    expect(tab.state_of(tab.member(card, caller))).to_have_text("Left")
+    tab.check_stayed_home()
+
+
+def test_without_softphones_the_page_says_so_and_learns_the_agent_from_their_calls(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A server whose softphones are not set up answers GetAppConfig 503 NotConfigured:
+    the page says so in plain words and works all the same; who the agent is, it learns
+    from the calls GET /sessions/my lists."""
+    workdir = tmp_path_factory.mktemp("console-unconfigured")
+    # The agent's Client rings for long: no softphone is registered to answer it.
+    rings = ("--ring-seconds", "0.1", "--no-answer-seconds", "60")
+    with private_stack(workdir, emulator_args=rings, softphones=False) as stack:
+        desk = new_account(stack.redis_url, "Console Co")
+        key = _agent_key(stack, desk)
+        assert _api(stack, key, "GET", "/app/config").status_code == 503
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        try:
+            tab = Tab(context, stack)
+            tab.open(f"/console#key={key}")
+            expect(tab.by("stream-status")).to_have_text("Live")
+            expect(tab.by("agent-note")).to_contain_text("Softphones are not set up")
+            expect(tab.by("agent")).to_be_hidden()  # not known yet
+            expect(tab.by("dial-form")).to_be_visible()
+            expect(tab.by("my-empty")).to_be_visible()
+
+            # A customer's call, and the agent invited to it: it is one of my calls now.
+            sid = stack.incoming_call(random_number(), desk.number)["conferenceName"]
+            invited = _api(
+                stack,
+                desk.key,
+                "POST",
+                f"/sessions/{sid}/members",
+                json={"memberToAdd": desk.user_id},
+            )
+            assert invited.status_code == 200, invited.text
+            card = tab.by("my-sessions").locator(f'[data-session-id="{sid}"]')
+            expect(card).to_have_count(1)
+            expect(tab.by("agent-name")).to_have_text("Ada Agent")
+            me = tab.member(card, desk.user_id)
+            expect(tab.by("member-you", me)).to_be_visible()
+            expect(tab.state_of(me)).to_have_text("Ringing")
+            tab.check_stayed_home()
+        finally:
+            context.close()
 
 
 def test_a_key_in_the_address_is_used_then_taken_out_of_it(tab: Tab, desk: Account) -> None:
@@ -368,3 +570,35 @@ def test_the_console_files_are_served_from_the_package_and_load_nothing_else(
     missing = net.get(base + "/console/secrets.txt", timeout=10)
     assert missing.status_code == 404
     assert "responseStatus" in missing.json()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_log_texts_the_page_reads_are_the_ones_the_service_writes() -> None:
+    """The member labels (console.js, memberOutcomes) read the session log: every end a
+    call-progress callback logs, and each other text it reads, must be written as it
+    expects, or a label would quietly fall back to Invited."""
+    page = (ROOT / "orchestrator/console/console.js").read_text()
+    lua = ROOT / "orchestrator/lua"
+    call_event = (lua / "call_event.lua").read_text()
+    table = re.search(r"local finals = \{(.*?)\n\}", call_event, re.S)
+    assert table is not None, "call_event.lua has no finals table"
+    finals = re.findall(r"\['[\w-]+'\] = '([^']+)'", table.group(1))
+    assert len(finals) >= 5, finals
+    for suffix in finals:
+        assert f'"{suffix}"' in page, f"console.js does not read {suffix!r}"
+    written = {
+        "conference_event.lua": ["' left the conference'"],
+        "begin_dial.lua": ["'Not dialled '", "': removed'", "': the session has ended'"],
+        "remove_member.lua": ["'removed '", "' was removed'"],
+        "redirect.lua": ["' left for the transfer'"],
+        "_members.lua": ["'invited '", "'Invited '"],
+    }
+    for name, texts in written.items():
+        source = (lua / name).read_text()
+        for text in texts:
+            assert text in source, f"{name} no longer writes {text}"
+            assert text.strip("'").strip() in page, f"console.js does not read {text}"
+    assert 'f"Could not dial ' in (ROOT / "workers/dial.py").read_text()
+    assert "Could not dial " in page

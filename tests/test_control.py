@@ -56,7 +56,7 @@ def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def acct(ctl: Stack) -> Team:
-    return new_team(ctl.redis_url)
+    return ctl.online(new_team(ctl.redis_url))
 
 
 # --- the emulator: what Twilio was asked and what it did -------------------------------
@@ -753,7 +753,7 @@ def lone(tmp_path: Path) -> Iterator[Stack]:
 
 
 def test_a_worker_killed_with_a_control_job_queued_loses_nothing(lone: Stack) -> None:
-    s = Session(lone, new_team(lone.redis_url))
+    s = Session(lone, lone.online(new_team(lone.redis_url)))
     member, member_sid = s.connected(random_number())
     s.wait_control_idle()
     # Keep the one worker busy in a slow create, so the removal's job waits queued.
@@ -772,7 +772,7 @@ def test_a_worker_killed_with_a_control_job_queued_loses_nothing(lone: Stack) ->
 
 
 def test_a_worker_killed_with_a_control_job_running_loses_nothing(lone: Stack) -> None:
-    s = Session(lone, new_team(lone.redis_url))
+    s = Session(lone, lone.online(new_team(lone.redis_url)))
     first, first_sid = s.connected(random_number())
     second, second_sid = s.connected(random_number())
     s.wait_control_idle()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,10 +20,11 @@ def _listening(url: str) -> bool:
     return port_in_use(int(port), host)
 
 
-@pytest.fixture
-def dev(tmp_path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """One `orchestrator dev` for the module's tests; stopped with Ctrl-C after them."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TWILIO_CPS")}
-    log = tmp_path / "dev.log"
+    log = tmp_path_factory.mktemp("dev") / "dev.log"
     process = Process(
         "dev", python("-m", "orchestrator", "dev", "--port", str(free_port())), env, log
     )
@@ -41,6 +43,7 @@ def dev(tmp_path) -> dict[str, str]:
                 "emulator": r"Twilio emulator\s+(\S+)",
                 "redis": r"Redis\s+(\S+)",
                 "key": r"API key\s+(\S+)",
+                "user": r"user\s+(usr_\w+)",
             }.items()
         }
         info["banner"] = banner
@@ -80,7 +83,7 @@ def test_printed_commands_dial_a_member_who_connects_then_a_warm_transfer(
     dev: dict[str, str],
 ) -> None:
     assert dev["redis"].startswith("redis://127.0.0.1:")  # embedded, not the machine's
-    first, transfer = dev["banner"].split("A warm transfer")
+    first, transfer = dev["banner"].split("An agent's own call")[0].split("A warm transfer")
     commands = _commands(first)
     assert len(commands) == 5, commands
     sid = re.search(r"SESSION=(ses_\w+)", _run(commands)).group(1)
@@ -125,3 +128,36 @@ def test_printed_commands_dial_a_member_who_connects_then_a_warm_transfer(
     assert session["callState"] == "Connected" and session["heldByUserId"] is None
     # The printed command that ends the call runs as printed.
     _run(_commands(ending), sid)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the banner's commands use curl")
+def test_printed_commands_place_the_agents_own_call_and_a_click_to_call(
+    dev: dict[str, str],
+) -> None:
+    """The demo agent's softphone is registered (it answers) and the service's TwiML App
+    takes its calls: both of the walk-through's ways to call a customer connect."""
+    user, headers = dev["user"], {"Authorization": f"Bearer {dev['key']}"}
+    own, click = dev["banner"].split("An agent's own call")[1].split("Click to call")
+    own_commands, click_commands = _commands(own), _commands(click)
+    assert len(own_commands) == 3 and len(click_commands) == 2, (own_commands, click_commands)
+    assert f"/_emulator/softphones/{user}/calls" in own_commands[0]
+    customer = re.search(r"To=(\+\d+)", own_commands[1]).group(1)
+
+    def connected(sid: str) -> bool:
+        session = net.get(f"{dev['api']}/sessions/{sid}", headers=headers).json()
+        states = {m["identity"]: m["callState"] for m in session["members"]}
+        return states == {user: "Connected", customer: "Connected"}
+
+    # The call's answer, then (on the same line: curl adds no newline) GetMySessions'.
+    call, _ = json.JSONDecoder().raw_decode(_run(own_commands))
+    assert call["status"] == "in-progress" and call["said"] == [], call
+    sid = call["conferenceName"]
+    wait_until(lambda: connected(sid), 15, "the agent's own call to connect")
+    mine = net.get(f"{dev['api']}/sessions/my", headers=headers).json()["sessions"]
+    assert sid in [s["id"] for s in mine]
+
+    clicked = json.loads(_run(click_commands).splitlines()[0])
+    assert clicked["direction"] == "Outgoing" and clicked["destination"] == customer
+    wait_until(lambda: connected(clicked["id"]), 15, "the click to call to connect")
+    for session in (sid, clicked["id"]):
+        assert net.request("DELETE", f"{dev['api']}/sessions/{session}", headers=headers).is_success

@@ -153,7 +153,7 @@ def test_second_participant_joins_without_restarting_the_conference(
 ) -> None:
     first = emu_dial(emu_client, emu_hooks, "room-b", "m1", "+14155550101")
     emu_hooks.wait_event("conference-start")
-    second = emu_dial(emu_client, emu_hooks, "room-b", "m2", "client:agent-7")
+    second = emu_dial(emu_client, emu_hooks, "room-b", "m2", "+14155550107")
     assert second.conference_sid == first.conference_sid
     emu_hooks.wait_event("participant-join", second.call_sid)
 

@@ -62,6 +62,7 @@ def watched_call(
 def test_a_call_is_seen_live_from_ring_to_hang_up(
     stack: Stack, account: Account, streams: list[EventStream]
 ) -> None:
+    stack.user_online(account)
     everything = open_stream(streams, events_url(stack), account.key).connected()
     sid = incoming(stack, account)
     one = open_stream(streams, events_url(stack, sid), account.key).connected()

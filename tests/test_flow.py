@@ -116,6 +116,7 @@ def test_phone_member_rings_connects_and_hangs_up(stack: Stack, account: Account
 
 
 def test_user_member_is_dialled_as_client_identity(stack: Stack, account: Account) -> None:
+    stack.user_online(account)
     sid = stack.incoming_call(random_number(), account.number)["conferenceName"]
     response = _invite(stack, account, sid, account.user_email.upper())
     assert response.status_code == 200, response.text

@@ -319,6 +319,8 @@ def team(stack: Stack) -> Team:
     plain = provision.create_key(r, aid, ["User"])
     key_id = r.hget(keys.api_key(apikeys.digest(plain)), "id").decode()
     account = Account(aid, number, plain, ada, ada_email)
+    for user_key in user_keys:  # an invite of a user rings a registered softphone
+        stack.softphone(user_key)
     return Team(account, key_id, ada, user_keys[0], bob, user_keys[1])
 
 

@@ -63,7 +63,7 @@ def _subcommands(p: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iter
 def test_every_command_has_a_summary_in_its_help_and_the_top_level_help() -> None:
     commands = list(_subcommands(parser()))
     assert {c[0] for c, _ in commands} == {
-        "dev", "web", "worker", "accounts", "numbers", "users", "keys",
+        "dev", "web", "worker", "accounts", "numbers", "users", "keys", "twilio",
     }  # fmt: skip
     top = cli("--help")
     assert top.returncode == 0, top.stderr
@@ -163,7 +163,7 @@ def test_dev_banner_lists_every_callee_behaviour_and_says_what_it_runs() -> None
         if not valid_to(number) or outcome_for(number) is not Outcome.ANSWER:
             assert f"ending {n:04d}" in text, n
     assert outcome_for("client:offline-sam") is not Outcome.ANSWER
-    assert '"offline"' in text
+    assert "with none registered, rings unanswered" in text  # a client: with no softphone
     # The words match the commands: the first invite is the demo agent's.
     intro, commands = text.split("Try it:")[1].split("SESSION=", 1)
     assert "demo agent" in intro and dev.DEMO_EMAIL in intro

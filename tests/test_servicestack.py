@@ -3,8 +3,6 @@ from /types/python, JSV through every negotiation path, predefined routes."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,22 +14,13 @@ from orchestrator import jsv
 from orchestrator.launch import wait_until
 from tests.support import net
 from tests.support.accounts import Account, random_number
+from tests.support.servicestack import official_dtos
 from tests.support.stack import Stack
 
 
 @pytest.fixture(scope="module")
 def dtos(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
-    """The Python DTOs exactly as a client would save them from /types/python."""
-    response = net.get(f"{stack.base_url}/types/python")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    path = Path(tmp_path_factory.mktemp("dtos")) / "orchestrator_dtos.py"
-    path.write_text(response.text)
-    spec = importlib.util.spec_from_file_location("orchestrator_dtos", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["orchestrator_dtos"] = module
-    spec.loader.exec_module(module)
-    return module
+    return official_dtos(stack, Path(tmp_path_factory.mktemp("dtos")))
 
 
 def _client(stack: Stack, key: str | None) -> JsonServiceClient:

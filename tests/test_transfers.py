@@ -29,7 +29,7 @@ def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def desk(slow_stack: Stack) -> Team:
-    return new_team(slow_stack.redis_url, "Transfer Co")
+    return slow_stack.online(new_team(slow_stack.redis_url, "Transfer Co"))
 
 
 def _api(stack: Stack, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:

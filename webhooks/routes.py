@@ -10,10 +10,10 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from orchestrator import callback_urls, metrics, store
+from orchestrator import metrics, store
 from orchestrator.logs import ids
+from webhooks import softphone, twiml
 from webhooks.signature import signed_form
 
 log = logging.getLogger("orchestrator.webhooks")
@@ -26,27 +26,24 @@ def _ack() -> Response:
     return Response(status_code=204)
 
 
-def _twiml(response: VoiceResponse) -> Response:
-    return Response(str(response), media_type="application/xml")
-
-
 async def voice(request: Request) -> Response:
-    """An incoming call: a new session, and the caller put into its conference."""
+    """A call to the service: a customer's to one of our numbers starts a session with the
+    caller in its conference; an agent's from a softphone (`From` a Client identity,
+    through the TwiML App) is the call they place (webhooks/softphone.py)."""
     form = await signed_form(request)
     call_sid, from_, to = form.get("CallSid", ""), form.get("From", ""), form.get("To", "")
+    if from_.startswith(softphone.CLIENT_PREFIX) and call_sid:
+        return await softphone.agent_call(request, form)
     if not call_sid or not to:
         metrics.callback("incoming-call", "ignored")
         log.warning(
             "voice webhook without CallSid/To; rejecting the call", extra=ids(call=call_sid)
         )
-        response = VoiceResponse()
-        response.reject()
-        return _twiml(response)
+        return twiml.reject()
     outcome, sid = await store.create_session(
         request.app.state.scripts, call_sid=call_sid, from_=from_, to=to
     )
     metrics.callback("incoming-call", outcome)
-    response = VoiceResponse()
     if sid is None:
         log.warning(
             "incoming call %s to %s: not one of our numbers; rejected",
@@ -54,8 +51,7 @@ async def voice(request: Request) -> Response:
             to,
             extra=ids(call=call_sid),
         )
-        response.reject()
-        return _twiml(response)
+        return twiml.reject()
     log.info(
         "incoming call %s from %s to %s: session %s (%s)",
         call_sid,
@@ -65,20 +61,7 @@ async def voice(request: Request) -> Response:
         outcome,
         extra=ids(sid, call=call_sid),
     )
-    dial = Dial()
-    dial.conference(
-        sid,
-        status_callback=callback_urls.conference_status(request.app.state.settings.public_base_url),
-        status_callback_event=" ".join(callback_urls.CONFERENCE_EVENTS),
-        status_callback_method="POST",
-        start_conference_on_enter=True,
-        # When the caller's leg ends, the session ends; Twilio ends the conference at once
-        # (set here, at join: Twilio ignores a change of it while the caller is held). The
-        # control job still ends it and cancels the legs that are only ringing.
-        end_conference_on_exit=True,
-    )
-    response.append(dial)
-    return _twiml(response)
+    return twiml.join_conference(sid, request.app.state.settings.public_base_url, customer=True)
 
 
 async def conference_status(request: Request) -> Response:

@@ -1,25 +1,18 @@
-"""The real `twilio` REST client, pointed wherever TWILIO_API_BASE_URL says."""
+"""The real `twilio` REST client, pointed wherever TWILIO_API_BASE_URL says
+(`orchestrator.twilio_rest`, shared with `orchestrator twilio setup`)."""
 
 from __future__ import annotations
 
-from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from orchestrator.settings import TWILIO_API, Settings
-
-# Every call-related Twilio request is cut at 15 s; waiting longer only holds a worker.
-TIMEOUT_SECONDS = 15
+from orchestrator.settings import Settings
+from orchestrator.twilio_rest import TIMEOUT_SECONDS, client
 
 
 def make_client(settings: Settings, timeout: float = TIMEOUT_SECONDS) -> Client:
-    client = Client(
+    return client(
         settings.twilio_account_sid,
         settings.twilio_auth_token,
-        http_client=TwilioHttpClient(timeout=timeout),
+        settings.twilio_api_base_url,
+        timeout,
     )
-    if settings.twilio_api_base_url != TWILIO_API:
-        # TWILIO_REGION / TWILIO_EDGE would rewrite the emulator's host name.
-        client.region = None
-        client.edge = None
-        client.api.base_url = settings.twilio_api_base_url
-    return client

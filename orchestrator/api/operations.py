@@ -18,7 +18,7 @@ from starlette.routing import Route, request_response
 from starlette.types import Receive, Scope, Send
 
 from orchestrator import apikeys, metrics
-from orchestrator.api import agents, members, sessions
+from orchestrator.api import agents, members, outgoing, sessions
 from orchestrator.api.authn import USER_ROLE, authenticate
 from orchestrator.api.binding import Value, read_dto
 from orchestrator.api.responses import dto_response
@@ -30,11 +30,14 @@ from orchestrator.dto import (
     GET_ACTIVE_SESSIONS_DTO,
     GET_ACTIVE_SESSIONS_RESPONSE_DTO,
     GET_APP_CONFIG_DTO,
+    GET_MY_SESSIONS_DTO,
+    GET_MY_SESSIONS_RESPONSE_DTO,
     GET_SESSION_DTO,
     HOLD_SESSION_DTO,
     INVITE_CHAT_MEMBER_DTO,
     LIST_SESSIONS_DTO,
     LIST_SESSIONS_RESPONSE_DTO,
+    NEW_OUTGOING_SESSION_DTO,
     PATCH_SESSION_DTO,
     REDIRECT_SESSION_DTO,
     SESSION_INFO_DTO,
@@ -196,6 +199,34 @@ OPERATIONS = (
             "settings that sign access tokens (the message names them); Retry-After is "
             "longer then, as only an operator's restart changes it",
         },
+    ),
+    Operation(
+        NEW_OUTGOING_SESSION_DTO,
+        SESSION_INFO_DTO,
+        "POST",
+        "/sessions/outgoing",
+        outgoing.new_outgoing_session,
+        summary="Click to call: a new outgoing session that rings the key's user (their "
+        "softphone) first, then dials numberToDial once their leg is in the conference",
+        twilio="The worker dials the user (a participant create to client:<identity>, "
+        "which starts the conference); once their leg is in it, the destination is dialled "
+        "as an invited member.",
+        tag="agents",
+        errors={
+            "403": "The key lacks the required role, or acts as no user (the call rings "
+            "the key's user)",
+        },
+    ),
+    Operation(
+        GET_MY_SESSIONS_DTO,
+        GET_MY_SESSIONS_RESPONSE_DTO,
+        "GET",
+        "/sessions/my",
+        outgoing.get_my_sessions,
+        summary="The sessions not ended in which the key's user has a leg invited, ringing, "
+        "in the call or held, newest first",
+        tag="agents",
+        errors={"403": "The key lacks the required role, or acts as no user"},
     ),
 )
 _BY_NAME = {op.request.name.lower(): op for op in OPERATIONS}

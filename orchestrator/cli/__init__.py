@@ -1,8 +1,9 @@
 """`orchestrator`: run and provision the conference orchestrator.
 
 `web` serves the API and Twilio's webhooks, `worker` dials and settles calls,
-`dev` runs the whole service on this machine with nothing to set up, and
-`accounts`, `numbers`, `users` and `keys` provision what the API serves.
+`dev` runs the whole service on this machine with nothing to set up,
+`accounts`, `numbers`, `users` and `keys` provision what the API serves, and
+`twilio setup` makes the Twilio account ready for it.
 
 This package is also the composition root: the only one that puts the core, the
 API layer, the webhooks and the workers together (`app` for the web process,
@@ -66,7 +67,8 @@ are named in one run:
     SESSION_RETENTION_SECONDS, EVENT_RETENTION_SECONDS  [604800, 3600]
     TWILIO_API_KEY_SID, TWILIO_API_KEY_SECRET  the API key (SK...) that signs agents'
                                access tokens (GetAppConfig answers 503 without them)
-    TWILIO_TWIML_APP_SID       the TwiML App (AP...) of agents' softphones
+    TWILIO_TWIML_APP_SID       the TwiML App (AP...) of agents' softphones; these three
+                               are what `orchestrator twilio setup` prints
     ACCESS_TOKEN_TTL           seconds an agent's access token lives [3600]
 
 Redis unreachable at start or later: no process exits. The web process listens
@@ -271,6 +273,19 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_twilio_setup(args: argparse.Namespace) -> int:
+    """The settings on stdout, what changed on stderr; Twilio's refusal: one line, exit 1."""
+    from orchestrator import twilio_setup
+
+    try:
+        made = twilio_setup.from_settings(Settings.from_env(), new_key=args.new_key)
+    except twilio_setup.SetupError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        return 1
+    print(made.lines(), end="", flush=True)
+    return 0
+
+
 def _description() -> str:
     """The module's summary and its paragraph for operators."""
     summary, operators = (__doc__ or "").split("\n\n")[:2]
@@ -365,6 +380,19 @@ def parser() -> argparse.ArgumentParser:
     krevoke = keys("revoke", "revoke a key by its id; refused within a second")
     krevoke.add_argument("key_id", metavar="KEY_ID")
     krevoke.set_defaults(func=cmd_keys_revoke)
+    twilio = actions("twilio", "make the Twilio account ready for the service")
+    tsetup = twilio(
+        "setup",
+        "make (or find) an API key and a TwiML App, point the numbers the service knows at "
+        "its voice webhook, and print TWILIO_API_KEY_SID, TWILIO_API_KEY_SECRET and "
+        "TWILIO_TWIML_APP_SID; run again, it changes nothing (docs/operations.md)",
+    )
+    tsetup.add_argument(
+        "--new-key", action="store_true",
+        help="make a new API key even if the settings name one Twilio still has (a key's "
+        "secret cannot be read back); the old key keeps working until deleted at Twilio",
+    )  # fmt: skip
+    tsetup.set_defaults(func=cmd_twilio_setup)
     return p
 
 

@@ -1,10 +1,11 @@
 """`orchestrator dev`: the whole service on one machine with no set-up.
 
-Starts an embedded Redis (unless REDIS_URL is set), the Twilio emulator, the
-web process and a worker, provisions a demo account, and prints what to try.
-Each part is a real process, started exactly as an operator would start it
-(orchestrator.launch, the launcher the tests and benchmarks use too); their
-log lines show in this terminal.
+Starts an embedded Redis (unless REDIS_URL is set), the Twilio emulator (which
+`orchestrator twilio setup` makes ready for agents' softphones), the web process and
+a worker, provisions a demo account, registers the demo agent's softphone at the
+emulator, and prints what to try. Each part is a real process, started exactly as an
+operator would start it (orchestrator.launch, the launcher the tests and benchmarks
+use too); their log lines show in this terminal.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
+
 from orchestrator import provision, redis_client, redis_server
 from orchestrator.launch import Service, port_in_use, wait_until
 
@@ -23,7 +26,11 @@ DEV_ACCOUNT_SID = "AC" + "de70" * 8
 DEMO_NUMBER = "+14155550100"
 DEMO_CALLER = "+14155550199"
 DEMO_MEMBER = "+14155550123"
+DEMO_CUSTOMER = "+14155550142"  # whom the demo agent calls
 DEMO_EMAIL = "agent@example.com"
+# The demo agent's softphone token lives as long as Twilio allows (a day), so that it
+# stays registered as long as a dev session runs.
+TOKEN_TTL = "86400"
 # How long the emulator's callees ring before they answer (or are busy), and before
 # one that never answers gives up: slow enough to see Ringing in the console.
 RING_SECONDS = "2"
@@ -68,6 +75,7 @@ def run(port: int = 8000) -> int:
                 "TWILIO_CPS": os.environ.get("TWILIO_CPS", "10"),
                 # One metrics directory for the web and the worker, new with each run.
                 "METRICS_DIR": os.environ.get("METRICS_DIR") or str(workdir / "metrics"),
+                "ACCESS_TOKEN_TTL": os.environ.get("ACCESS_TOKEN_TTL", TOKEN_TTL),
             },
         )
         emulator_args = ("--ring-seconds", RING_SECONDS, "--no-answer-seconds", NO_ANSWER_SECONDS)
@@ -79,6 +87,7 @@ def run(port: int = 8000) -> int:
         user = provision.add_user(r, DEMO_EMAIL, account, name="Demo Agent")
         # The demo key acts as the demo user: what it does is logged as "Demo Agent ...".
         key = provision.create_key(r, account, ["User"], user=user)
+        register_softphone(service, key)
         print(
             banner(service.base_url, service.emulator_url, redis_url, account, user, key),
             flush=True,
@@ -101,6 +110,30 @@ def run(port: int = 8000) -> int:
             service.stop_all(STOP_SECONDS)
         if embedded is not None:
             embedded.stop()
+
+
+def register_softphone(service: Service, key: str, answer: str = "answer") -> str:
+    """The key's user's softphone registers at the emulator, as Twilio's Voice SDK does
+    with the access token GetAppConfig gives it; its identity. RuntimeError (the dev run
+    stops, saying why) if either refuses."""
+    with httpx.Client(timeout=10, trust_env=False) as http:
+        try:
+            config = http.get(
+                f"{service.base_url}/app/config", headers={"Authorization": f"Bearer {key}"}
+            )
+            if config.status_code != 200:
+                raise RuntimeError(f"GetAppConfig answered {config.status_code}: {config.text}")
+            registered = http.post(
+                f"{service.emulator_url}/_emulator/softphones",
+                data={"AccessToken": config.json()["accessToken"], "Answer": answer},
+            )
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"registering the demo agent's softphone: {exc}") from None
+        if registered.status_code != 201:
+            raise RuntimeError(
+                f"the emulator refused the softphone ({registered.status_code}): {registered.text}"
+            )
+    return registered.json()["identity"]
 
 
 def banner(base: str, emulator: str, redis_url: str, account: str, user: str, key: str) -> str:
@@ -139,8 +172,11 @@ The emulator plays each callee by its address:
   a number ending 0002   rings and is never answered (no-answer after {NO_ANSWER_SECONDS} s)
   a number ending 0003   fails (the call cannot be placed)
   a number ending 0004   is refused by Twilio at once (error 21211, not dialable)
-  a Twilio Client identity starting "offline" rings and is never answered
-  any other number, and every user, rings for {RING_SECONDS} s and answers
+  any other number       rings for {RING_SECONDS} s and answers
+  a user (client:<id>)   rings the softphone registered under that identity, which
+                         answers, declines or ignores as it registered (the demo
+                         agent's answers); with none registered, rings unanswered
+                         (no-answer after {NO_ANSWER_SECONDS} s)
 A callee hangs up with: curl -s -X POST {emulator}/_emulator/calls/<CallSid>/hangup
 (the CallSid is the member's callSid in the session).
 
@@ -158,6 +194,21 @@ colleague, the agent leaves, the customer is taken off hold with the colleague.
 End the call: the conference ends and every leg is hung up.
 
   curl -s -X DELETE {base}/sessions/$SESSION {auth}
+
+An agent's own call: the demo agent's softphone, registered at the emulator with
+the token GetAppConfig gave it (identity {user}), calls a customer. The service
+opens an outgoing session, puts the agent in its conference, then dials the
+number; the answer's conferenceName is the session's id.
+
+  curl -s -X POST {emulator}/_emulator/softphones/{user}/calls \\
+      --data-urlencode To={DEMO_CUSTOMER}
+  curl -s {base}/sessions/my {auth}
+
+Click to call, for an agent away from the softphone's dial pad: the service rings
+the agent's softphone first, then dials the number once the agent is in the call.
+
+  curl -s -X POST {base}/sessions/outgoing {auth} \\
+      {json} -d '{{"numberToDial": "{DEMO_CUSTOMER}"}}'
 
 Every operation is described at {base}/openapi.json. Ctrl-C stops everything.
 """

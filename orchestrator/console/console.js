@@ -1,4 +1,6 @@
-// The agent console: the account's active sessions, live from the event stream.
+// The agent console: who the key's agent is (GET /app/config), the calls they are in
+// (GET /sessions/my), a dial box (POST /sessions/outgoing), and the account's other
+// active sessions, all live from the event stream.
 //
 // Start-up order, so that no change is missed: open the stream, wait for the
 // server's ": connected" comment, then read GET /sessions/active; every event
@@ -31,6 +33,19 @@
     empty: byId(document, "empty"),
     sessions: byId(document, "sessions"),
     account: byId(document, "account-name"),
+    agent: byId(document, "agent"),
+    agentName: byId(document, "agent-name"),
+    agentIdentity: byId(document, "agent-identity"),
+    agentNote: byId(document, "agent-note"),
+    dialForm: byId(document, "dial-form"),
+    dialInput: byId(document, "dial-input"),
+    dialButton: byId(document, "dial-button"),
+    dialError: byId(document, "dial-error"),
+    myCalls: byId(document, "my-calls"),
+    myCount: byId(document, "my-count"),
+    myEmpty: byId(document, "my-empty"),
+    mySessions: byId(document, "my-sessions"),
+    heading: byId(document, "sessions-heading"),
   };
   const sessionTemplate = document.getElementById("session-template");
   const memberTemplate = document.getElementById("member-template");
@@ -52,7 +67,18 @@
     fading: new Map(), // session id -> timer of an ended session's removal
     busy: new Set(), // "<session id>:<action>" while its request is under way
     errorSource: null,
+    // Who the key acts as, from GET /app/config: "user" (me is known), "unconfigured"
+    // (a user, but softphones are not set up: me may be learnt from my calls), "nouser"
+    // (403: an account-wide key), or null while the answer is awaited.
+    kind: null,
+    me: null, // {endpointId, identity, name, email} of the key's user
+    mine: new Set(), // ids of the sessions GET /sessions/my listed
+    myAvailable: null, // false when the server has no GET /sessions/my
+    myTimer: null,
+    mySeq: 0,
+    dialing: false,
   };
+  const MY_REFRESH_MS = 250; // events come in bursts: one GET /sessions/my per burst
 
   // --- the API --------------------------------------------------------------------------
 
@@ -219,6 +245,7 @@
     if (state.errorSource === "stream") clearError();
     // With a Last-Event-ID the server replays what we missed; without one, we read it all.
     if (!state.lastEventId || !state.loaded) loadActive(gen);
+    refreshMine(gen, 0);
   }
 
   function onStreamMessage(gen, connection, message) {
@@ -241,6 +268,7 @@
     if (message.event === "Reset") {
       // What happened since our Last-Event-ID is no longer kept: read everything again.
       loadActive(gen);
+      refreshMine(gen, 0);
       return;
     }
     let data;
@@ -252,6 +280,7 @@
     if (!data || !data.session) return;
     if (state.buffer) state.buffer.push(data.session);
     else applySession(data.session, true);
+    if (concernsMe(data.session)) refreshMine(gen, MY_REFRESH_MS);
   }
 
   async function loadActive(gen) {
@@ -276,6 +305,192 @@
     }
   }
 
+  // --- the agent ------------------------------------------------------------------------
+
+  /**
+   * Who the key acts as (GET /app/config). 403: a key of no user, an account-wide view;
+   * 503 NotConfigured: a user, but the server cannot make softphone tokens, so it cannot
+   * say which user either: we learn that from the calls GET /sessions/my lists.
+   */
+  async function loadAgent(gen) {
+    try {
+      const config = await api("GET", "/app/config");
+      if (gen !== state.generation) return;
+      const info = config.userInfo || {};
+      const full = [info.firstName, info.lastName].filter(Boolean).join(" ");
+      state.kind = "user";
+      state.me = {
+        endpointId: config.endpointId || null,
+        identity: config.identity || config.endpointId || null,
+        name: info.name || full || config.emailAddress || config.identity || "",
+        email: config.emailAddress || "",
+      };
+      setNote("");
+    } catch (problem) {
+      if (gen !== state.generation) return;
+      if (problem.status === 401) {
+        refuseKey(problem);
+        return;
+      }
+      if (problem.status === 403) {
+        state.kind = "nouser";
+        setNote(
+          "This key belongs to the account, not to one agent: you see all of the account's calls, " +
+            "but there is no \u201cMy calls\u201d list and no dial box. Use a key of your own to place calls.",
+        );
+      } else if (problem.code === "NotConfigured") {
+        state.kind = "unconfigured";
+        setNote(
+          "Softphones are not set up on this server yet, so the console cannot tell who you are " +
+            "until you are in a call, and calls to you may not ring. Everything else works.",
+        );
+      } else {
+        // The server cannot say now: the account-wide view works all the same.
+        state.kind = "unconfigured";
+        setNote(`Your agent details could not be read (${problem.message}). Everything else works.`);
+      }
+    }
+    renderAgent();
+    rerenderAll();
+    refreshMine(gen, 0);
+  }
+
+  function setNote(text) {
+    ui.agentNote.textContent = text;
+    ui.agentNote.hidden = !text;
+  }
+
+  function renderAgent() {
+    const me = state.me;
+    ui.agent.hidden = !me;
+    ui.agentName.textContent = me ? me.name || me.identity || "" : "";
+    ui.agentIdentity.textContent = me && me.identity && me.identity !== me.name ? me.identity : "";
+    ui.agentIdentity.title = me ? "Your identity (the softphone registers under it)" : "";
+    const user = state.kind === "user" || state.kind === "unconfigured";
+    ui.dialForm.hidden = !state.key || !user;
+    ui.myCalls.hidden = !state.key || !user;
+    ui.heading.textContent = user ? "Other calls on the account" : "Active sessions";
+  }
+
+  /** Is this member the key's own user (by AppConfig.endpointId and identity)? */
+  function isMe(member) {
+    const me = state.me;
+    if (!me || !member) return false;
+    return Boolean(
+      (me.endpointId && (member.endpointId === me.endpointId || member.identity === me.endpointId)) ||
+        (me.identity && member.identity === me.identity),
+    );
+  }
+
+  /** Whether a changed session may change the list of my calls. */
+  function concernsMe(session) {
+    if (state.kind !== "user" && state.kind !== "unconfigured") return false;
+    if (state.myAvailable === false) return false;
+    if (!state.me || state.mine.has(session.id)) return true;
+    return (session.members || []).some(isMe);
+  }
+
+  /** Re-reads GET /sessions/my after `delay` ms (one request for a burst of events). */
+  function refreshMine(gen, delay) {
+    if (state.kind !== "user" && state.kind !== "unconfigured") return;
+    if (state.myAvailable === false) return;
+    clearTimeout(state.myTimer);
+    state.myTimer = setTimeout(() => loadMine(gen), delay);
+  }
+
+  async function loadMine(gen) {
+    const seq = ++state.mySeq;
+    let body;
+    try {
+      body = await api("GET", "/sessions/my");
+    } catch (problem) {
+      if (gen !== state.generation || seq !== state.mySeq) return;
+      if (problem.status === 401) refuseKey(problem);
+      else if (problem.status === 404 || problem.status === 405 || problem.status === 403) {
+        state.myAvailable = false;
+        ui.myEmpty.textContent = `Your calls cannot be listed here: ${problem.message}`;
+        renderSummary();
+      } else {
+        ui.myEmpty.textContent = `Your calls could not be read: ${problem.message}. Retrying with the next change.`;
+      }
+      return;
+    }
+    if (gen !== state.generation || seq !== state.mySeq) return;
+    state.myAvailable = true;
+    ui.myEmpty.textContent = "You are in no call right now.";
+    const list = ((body && body.sessions) || []).filter((s) => s && s.id);
+    state.mine = new Set(list.map((s) => s.id));
+    for (const session of list) applySession(session, false, true);
+    if (!state.me) learnMe(list);
+    for (const sid of state.cards.keys()) placeCard(sid);
+    renderSummary();
+  }
+
+  /**
+   * Without an AppConfig (503), the agent is the one agent who is a member of every
+   * one of my calls; if exactly one is, we show their name and mark their rows.
+   */
+  function learnMe(list) {
+    if (!list.length) return;
+    let common = null;
+    for (const session of list) {
+      const ids = new Set(
+        (session.members || []).filter((m) => m.role === "Agent" && m.identity).map((m) => m.identity),
+      );
+      common = common ? new Set([...common].filter((id) => ids.has(id))) : ids;
+    }
+    if (!common || common.size !== 1) return;
+    const [identity] = common;
+    const member = list[0].members.find((m) => m.identity === identity);
+    state.me = {
+      endpointId: member.endpointId || identity,
+      identity,
+      name: member.displayName || identity,
+      email: "",
+    };
+    renderAgent();
+    rerenderAll();
+  }
+
+  // --- the dial box ---------------------------------------------------------------------
+
+  /** Click to call: the agent's phone rings, then the number (docs/api.md, NewOutgoingSession). */
+  async function dial(number) {
+    if (state.dialing) return;
+    const gen = state.generation;
+    state.dialing = true;
+    ui.dialButton.disabled = true;
+    ui.dialButton.classList.add("busy");
+    setDialError("");
+    try {
+      const session = await api("POST", "/sessions/outgoing", { numberToDial: number });
+      if (gen !== state.generation) return;
+      ui.dialInput.value = "";
+      if (session && session.id) {
+        state.mine.add(session.id);
+        applySession(session, true, true);
+        placeCard(session.id);
+        renderSummary();
+      }
+      refreshMine(gen, 0);
+    } catch (problem) {
+      if (gen !== state.generation) return;
+      if (problem.status === 401) refuseKey(problem);
+      else setDialError(`The call was not placed: ${problem.message}`);
+    } finally {
+      if (gen === state.generation) {
+        state.dialing = false;
+        ui.dialButton.disabled = false;
+        ui.dialButton.classList.remove("busy");
+      }
+    }
+  }
+
+  function setDialError(text) {
+    ui.dialError.textContent = text;
+    ui.dialError.hidden = !text;
+  }
+
   // --- sessions -------------------------------------------------------------------------
 
   function replaceAll(list) {
@@ -290,11 +505,25 @@
     }
   }
 
-  /** Replaces our copy of a session with this snapshot of it. */
-  function applySession(session, changed) {
+  /**
+   * Whether a snapshot read outside the stream (an answer to a request) is not older
+   * than our copy: the log only grows, and an ended session stays ended.
+   */
+  function notOlder(session, known) {
+    if (!known) return true;
+    if (known.ended && !session.ended) return false;
+    return (session.log || []).length >= (known.log || []).length;
+  }
+
+  /**
+   * Replaces our copy of a session with this snapshot of it. Events come in order and
+   * always apply; a snapshot from a request (`snapshot`) only when it is not older.
+   */
+  function applySession(session, changed, snapshot = false) {
     if (!session || !session.id) return;
     const sid = session.id;
     if (session.ended && !state.cards.has(sid)) return; // began and ended out of our sight
+    if (snapshot && !notOlder(session, state.sessions.get(sid))) return;
     state.sessions.set(sid, session);
     renderSession(session, changed);
     if (session.ended && !state.fading.has(sid)) {
@@ -313,6 +542,7 @@
     if (card) card.remove();
     state.cards.delete(sid);
     state.sessions.delete(sid);
+    state.mine.delete(sid);
     clearTimeout(state.fading.get(sid));
     state.fading.delete(sid);
     renderSummary();
@@ -321,6 +551,11 @@
   function clearSessions() {
     for (const sid of [...state.cards.keys()]) removeCard(sid);
     state.sessions.clear();
+    state.mine.clear();
+  }
+
+  function rerenderAll() {
+    for (const session of state.sessions.values()) renderSession(session, false);
   }
 
   // --- rendering ------------------------------------------------------------------------
@@ -365,7 +600,7 @@
       const input = byId(card, "invite-input");
       const member = input.value.trim();
       if (!member) return;
-      act(sid, "invite", byId(card, "invite-button"), "Invite", async () => {
+      act(sid, "invite", byId(card, "invite-button"), "The invite", async () => {
         const result = await api("POST", `${sessionPath(sid)}/members`, { memberToAdd: member });
         input.value = "";
         return result;
@@ -381,18 +616,52 @@
         api("PATCH", sessionPath(sid), { callState: "Connected" }),
       ),
     );
-    byId(card, "end-call").addEventListener("click", (e) =>
-      act(sid, "end", e.currentTarget, "End call", () => api("DELETE", sessionPath(sid))),
-    );
-    // Newest first, as GET /sessions/active lists them.
+    // Ending a call ends it for everyone in it: the page asks first.
+    const confirm = byId(card, "end-confirm");
+    byId(card, "end-call").addEventListener("click", () => {
+      confirm.hidden = false;
+      byId(card, "end-confirm-no").focus();
+    });
+    byId(card, "end-confirm-no").addEventListener("click", () => {
+      confirm.hidden = true;
+      byId(card, "end-call").focus();
+    });
+    byId(card, "end-confirm-yes").addEventListener("click", (e) => {
+      confirm.hidden = true;
+      act(sid, "end", e.currentTarget, "Ending the call", () => api("DELETE", sessionPath(sid)));
+    });
+    byId(card, "session-error-dismiss").addEventListener("click", () => setCardError(sid, ""));
+    state.cards.set(sid, card);
+    placeCard(sid);
+    return card;
+  }
+
+  /**
+   * Puts a card in its list: my calls (the sessions GET /sessions/my listed, and the
+   * calls this page placed) or the account's other calls; newest first in each, as
+   * GET /sessions/active lists them.
+   */
+  function placeCard(sid) {
+    const card = state.cards.get(sid);
+    if (!card) return;
+    const session = state.sessions.get(sid);
+    if (card.parentElement && session && session.ended) return; // an ended call fades where it is
+    const list = state.mine.has(sid) && !ui.myCalls.hidden ? ui.mySessions : ui.sessions;
     const created = (s) => (parseDate(s && s.dateCreated) || new Date(0)).getTime();
     const mine = created(state.sessions.get(sid));
-    const after = [...ui.sessions.children].find(
-      (other) => created(state.sessions.get(other.dataset.sessionId)) < mine,
+    const after = [...list.children].find(
+      (other) => other !== card && created(state.sessions.get(other.dataset.sessionId)) < mine,
     );
-    ui.sessions.insertBefore(card, after || null);
-    state.cards.set(sid, card);
-    return card;
+    if (card.parentElement === list && (after ? card.nextElementSibling === after : !card.nextElementSibling))
+      return; // already in place: moving it would reset what the agent is typing
+    list.insertBefore(card, after || null);
+  }
+
+  function setCardError(sid, text) {
+    const card = state.cards.get(sid);
+    if (!card) return;
+    byId(card, "session-error-text").textContent = text;
+    byId(card, "session-error").hidden = !text;
   }
 
   function renderSession(s, changed) {
@@ -401,9 +670,12 @@
     const callState = ended ? "Disconnected" : s.callState || "Ringing";
     card.dataset.state = callState;
     card.classList.toggle("ended", ended);
+    card.classList.toggle("mine", state.mine.has(s.id));
 
     const from = s.fromName || s.fromAddress || s.fromPhoneNumber || "";
-    byId(card, "session-title").textContent = s.displayName || from || s.customerName || s.id;
+    const outgoing = s.direction === "Outgoing";
+    const title = outgoing ? s.destination || s.toAddress || s.displayName : s.displayName || from;
+    byId(card, "session-title").textContent = title || s.customerName || s.id;
     const route = [s.fromAddress, s.toAddress].filter(Boolean).join(" → ");
     byId(card, "session-sub").textContent = [s.direction, route, s.endpointName, s.id]
       .filter(Boolean)
@@ -430,6 +702,7 @@
     byId(card, "hold").disabled = ended || callState === "Hold" || busy("hold");
     byId(card, "resume").disabled = ended || callState !== "Hold" || busy("resume");
     byId(card, "end-call").disabled = ended || busy("end");
+    if (ended) byId(card, "end-confirm").hidden = true;
     byId(card, "invite-button").disabled = ended || busy("invite");
     byId(card, "invite-input").disabled = ended;
 
@@ -439,9 +712,124 @@
     }
   }
 
+  // --- what became of each member -------------------------------------------------------
+
+  // How the session log tells of a member's end, for the texts the service writes
+  // (orchestrator/lua/call_event.lua's `finals`, conference_event.lua, begin_dial.lua,
+  // remove_member.lua, redirect.lua, and workers/dial.py): each rule reads the member's
+  // name out of a message and says what it means.
+  const END_SUFFIXES = [
+    [" was busy", "Busy"],
+    [" did not answer", "No answer"],
+    [": the call failed", "Failed"],
+    [": the call was canceled", "Left"],
+    [" left the call", "Left"],
+    [" left the conference", "Left"],
+    [" left for the transfer", "Left"],
+  ];
+
+  /** One log message as {name, what, label}: what is "end", "removed" or "invited". */
+  function readLogMessage(text) {
+    let match = /^Not dialled (.+?): (.*)$/.exec(text);
+    if (match) {
+      const label = match[2] === "removed" ? "Removed" : match[2] === "the session has ended" ? "Left" : "Failed";
+      return { name: match[1], what: "end", label };
+    }
+    match = /^Could not dial (.+?): /.exec(text);
+    if (match) return { name: match[1], what: "end", label: "Failed" };
+    for (const [suffix, label] of END_SUFFIXES) {
+      if (text.endsWith(suffix)) return { name: text.slice(0, -suffix.length), what: "end", label };
+    }
+    if (text.endsWith(" was removed")) return { name: text.slice(0, -" was removed".length), what: "removed" };
+    let at = text.lastIndexOf(" removed ");
+    if (at > 0) return { name: text.slice(at + " removed ".length), what: "removed" };
+    if (text.startsWith("Invited ")) return { name: text.slice("Invited ".length), what: "invited" };
+    at = text.lastIndexOf(" invited ");
+    if (at > 0) return { name: text.slice(at + " invited ".length), what: "invited" };
+    return null;
+  }
+
+  /**
+   * A name as a comparable key: the log names a member by its display name or identity
+   * (the Lua scripts), by "client:<user id>" or by a number formatted for reading
+   * ("+1 415-555-0100", the dial worker), so numbers compare by their digits and
+   * client: names by the user id.
+   */
+  function nameKey(name) {
+    const text = String(name || "").trim();
+    if (text.startsWith("client:")) return `id:${text.slice(7)}`;
+    if (/^\+?\d[\d\s().-]*$/.test(text)) return `tel:${text.replace(/\D/g, "")}`;
+    return `name:${text}`;
+  }
+
+  /**
+   * The label of each member of a session, in order: Invited, Ringing, Connected, Hold,
+   * Busy, No answer, Failed, Left or Removed.
+   *
+   * A member's callState says Ringing, Connected or Hold. When it is None, the member was
+   * either not dialled yet (Invited) or is over, and only the session log says how:
+   *   "<name> was busy" → Busy; "<name> did not answer" → No answer;
+   *   "<name>: the call failed", "Could not dial <name>: …", "Not dialled <name>: <why>" → Failed;
+   *   "<name> left the call" / "left the conference" / "left for the transfer",
+   *   "<name>: the call was canceled", "Not dialled <name>: the session has ended" → Left;
+   *   "Not dialled <name>: removed", and any end after "<agent> removed <name>" or
+   *   "<name> was removed" (or such a removal with no end after it: the member was
+   *   never dialled) → Removed.
+   * The same number or user can be invited again once its last call is over; each
+   * "invited" message starts the next member of that name, so the n-th member of a
+   * name takes the n-th end logged for it.
+   */
+  function memberOutcomes(members, log) {
+    const keysOf = (m) => {
+      const set = new Set([nameKey(m.displayName), nameKey(m.identity)]);
+      if (m.identity) set.add(`id:${m.identity}`);
+      set.delete("name:");
+      return set;
+    };
+    const read = (log || []).map((e) => readLogMessage((e && e.message) || "")).filter(Boolean);
+    for (const entry of read) entry.key = nameKey(entry.name);
+
+    const endsByGroup = new Map(); // the first member's index of a name -> its ends, in order
+    const groupOf = [];
+    members.forEach((m, index) => {
+      const keys = keysOf(m);
+      const first = members.findIndex((other, i) => i < index && [...keysOf(other)].some((k) => keys.has(k)));
+      const group = first >= 0 ? groupOf[first] : index;
+      groupOf.push(group);
+      if (endsByGroup.has(group)) return;
+      const ends = [];
+      let removed = false;
+      for (const entry of read) {
+        if (!keys.has(entry.key)) continue;
+        if (entry.what === "removed") removed = true;
+        else if (entry.what === "invited") {
+          if (removed) ends.push("Removed"); // removed before it was dialled: that was its end
+          removed = false;
+        } else {
+          ends.push(removed ? "Removed" : entry.label);
+          removed = false;
+        }
+      }
+      if (removed) ends.push("Removed");
+      endsByGroup.set(group, ends);
+    });
+
+    const seen = new Map(); // group -> how many of its members came before
+    return members.map((m, index) => {
+      const group = groupOf[index];
+      const nth = seen.get(group) || 0;
+      seen.set(group, nth + 1);
+      if (m.callState === "Ringing" || m.callState === "Connected" || m.callState === "Hold") return m.callState;
+      return endsByGroup.get(group)[nth] || "Invited";
+    });
+  }
+
+  const OVER = new Set(["Busy", "No answer", "Failed", "Left", "Removed"]);
+
   function renderMembers(card, s, ended) {
     const tbody = byId(card, "members");
     const members = Array.isArray(s.members) ? s.members : [];
+    const outcomes = memberOutcomes(members, s.log);
     while (tbody.children.length > members.length) tbody.lastElementChild.remove();
     members.forEach((m, index) => {
       let row = tbody.children[index];
@@ -457,30 +845,36 @@
         tbody.append(row);
       }
       const callState = m.callState || "None";
+      const outcome = outcomes[index];
+      const over = OVER.has(outcome);
       const name = m.displayName || m.identity || "Unknown";
-      const left = callState === "None" && Boolean(m.callSid); // dialled, and now out of the call
+      const me = isMe(m);
       row.dataset.key = String(index);
       row.dataset.identity = m.identity || "";
       row.dataset.callSid = m.callSid || "";
       row.dataset.name = name;
       row.dataset.state = callState;
+      row.dataset.outcome = outcome;
       row.dataset.role = m.role || "None";
       row.classList.toggle("inactive", callState === "None");
+      row.classList.toggle("me", me);
 
       const avatar = row.querySelector(".avatar");
       avatar.textContent = initials(name);
       avatar.className = `avatar role-${m.role || "None"}`;
       byId(row, "member-name").textContent = name;
+      byId(row, "member-you").hidden = !me;
       const identity = byId(row, "member-identity");
       identity.textContent = m.identity && m.identity !== name ? m.identity : m.callSid || "";
       byId(row, "member-role").textContent = m.isOriginalMember && m.role !== "Caller" ? `${m.role} (original)` : m.role || "None";
       const badge = byId(row, "member-state");
-      setBadge(badge, callState);
-      badge.title = callState === "None" ? (left ? "Not in the call any more" : "Invited, not yet ringing") : "";
+      badge.textContent = outcome;
+      badge.className = `badge badge-${outcome.replace(/\s+(\w)/g, (_, c) => c.toUpperCase())}`;
+      badge.title = outcome === "Invited" ? "Invited, not yet ringing" : over ? "Not in the call any more" : "";
       byId(row, "member-muted").hidden = !m.muted;
 
       const remove = byId(row, "remove-member");
-      remove.hidden = ended || left;
+      remove.hidden = ended || over;
       remove.disabled = state.busy.has(`${s.id}:remove:${index}`);
     });
   }
@@ -515,10 +909,19 @@
   }
 
   function renderSummary() {
-    const active = [...state.sessions.values()].filter((s) => !s.ended).length;
-    ui.count.textContent = String(active);
+    const live = (list) =>
+      [...list.children].filter((card) => {
+        const s = state.sessions.get(card.dataset.sessionId);
+        return s && !s.ended;
+      }).length;
+    ui.count.textContent = String(live(ui.sessions));
     ui.summary.hidden = !state.key || !state.loaded;
-    ui.empty.hidden = !state.key || !state.loaded || state.cards.size > 0;
+    ui.empty.hidden = !state.key || !state.loaded || ui.sessions.children.length > 0;
+    ui.empty.textContent = ui.myCalls.hidden
+      ? "No active sessions. Calls appear here as they come in."
+      : "No other calls on the account right now.";
+    ui.myCount.textContent = String(live(ui.mySessions));
+    ui.myEmpty.hidden = ui.mySessions.children.length > 0;
     const named = [...state.sessions.values()].find((s) => s.accountName);
     if (named) ui.account.textContent = named.accountName;
   }
@@ -547,7 +950,10 @@
 
   // --- actions --------------------------------------------------------------------------
 
-  /** Runs one button's request; a failure shows the API's message on the error line. */
+  /**
+   * Runs one button's request; a failure shows the API's message on the card of the
+   * session it was for (only a refused key affects the whole page).
+   */
   async function act(sid, action, button, label, request) {
     const token = `${sid}:${action}`;
     if (state.busy.has(token)) return;
@@ -558,13 +964,13 @@
     try {
       const result = await request();
       if (gen !== state.generation) return;
-      if (state.errorSource === "action") clearError();
+      setCardError(sid, "");
       // While live, the stream brings the change (in order); without it, the answer does.
-      if (!state.live && result && result.id) applySession(result, true);
+      if (!state.live && result && result.id) applySession(result, true, true);
     } catch (problem) {
       if (gen !== state.generation) return;
-      if (problem.status === 401 || problem.status === 403) refuseKey(problem);
-      else showError(`${label} failed: ${problem.message}`, "action");
+      if (problem.status === 401) refuseKey(problem);
+      else setCardError(sid, `${label} did not work: ${problem.message}`);
     } finally {
       state.busy.delete(token);
       button.classList.remove("busy");
@@ -588,7 +994,18 @@
     state.retryMs = DEFAULT_RETRY_MS;
     state.buffer = null;
     state.busy.clear();
+    clearTimeout(state.myTimer);
+    state.kind = null;
+    state.me = null;
+    state.myAvailable = null;
+    state.dialing = false;
     clearSessions();
+    setNote("");
+    setDialError("");
+    ui.dialButton.disabled = false;
+    ui.dialButton.classList.remove("busy");
+    ui.myEmpty.textContent = "You are in no call right now.";
+    renderAgent();
   }
 
   function start(key) {
@@ -603,6 +1020,7 @@
     clearError();
     renderSummary();
     openStream(state.generation);
+    loadAgent(state.generation);
   }
 
   function signOut() {
@@ -651,6 +1069,11 @@
     signOut();
   });
   ui.errorDismiss.addEventListener("click", clearError);
+  ui.dialForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const number = ui.dialInput.value.trim();
+    if (number) dial(number);
+  });
   setInterval(() => document.querySelectorAll('[data-testid="session-timer"]').forEach(tick), 1000);
 
   const initial = keyFromFragment() || sessionStorage.getItem(KEY_STORAGE);

@@ -38,6 +38,7 @@ local function on_connected(sid, mid, m, now)
     '_wantmute')
   if f[1] == 'Caller' then return end
   local sk = skey(sid)
+  if redis.call('HGET', sk, '_dialafter') == mid then release_pending_dial(sid) end
   touched(sid, 'SessionAnswered')
   redis.call('HSET', sk, '_anyconnected', '1')
   if f[1] == 'Agent' and not redis.call('HGET', sk, 'answeredById') then

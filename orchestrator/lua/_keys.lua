@@ -12,6 +12,7 @@ local function idskey(sid) return P .. 'session:' .. sid .. ':members' end
 local function activekey(sid) return P .. 'session:' .. sid .. ':active' end
 local function mjkey(sid) return P .. 'session:' .. sid .. ':membersjson' end
 local function mvkey(sid) return P .. 'session:' .. sid .. ':memberversions' end
+local function pendingdialkey(sid) return P .. 'session:' .. sid .. ':pendingdial' end
 local function callkey(callsid) return P .. 'call:' .. callsid end
 
 -- An account and what belongs to it. The sessions indexes: all it keeps (by creation
@@ -24,7 +25,9 @@ local function eventskey(account) return P .. 'account:' .. account .. ':events'
 -- A user's id, by the user id or the lower-cased email.
 local function userrefkey(account, ref) return P .. 'account:' .. account .. ':user:' .. ref end
 local function userkey(uid) return P .. 'user:' .. uid end
+local function usersessionskey(uid) return P .. 'user:' .. uid .. ':sessions' end
 local function numberkey(e164) return P .. 'number:' .. e164 end
+local function accountnumberskey(account) return P .. 'account:' .. account .. ':numbers' end
 
 -- The machinery.
 local function idemkey(token) return P .. 'idem:' .. token end

@@ -16,7 +16,11 @@ local function member_name(m)
   return f[1] or f[2] or '?'
 end
 
-local function caller_of(sid)
+-- The customer: the caller of an incoming call, the destination of an outgoing one. A
+-- blind transfer keeps them; their leg ending ends the session.
+local function customer_of(sid)
+  local dest = redis.call('HGET', skey(sid), '_destmember')
+  if dest then return dest end
   for _, mid in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
     if redis.call('HGET', mkey(sid, mid), 'role') == 'Caller' then return mid end
   end
@@ -29,10 +33,30 @@ local function end_redirect(sid, now, mid, message)
   local sk = skey(sid)
   if redis.call('HGET', sk, '_redirect') ~= mid then return end
   redis.call('HDEL', sk, '_redirect')
-  local caller = caller_of(sid)
+  local caller = customer_of(sid)
   if caller then redis.call('HSET', mkey(sid, caller), '_wanthold', '0') end
   append_log(sid, now, message)
   want_control()
+end
+
+-- A session ends with its customer's leg: the caller of an incoming call, the
+-- destination of an outgoing one (customer_of). An outgoing session ends with its agent's
+-- leg too, unless the agent was taken off the call (a transfer, a removal): the customer
+-- then stays with whoever the agent brought in.
+local function end_with_member(sid, mid, m, now)
+  local sk = skey(sid)
+  local s = redis.call('HMGET', sk, 'ended', 'direction', '_destmember')
+  if s[1] == 'true' then return end
+  local f = redis.call('HMGET', m, 'isOriginalMember', '_removed')
+  if s[2] ~= 'Outgoing' then
+    if f[1] == 'true' then end_session(sid, now, '', 'The caller hung up') end
+    return
+  end
+  if s[3] == mid then
+    end_session(sid, now, '', 'The call ended: ' .. member_name(m) .. ' is no longer on it')
+  elseif f[1] == 'true' and f[2] ~= '1' then
+    end_session(sid, now, '', 'The call ended: ' .. member_name(m) .. ' hung up')
+  end
 end
 
 -- Ends a member for good: callState None, no longer counted as in the session.
@@ -45,9 +69,12 @@ local function finalize(sid, mid, now, message)
   if f[2] then
     local holder = redis.call('HGET', activekey(sid), f[2])
     if holder == mid then redis.call('HDEL', activekey(sid), f[2]) end
+    -- A user has one live leg per session at most (add_member): this was it.
+    if not holder or holder == mid then forget_user_session(sid, m) end
   end
   append_log(sid, now, message)
   end_redirect(sid, now, mid, member_name(m) .. ' did not connect; the caller stays in the session')
+  end_with_member(sid, mid, m, now)
   return true
 end
 
@@ -55,7 +82,7 @@ end
 -- RedirectSession): returns 'created'|'exists', the member id, or an error word.
 -- With `defer` the caller enqueues the job itself (enqueue_dial), after its control
 -- job: an idle worker takes the job whose queue was pushed first in a script.
-local function add_member(sid, account, kind, ref, mid, now, caller, actor_name, job, defer)
+local function add_member(sid, account, kind, ref, mid, now, caller, actor_name, job, defer, quiet)
   local to, fields
   if kind == 'user' then
     local uid = redis.call('GET', userrefkey(account, ref))
@@ -81,7 +108,10 @@ local function add_member(sid, account, kind, ref, mid, now, caller, actor_name,
   redis.call('RPUSH', idskey(sid), mid)
   cache_new_member(sid, m)
   redis.call('HSET', activekey(sid), to, mid)
-  append_log(sid, now, said(actor_name, 'invited ' .. member_name(m), 'Invited ' .. member_name(m)))
+  if kind == 'user' then redis.call('SADD', usersessionskey(fields[2]), sid) end
+  if not quiet then
+    append_log(sid, now, said(actor_name, 'invited ' .. member_name(m), 'Invited ' .. member_name(m)))
+  end
   if not defer then enqueue_dial(job) end
   return 'created', mid
 end

@@ -62,6 +62,27 @@ local function purge_ended(account, ms)
   end
 end
 
+-- A user's leg in the session is over: the session leaves the user's own list
+-- (GetMySessions).
+local function forget_user_session(sid, m)
+  local uid = redis.call('HGET', m, 'endpointId')
+  if uid then redis.call('SREM', usersessionskey(uid), sid) end
+end
+
+-- An outgoing session's destination is dialled once the agent's leg is in the
+-- conference (docs/api.md#calls-agents-place): its dial job waits in pendingdial until
+-- then, and goes to the dial queue exactly once, here. Released when the session ends
+-- first, it finds the session ended and logs that the member was not dialled.
+local function release_pending_dial(sid)
+  local sk = skey(sid)
+  if not redis.call('HGET', sk, '_dialafter') then return false end
+  redis.call('HDEL', sk, '_dialafter')
+  local job = redis.call('LRANGE', pendingdialkey(sid), 0, -1)
+  redis.call('DEL', pendingdialkey(sid))
+  if #job > 0 then enqueue_dial(job) end
+  return true
+end
+
 -- The session ends once: Disconnected, its outcome set, off the active list; its
 -- keys expire a week later (retain). '' lets the outcome follow from what happened.
 local function end_session(sid, now, outcome, message)
@@ -84,6 +105,10 @@ local function end_session(sid, now, outcome, message)
     redis.call('ZADD', endedidx(f[2]), ms, sid)
     purge_ended(f[2], ms)
   end
+  for _, mid in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
+    forget_user_session(sid, mkey(sid, mid))
+  end
+  release_pending_dial(sid)
   retain(sid)
   want_control()  -- the conference ended at Twilio, every leg still up hung up
   return true

@@ -50,11 +50,9 @@ if changed then mark_dialled(sid, mid, callsid, now, conf) end
 local n = tonumber(seq)
 
 if event == 'participant-leave' then
+  -- When the original member's leg ends (the caller, or the agent of an outgoing call),
+  -- finalize ends the session: the conference and every other leg.
   finalize(sid, mid, now, member_name(m) .. ' left the conference')
-  -- When the caller's leg ends, the session ends: the conference and every other leg.
-  if redis.call('HGET', m, 'role') == 'Caller' then
-    end_session(sid, now, '', 'The caller hung up')
-  end
   flush_control(sid, now)
   return 'applied'
 end

@@ -1,6 +1,6 @@
 -- RedirectSession, a blind transfer: the destination is invited as with
--- InviteChatMember, every member other than the caller leaves at once, and the
--- caller hears hold music until the destination connects (end_redirect, called
+-- InviteChatMember, every member other than the customer (the caller, or an outgoing
+-- call's destination) leaves at once, and the customer hears hold music until the destination connects (end_redirect, called
 -- when it connects or when it cannot).
 -- ARGV: prefix, session id, account id, kind, address or user ref, new member id, now,
 --       caller id (''), actor id, actor name, destination as given, queue key, queues set
@@ -19,10 +19,11 @@ local sk = skey(sid)
 local name = member_name(mkey(sid, target))
 append_log(sid, now, said(actor_name, 'transferred the call to ' .. name,
   'The call was transferred to ' .. name))
+local customer = customer_of(sid)
 for _, other in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
   local m = mkey(sid, other)
-  local f = redis.call('HMGET', m, '_rank', 'role', '_removed')
-  if other ~= target and f[2] ~= 'Caller' and tonumber(f[1] or '0') < 3 and f[3] ~= '1' then
+  local f = redis.call('HMGET', m, '_rank', '_removed')
+  if other ~= target and other ~= customer and tonumber(f[1] or '0') < 3 and f[2] ~= '1' then
     remove(sid, other, now, member_name(m) .. ' left for the transfer', nil)
   end
 end
@@ -31,8 +32,7 @@ if redis.call('HGET', mkey(sid, target), '_rank') == '2' then
   append_log(sid, now, 'Transferred to ' .. name)  -- already in the call
 else
   redis.call('HSET', sk, '_redirect', target)
-  local c = caller_of(sid)
-  if c then redis.call('HSET', mkey(sid, c), '_wanthold', '1') end
+  if customer then redis.call('HSET', mkey(sid, customer), '_wanthold', '1') end
 end
 touch_api(sid, actor, now)
 want_control()

@@ -320,3 +320,24 @@ def emu_api(url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         timeout=5,
         **kwargs,
     )
+
+
+def emu_register_softphone(url: str, access_token: str, answer: str = "answer") -> dict[str, Any]:
+    """Register an agent's softphone with the emulator, as the Voice SDK registers with
+    Twilio: ``answer`` (``answer``, ``decline``, ``ignore``) is what it does when rung.
+    Returns the registration (``identity``, ``expires``, ...); raises if it was refused."""
+    response = net.post(
+        f"{url}/_emulator/softphones",
+        data={"AccessToken": access_token, "Answer": answer},
+        timeout=5,
+    )
+    assert response.status_code == 201, f"softphone refused: {response.text}"
+    return response.json()
+
+
+def emu_softphone_call(url: str, identity: str, to: str, **params: str) -> httpx.Response:
+    """The softphone of ``identity`` places a call to ``to`` (``device.connect``), with
+    ``params`` as custom parameters (``callerId=...``); the emulator's answer, unchecked."""
+    return net.post(
+        f"{url}/_emulator/softphones/{identity}/calls", data={"To": to, **params}, timeout=20
+    )

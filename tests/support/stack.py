@@ -17,10 +17,10 @@ import httpx
 import pytest
 import redis
 
-from orchestrator import keys, redis_client, redis_server
+from orchestrator import keys, provision, redis_client, redis_server
 from orchestrator.launch import Process, Service, free_port, python, wait_http, wait_until
 from tests.support import net
-from tests.support.accounts import random_number
+from tests.support.accounts import Account, Team, random_number
 
 ACCOUNT_SID = "AC" + "7e57" * 8
 
@@ -123,6 +123,41 @@ class Stack:
         """How many calls the emulator was asked to place for the member `label`."""
         return self.emulator("creates").json()["byLabel"].get(label, 0)
 
+    def softphone(self, api_key: str, answer: str = "answer") -> dict[str, Any]:
+        """The user of `api_key` registers a softphone at the emulator, as Twilio's Voice SDK
+        does: the access token from GetAppConfig, and how it takes calls (`answer`,
+        `decline` or `ignore`); returns the emulator's record of it (`identity`, ...)."""
+        with self.client(api_key) as c:
+            config = c.get("/app/config")
+        assert config.status_code == 200, config.text
+        token = config.json()["accessToken"]
+        registered = self.emulator(
+            "softphones", "POST", data={"AccessToken": token, "Answer": answer}
+        )
+        assert registered.status_code == 201, registered.text
+        return registered.json()
+
+    def user_online(self, account: Account, answer: str = "answer") -> dict[str, Any]:
+        """The account's user registers a softphone (through a key made to act as them)."""
+        r = redis_client.connect_sync(self.redis_url)
+        key = provision.create_key(r, account.id, ["User"], user=account.user_id)
+        return self.softphone(key, answer)
+
+    def online(self, team: Team, answer: str = "answer") -> Team:
+        """Both agents of `team` register a softphone that takes calls as `answer` says:
+        an invite of a user rings only a registered softphone (docs/emulator.md)."""
+        self.softphone(team.ada_key, answer)
+        self.softphone(team.bob_key, answer)
+        return team
+
+    def place_call(self, identity: str, to: str, **params: str) -> dict[str, Any]:
+        """The softphone registered as `identity` calls `to` (`device.connect`), with custom
+        `params` (e.g. callerId); the emulator's answer: callSid, status, conferenceName,
+        conferenceSid, and what the agent heard (`said`)."""
+        placed = self.emulator(f"softphones/{identity}/calls", "POST", data={"To": to, **params})
+        assert placed.is_success, placed.text
+        return placed.json()
+
     def add_member(self, key: str, sid: str, address: str) -> str:
         """Invite `address` to the session through the API as the holder of `key`;
         the new member's id."""
@@ -145,16 +180,20 @@ def start_stack(
     workers: int = 1,
     emulator_args: tuple[str, ...] = QUICK_CALLEES,
     web_args: tuple[str, ...] = (),
+    softphones: bool = True,
 ) -> Stack:
-    """Emulator, web and `workers` dial workers, started as the Procfile starts them;
-    returns once the emulator and the web process answer. `env` overrides settings;
-    `web_args` are more arguments of `orchestrator web` (e.g. `--workers 2`)."""
+    """Emulator, `orchestrator twilio setup` against it (unless `softphones` is False: then
+    GetAppConfig answers NotConfigured), web and `workers` dial workers, started as the
+    Procfile starts them; returns once the emulator and the web process answer. `env`
+    overrides settings; `web_args` are more arguments of `orchestrator web` (e.g.
+    `--workers 2`)."""
     service = Service(
         redis_url,
         workdir,
         account_sid=ACCOUNT_SID,
         auth_token=secrets.token_hex(16),
         settings={**TEST_SETTINGS, **(env or {})},
+        softphones=softphones,
     )
     service.start(workers, emulator_args, web_args)
     return Stack(service)
