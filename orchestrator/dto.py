@@ -350,7 +350,8 @@ NEW_OUTGOING_SESSION = (
     Field(
         "flowId",
         "string",
-        "The ring queue to place the call from (not yet offered: leave it empty)",
+        "A ring queue: numberToDial is dialled first and, once answered, waits in it for "
+        "an agent (a progressive dial)",
     ),
     Field(
         "numberToDial",
@@ -394,6 +395,65 @@ APP_CONFIG = (
     Field("agentState", AgentStates, "The user's agent state"),
     Field("agentStateReason", AgentStateReasons, "Why the agent is in that state"),
 )
+
+SET_AGENT_STATE = (
+    Field(
+        "agentState",
+        AgentStates,
+        "The state the agent puts themselves in: Ready (offered queue calls), NotReady or "
+        "LoggedOut; WrapUp is the service's",
+        required=True,
+        values=("Ready", "NotReady", "LoggedOut"),
+    ),
+)
+
+SET_AGENT_STATE_RESPONSE = (
+    Field("agentState", AgentStates, "The agent's state now"),
+    Field("agentStateReason", AgentStateReasons, "Why: SetByUser"),
+)
+
+LIST_QUEUES: tuple[Field, ...] = ()
+
+QUEUE_WAITING_CALL = (
+    Field("sessionId", "string", "The session of the call"),
+    Field("since", "string", "When it entered the queue (ISO 8601, UTC)"),
+    Field("waitSeconds", "int", "How long it has waited, in whole seconds"),
+    Field("fromAddress", "string", "Who is calling"),
+    Field("queueState", SessionQueueStates, "Queued, or Ringing while an offer rings"),
+)
+
+QUEUE_AGENT_INFO = (
+    Field("userId", "string", "The agent's user ID"),
+    Field("name", "string", "The agent's name (else email)"),
+    Field("agentState", AgentStates, "The agent's state"),
+    Field("agentStateReason", AgentStateReasons, "Why the agent is in that state"),
+    Field(
+        "busy",
+        "bool",
+        "The agent has a leg in a session not yet over (invited, ringing, in a call or held)",
+    ),
+)
+
+QUEUE_INFO = (
+    Field("id", "string", "The queue's ID (que_...)"),
+    Field("name", "string", "The queue's name"),
+    Field(
+        "strategy", "string", "Who is offered a call: ring-all, linear, round-robin or longest-idle"
+    ),
+    Field("ringTimeout", "int", "Seconds an offer rings"),
+    Field("maxWait", "int", "Seconds a call waits before it overflows or ends"),
+    Field("wrapUp", "int", "Seconds an agent is in WrapUp after a queue call"),
+    Field("maxMisses", "int", "Offers an agent may miss in a row before going NotReady"),
+    Field(
+        "overflow",
+        "string",
+        "Where a call nobody took goes: a number (E.164) or a user ID; null: it ends",
+    ),
+    Field("waiting", "list:QueueWaitingCall", "The calls waiting, longest waiting first"),
+    Field("agents", "list:QueueAgentInfo", "The queue's agents, in the order they were added"),
+)
+
+LIST_QUEUES_RESPONSE = (Field("queues", "list:QueueInfo"),)
 
 LIST_SESSIONS_RESPONSE = (
     Field("items", "list:SessionInfo"),
@@ -471,6 +531,22 @@ GET_APP_CONFIG_DTO = Dto(
     description="The softphone's configuration for the user the key acts as: its Twilio "
     "access token, identity and agent state",
 )
+SET_AGENT_STATE_DTO = Dto(
+    "SetAgentState",
+    SET_AGENT_STATE,
+    description="Set the agent state of the user the key acts as (this service's own operation)",
+)
+SET_AGENT_STATE_RESPONSE_DTO = Dto("SetAgentStateResponse", SET_AGENT_STATE_RESPONSE)
+QUEUE_WAITING_CALL_DTO = Dto("QueueWaitingCall", QUEUE_WAITING_CALL)
+QUEUE_AGENT_INFO_DTO = Dto("QueueAgentInfo", QUEUE_AGENT_INFO)
+QUEUE_INFO_DTO = Dto("QueueInfo", QUEUE_INFO)
+LIST_QUEUES_RESPONSE_DTO = Dto("ListQueuesResponse", LIST_QUEUES_RESPONSE)
+LIST_QUEUES_DTO = Dto(
+    "ListQueues",
+    LIST_QUEUES,
+    description="The account's ring queues, with their agents and the calls waiting (this "
+    "service's own operation)",
+)
 
 # Every DTO type, dependencies first (generated code defines them in this order).
 DTOS = (
@@ -484,6 +560,11 @@ DTOS = (
     GET_MY_SESSIONS_RESPONSE_DTO,
     USER_INFO_DTO,
     APP_CONFIG_DTO,
+    SET_AGENT_STATE_RESPONSE_DTO,
+    QUEUE_WAITING_CALL_DTO,
+    QUEUE_AGENT_INFO_DTO,
+    QUEUE_INFO_DTO,
+    LIST_QUEUES_RESPONSE_DTO,
     INVITE_CHAT_MEMBER_DTO,
     GET_SESSION_DTO,
     ADD_CONFERENCE_MEMBER_DTO,
@@ -498,6 +579,8 @@ DTOS = (
     GET_APP_CONFIG_DTO,
     GET_MY_SESSIONS_DTO,
     NEW_OUTGOING_SESSION_DTO,
+    SET_AGENT_STATE_DTO,
+    LIST_QUEUES_DTO,
 )
 ENUMS = (
     SessionDialState,

@@ -13,6 +13,10 @@ entries are the log then), `@members` (the version of each member's JSON then,
 VERSION_WIDTH hex digits apiece; the texts are in the session's memberversions hash),
 then the session hash's own fields. Log lines and versions never change once written,
 so a `Renderer` keeps those it has read and asks Redis only for new ones.
+
+An agent's entry (lua/_queues.lua's set_agent) has `@agent` (the user id) instead of
+`@sid`, `@events` = AgentStateChanged, and the event's data as its other fields (userId,
+agentState, agentStateReason): it is an event of the account, never of one session.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from orchestrator import keys
 from orchestrator.dto import SessionView
 
 EVERY_CHANGE = "SessionInfoChanged"
+AGENT_STATE_CHANGED = "AgentStateChanged"
+_AGENT_FIELDS = ("userId", "agentState", "agentStateReason")
 _ID = re.compile(r"^(\d{1,19})-(\d{1,19})$")
 _PAGE = 500  # entries per XRANGE while catching a subscriber up
 VERSION_WIDTH = 6  # hex digits per member in an entry's @members (lua/_render.lua)
@@ -47,7 +53,7 @@ def parse_id(text: str) -> tuple[int, int] | None:
 class Event:
     id: str
     order: tuple[int, int]
-    session_id: str
+    session_id: str | None  # None: an event of the account (AgentStateChanged), not a session's
     names: tuple[str, ...]
     frame: bytes  # the whole server-sent event, every name of it, ready to write
 
@@ -61,6 +67,17 @@ def frame(event_id: str, names: tuple[str, ...], data: bytes) -> bytes:
             parts.append(b"id: " + event_id.encode() + b"\n")
         parts += (b"event: ", name.encode(), b"\ndata: ", data, b"\n\n")
     return b"".join(parts)
+
+
+def agent_event(entry_id: str, raw: dict[bytes, bytes]) -> Event:
+    """An agent's entry as its one event, with its id: AgentStateChanged, whose data is
+    {userId, agentState, agentStateReason}. Nothing to read from Redis."""
+    data = {name: raw.get(name.encode(), b"").decode() for name in _AGENT_FIELDS}
+    body = json.dumps(data, separators=(",", ":")).encode()
+    order = parse_id(entry_id)
+    assert order is not None
+    text = b"id: " + entry_id.encode() + b"\nevent: " + AGENT_STATE_CHANGED.encode()
+    return Event(entry_id, order, None, (AGENT_STATE_CHANGED,), text + b"\ndata: " + body + b"\n\n")
 
 
 def message(name: str, text: str) -> bytes:
@@ -138,11 +155,14 @@ class Renderer:
             return await self._render(entries)
 
     async def _render(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Event]:
-        decoded = []
+        decoded: list[tuple[Any, ...]] = []
         logs: dict[str, tuple[_Seen, int]] = {}
         versions: dict[str, tuple[_Seen, set[bytes]]] = {}
         now = time.monotonic()
         for entry_id, raw in entries:
+            if b"@agent" in raw:
+                decoded.append((entry_id.decode(), raw))
+                continue
             sid, names, count, members, session = _fields(raw)
             fields = [
                 b"%d:%s" % (at, members[i : i + VERSION_WIDTH])
@@ -158,7 +178,11 @@ class Renderer:
         if logs or versions:
             await self._read(logs, versions)
         events = []
-        for entry_id, sid, names, count, fields, session, seen in decoded:
+        for item in decoded:
+            if len(item) == 2:
+                events.append(agent_event(*item))
+                continue
+            entry_id, sid, names, count, fields, session, seen = item
             members = b",".join(seen.versions.get(f, b"") for f in fields)
             view = SessionView(session, [members] if members else [], seen.log[:count])
             data = b'{"sessionId":' + json.dumps(sid).encode() + b',"session":' + view.to_json()
@@ -189,7 +213,8 @@ class Renderer:
     async def since(
         self, account_id: str, after: str, session_id: str | None
     ) -> AsyncIterator[Event]:
-        """Every kept event after `after` (of one session, if given), a page at a time."""
+        """Every kept event after `after` (of one session, if given: then no agent's
+        event, which has no `@sid`), a page at a time."""
         key = keys.account_events(account_id)
         wanted = None if session_id is None else session_id.encode()
         while True:

@@ -147,17 +147,49 @@ def control_template(
     return {k: v.value if isinstance(v, JobStatus) else v for k, v in job.to_dict().items()}
 
 
+# A ring queue's offer is a dial job the scripts write themselves, for a member they
+# add (orchestrator/lua/_queues.lua): they copy this template and put the session and
+# member ids in place of these, which have the same length as real ones. RQ reads a job's
+# `data` uncompressed when it is not zlib's, so the pickle can be edited as text.
+PLACEHOLDER_SESSION = "ses_" + "0" * 24
+PLACEHOLDER_MEMBER = "mem_" + "0" * 24
+_dial_settings: tuple[tuple[int, ...], int] = ((0, 2, 4, 8, 16, 30), 30)
+
+
+def configure_dial_template(backoff: tuple[int, ...], timeout: int) -> None:
+    """The dial settings (DIAL_RETRY_BACKOFF, DIAL_JOB_TIMEOUT) of the offers' template:
+    each web and worker process sets its own before it installs the templates."""
+    global _dial_settings
+    _dial_settings = (tuple(backoff), int(timeout))
+    _dial_fields.cache_clear()
+
+
+@cache
+def _dial_fields() -> dict[str, Any]:
+    backoff, timeout = _dial_settings
+    fields, template = _template(backoff, timeout, RESULT_TTL)
+    call = (DIAL_FUNCTION, None, (PLACEHOLDER_SESSION, PLACEHOLDER_MEMBER), {})
+    return {
+        **fields,
+        "data": template.serializer.dumps(call),
+        "retry_intervals": json.dumps(list(backoff)),
+    }
+
+
 def install_control_template(r: Any) -> Any:
-    """Write the template the scripts copy (sync or asyncio client; await the result of the
-    latter). Every web and worker process does so at start; a script that finds it missing
-    (Redis lost its data) answers NOTEMPLATE and the caller installs it and tries again."""
+    """Write the templates the scripts copy, the control job's and the offers' dial job's
+    (sync or asyncio client; await the result of the latter). Every web and worker
+    process does so at start; a script that finds one missing (Redis lost its data)
+    answers NOTEMPLATE and the caller installs them and tries again."""
     pipe = r.pipeline(transaction=True)
-    pipe.delete(keys.control_job_template())
+    pipe.delete(keys.control_job_template(), keys.dial_job_template())
     pipe.hset(keys.control_job_template(), mapping=_control_fields())
+    pipe.hset(keys.dial_job_template(), mapping=_dial_fields())
     pipe.hset(
         keys.control_job_keys(),
         mapping={
             "queue": Queue.redis_queue_namespace_prefix + CONTROL_QUEUE,
+            "dialqueue": Queue.redis_queue_namespace_prefix + DIAL_QUEUE,
             "queues": Queue.redis_queues_keys,
             "job": Job.redis_job_namespace_prefix,
         },

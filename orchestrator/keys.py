@@ -74,8 +74,73 @@ def number(e164: str) -> str:
     return f"{PREFIX}number:{e164}"
 
 
+def account_queues(account_id: str) -> str:
+    """zset: the account's ring queue ids, by creation time."""
+    return f"{PREFIX}account:{account_id}:queues"
+
+
+def queues() -> str:
+    """set: every ring queue's id, of every account (/metrics reads their stats at scrape)."""
+    return f"{PREFIX}queues"
+
+
+def queue(queue_id: str) -> str:
+    """hash: a ring queue: id, accountId, name, strategy, ringTimeout, maxWait, wrapUp,
+    maxMisses, overflow, dateCreated; _last (the agent who took its last call)."""
+    return f"{PREFIX}queue:{queue_id}"
+
+
+def queue_agents(queue_id: str) -> str:
+    """list: the queue's agents' user ids, in the order they were added."""
+    return f"{queue(queue_id)}:agents"
+
+
+def queue_waiting(queue_id: str) -> str:
+    """zset: the sessions waiting in the queue for an agent, by when they entered it (ms)."""
+    return f"{queue(queue_id)}:waiting"
+
+
+def queue_stats(queue_id: str) -> str:
+    """hash: the queue's counters for /metrics: calls by outcome, waits by bucket."""
+    return f"{queue(queue_id)}:stats"
+
+
+def number_queue(e164: str) -> str:
+    """str: the ring queue the number's incoming calls go to."""
+    return f"{PREFIX}number:{e164}:queue"
+
+
+def user_queues(user_id: str) -> str:
+    """set: the ring queues the user is an agent of."""
+    return f"{PREFIX}user:{user_id}:queues"
+
+
+def queues_waiting() -> str:
+    """set: the ring queues with calls waiting, which the workers' sweep looks at."""
+    return f"{PREFIX}queues:waiting"
+
+
+def agent_states() -> str:
+    """hash: user id -> agent state, of every user whose state was ever set (/metrics
+    counts agents by state from it at scrape)."""
+    return f"{PREFIX}agentstates"
+
+
+def timers() -> str:
+    """zset: the queues' timers ("ring:{sid}", "wait:{sid}", "wrapup:{uid}") by when they
+    are due (ms); the workers' sweep runs them (orchestrator/lua/timers.lua)."""
+    return f"{PREFIX}timers"
+
+
+def dial_job_template() -> str:
+    """hash: the dial job as RQ builds it, with placeholder ids, which scripts copy to
+    offer a queue's call to an agent (orchestrator/jobs.py)."""
+    return f"{PREFIX}jobtemplate:dial"
+
+
 def user(user_id: str) -> str:
-    """hash: id, accountId, email, name, avatarUrl."""
+    """hash: id, accountId, email, name, avatarUrl; agentState, agentStateReason, and
+    _idlesince (ms), _misses (offers missed in a row) for ring queues."""
     return f"{PREFIX}user:{user_id}"
 
 

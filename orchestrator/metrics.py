@@ -8,7 +8,10 @@ up the files of every process of the machine, web and worker alike. Counting is
 a write to the process's own mapped file: no Redis round trip, no syscall.
 
 The queue depth is not counted by anyone: the web reads it from Redis when it
-is scraped (`queue_depth`).
+is scraped (`queue_depth`). Nor are the ring queues' figures: the scripts keep them
+in Redis (calls by outcome and waits, per queue; every user's agent state), and
+the web reads them at scrape too (`ring_queues`, from orchestrator/queue_reads.py),
+so every web process answers the same totals.
 """
 
 from __future__ import annotations
@@ -26,8 +29,15 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from orchestrator.queue_reads import WAIT_BUCKETS, Snapshot
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -136,18 +146,53 @@ def queue_depth(lengths: Mapping[str, int]) -> GaugeMetricFamily:
     return family
 
 
+def ring_queues(snapshot: Snapshot) -> list[Metric]:
+    """The ring queues' figures as Redis held them at scrape: calls by queue (its id) and
+    outcome, answered calls' waits by queue, agents by state."""
+    calls = CounterMetricFamily(
+        "orchestrator_queue_calls",
+        "Ring queue calls by queue (its id) and outcome: Answered (an agent took it), "
+        "Abandoned (the caller hung up first), Missed (nobody took it, no overflow), "
+        "Overflowed (sent to the queue's overflow)",
+        labels=["queue", "outcome"],
+    )
+    waits = HistogramMetricFamily(
+        "orchestrator_queue_wait_seconds",
+        "How long answered ring queue calls waited for an agent, by queue (its id)",
+        labels=["queue"],
+    )
+    bounds = [*(str(float(b)) for b in WAIT_BUCKETS), "+Inf"]
+    for qid, stats in snapshot.queues.items():
+        for outcome, count in sorted(stats.calls.items()):
+            calls.add_metric([qid, outcome], count)
+        cumulative, buckets = 0, []
+        for bound, count in zip(bounds, stats.wait_buckets, strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        # Counted in one script with its bucket, so the count is the +Inf bucket's.
+        waits.add_metric([qid], buckets, stats.wait_sum_seconds)
+    agents = GaugeMetricFamily(
+        "orchestrator_agents",
+        "Users by agent state (Ready, NotReady, LoggedOut, WrapUp), across every account",
+        labels=["state"],
+    )
+    for state, count in sorted(snapshot.agents.items()):
+        agents.add_metric([state], count)
+    return [calls, waits, agents]
+
+
 class _Families(Collector):
-    def __init__(self, *families: GaugeMetricFamily) -> None:
+    def __init__(self, *families: Metric) -> None:
         self.families = families
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         return iter(self.families)
 
 
-def exposition(queue_lengths: Mapping[str, int] | None) -> bytes:
+def exposition(queue_lengths: Mapping[str, int] | None, queues: Snapshot | None = None) -> bytes:
     """The text format of every process of this machine (or of this process alone, when
-    it counts in memory), with the queue depth when Redis gave it. Reads files: run it
-    off the event loop."""
+    it counts in memory), with the queue depth and the ring queues' figures when Redis
+    gave them. Reads files: run it off the event loop."""
     registry = CollectorRegistry()
     path = directory()
     if path is None:
@@ -156,6 +201,8 @@ def exposition(queue_lengths: Mapping[str, int] | None) -> bytes:
         multiprocess.MultiProcessCollector(registry, path)
     if queue_lengths is not None:
         registry.register(_Families(queue_depth(queue_lengths)))
+    if queues is not None:
+        registry.register(_Families(*ring_queues(queues)))
     return generate_latest(registry)
 
 

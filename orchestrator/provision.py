@@ -11,12 +11,18 @@ sees the key again, name it by its id: `keys.api_key_id` (the digest) and
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import redis
+import redis.client
 
-from orchestrator import apikeys, dial_policy, keys
+from orchestrator import apikeys, dial_policy, keys, queue_reads
+from orchestrator.phone import InvalidPhoneNumber, normalise
 from orchestrator.store import new_id, now
+
+DEFAULT_AGENT_STATE = queue_reads.DEFAULT_STATE
+DEFAULT_AGENT_REASON = queue_reads.DEFAULT_REASON
 
 
 class ProvisionError(Exception):
@@ -46,17 +52,29 @@ def set_dial_countries(r: redis.Redis, account_id: str, countries: tuple[str, ..
     return account_id
 
 
-def add_number(r: redis.Redis, e164: str, account_id: str) -> str:
+def add_number(r: redis.Redis, e164: str, account_id: str, queue_id: str | None = None) -> str:
+    """Give the account the number; with `queue_id` (a queue of the account), its incoming
+    calls go to that ring queue (docs/operations.md#ring-queues)."""
     _require_account(r, account_id)
+    if queue_id is not None:
+        owner = r.hget(keys.queue(queue_id), "accountId")
+        if owner is None:
+            raise ProvisionError(f"--queue: no queue {queue_id!r}")
+        if owner.decode() != account_id:
+            raise ProvisionError(f"--queue: queue {queue_id!r} is not of account {account_id!r}")
     key = keys.number(e164)
     if not r.set(key, account_id, nx=True):
         owner = r.get(key)
         if owner is not None and owner.decode() != account_id:
             raise ProvisionError(f"{e164} already belongs to another account")
+        if queue_id is not None:
+            r.set(keys.number_queue(e164), queue_id)
         return e164
     pipe = r.pipeline()
     pipe.rpush(keys.account_numbers(account_id), e164)
     pipe.sadd(keys.numbers(), e164)
+    if queue_id is not None:
+        pipe.set(keys.number_queue(e164), queue_id)
     pipe.execute()
     return e164
 
@@ -80,8 +98,11 @@ def add_user(
         fields["name"] = name
     if avatar:
         fields["avatarUrl"] = avatar
+    # A new user is logged out until they say they are ready (docs/api.md#agent-state).
+    fields |= {"agentState": DEFAULT_AGENT_STATE, "agentStateReason": DEFAULT_AGENT_REASON}
     pipe = r.pipeline()
     pipe.hset(keys.user(uid), mapping=fields)
+    pipe.hset(keys.agent_states(), uid, DEFAULT_AGENT_STATE)
     pipe.set(email_key, uid)
     pipe.set(keys.account_user(account_id, uid), uid)
     pipe.execute()
@@ -116,13 +137,9 @@ def _key_user(r: redis.Redis, account_id: str, ref: str) -> dict[str, str]:
     The name is copied, not looked up per request, so that authentication
     stays one Redis read.
     """
-    ref = ref.strip()
-    uid = r.get(keys.account_user(account_id, ref)) or r.get(
-        keys.account_user(account_id, ref.lower())
-    )
+    uid = _user_id(r, account_id, ref)
     if uid is None:
-        raise ProvisionError(f"no user {ref!r} in account {account_id!r}")
-    uid = uid.decode()
+        raise ProvisionError(f"no user {ref.strip()!r} in account {account_id!r}")
     user = {k.decode(): v.decode() for k, v in r.hgetall(keys.user(uid)).items()}
     return {"userId": uid, "userName": user.get("name") or user.get("email") or uid}
 
@@ -168,3 +185,150 @@ def revoke_key(r: redis.Redis, key_id: str) -> str:
         pipe.srem(keys.account_keys(account_id.decode()), key_id)
     pipe.execute()
     return key_id
+
+
+# --- ring queues (docs/operations.md#ring-queues) ---------------------------------------------
+
+STRATEGIES = ("ring-all", "linear", "round-robin", "longest-idle")
+# Twilio's participant Timeout takes 5 to 600 seconds: an offer rings that long.
+RING_TIMEOUT_RANGE = (5, 600)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """How a queue offers its calls; the defaults are `orchestrator queues create`'s."""
+
+    strategy: str = "ring-all"
+    ring_timeout: int = 20
+    max_wait: int = 300
+    wrap_up: int = 10
+    max_misses: int = 3
+    overflow: str | None = None  # a phone number as given, or a user's id or email
+
+    def problems(self) -> list[str]:
+        """What is wrong with them, each naming its option of `queues create`."""
+        found = []
+        if self.strategy not in STRATEGIES:
+            found.append(f"--strategy must be one of {', '.join(STRATEGIES)}")
+        low, high = RING_TIMEOUT_RANGE
+        if not low <= self.ring_timeout <= high:
+            found.append(f"--ring-timeout must be {low} to {high} seconds (Twilio's Timeout)")
+        if self.max_wait < 1:
+            found.append("--max-wait must be 1 second or more")
+        if self.wrap_up < 0:
+            found.append("--wrap-up must be 0 seconds or more")
+        if self.max_misses < 1:
+            found.append("--max-misses must be 1 or more")
+        return found
+
+
+def _user_id(r: redis.Redis, account_id: str, ref: str) -> str | None:
+    """The id of the account's user `ref` (id or email, any case), or None."""
+    ref = ref.strip()
+    uid = r.get(keys.account_user(account_id, ref)) or r.get(
+        keys.account_user(account_id, ref.lower())
+    )
+    return uid.decode() if uid is not None else None
+
+
+def _overflow(r: redis.Redis, account_id: str, ref: str, region: str) -> str:
+    """The overflow as stored: a user's id for a user of the account (id or email), else
+    the number in E.164."""
+    uid = _user_id(r, account_id, ref)
+    if uid is not None:
+        return uid
+    if "@" in ref or ref.strip().startswith("usr_"):
+        raise ProvisionError(f"--overflow: no user {ref.strip()!r} in account {account_id!r}")
+    try:
+        return normalise(ref, region)
+    except InvalidPhoneNumber:
+        raise ProvisionError(
+            f"--overflow: {ref!r} is neither a user of the account nor a valid phone number"
+        ) from None
+
+
+def create_queue(
+    r: redis.Redis,
+    account_id: str,
+    name: str,
+    settings: QueueSettings = QueueSettings(),
+    region: str = "US",
+) -> str:
+    """A new ring queue of the account, with no agents yet; its id. `region` reads an
+    overflow number given without its country code."""
+    problems = settings.problems()
+    if problems:
+        raise ProvisionError("; ".join(problems))
+    if not name.strip():
+        raise ProvisionError("a queue's name must not be empty")
+    _require_account(r, account_id)
+    qid = new_id("que")
+    fields = {
+        "id": qid,
+        "accountId": account_id,
+        "name": name.strip(),
+        "strategy": settings.strategy,
+        "ringTimeout": settings.ring_timeout,
+        "maxWait": settings.max_wait,
+        "wrapUp": settings.wrap_up,
+        "maxMisses": settings.max_misses,
+        "dateCreated": now(),
+    }
+    if settings.overflow is not None and settings.overflow.strip():
+        fields["overflow"] = _overflow(r, account_id, settings.overflow, region)
+    pipe = r.pipeline()
+    pipe.hset(keys.queue(qid), mapping=fields)
+    pipe.zadd(keys.account_queues(account_id), {qid: int(time.time() * 1000)})
+    pipe.sadd(keys.queues(), qid)
+    pipe.execute()
+    return qid
+
+
+def _queue_account(r: redis.Redis, queue_id: str) -> str:
+    owner = r.hget(keys.queue(queue_id), "accountId")
+    if owner is None:
+        raise ProvisionError(f"no queue {queue_id!r}")
+    return owner.decode()
+
+
+def _agent(r: redis.Redis, queue_id: str, user: str) -> str:
+    account_id = _queue_account(r, queue_id)
+    uid = _user_id(r, account_id, user)
+    if uid is None:
+        raise ProvisionError(f"no user {user.strip()!r} in the queue's account {account_id!r}")
+    return uid
+
+
+def add_agent(r: redis.Redis, queue_id: str, user: str) -> str:
+    """Make the user (id or email, of the queue's account) an agent of the queue, after
+    those already there (`linear` offers calls in that order); one already there keeps
+    their place. Their id."""
+    uid = _agent(r, queue_id, user)
+    agents = keys.queue_agents(queue_id)
+
+    def add(pipe: redis.client.Pipeline) -> None:
+        present = pipe.lpos(agents, uid) is not None
+        pipe.multi()
+        if not present:
+            pipe.rpush(agents, uid)
+        pipe.sadd(keys.user_queues(uid), queue_id)
+
+    r.transaction(add, agents)
+    return uid
+
+
+def remove_agent(r: redis.Redis, queue_id: str, user: str) -> tuple[str, bool]:
+    """The user is no longer an agent of the queue (calls ringing them stay offered until
+    they end); their id, and whether they were one."""
+    uid = _agent(r, queue_id, user)
+    pipe = r.pipeline()
+    pipe.lrem(keys.queue_agents(queue_id), 0, uid)
+    pipe.srem(keys.user_queues(uid), queue_id)
+    removed, _ = pipe.execute()
+    return uid, bool(removed)
+
+
+def list_queues(r: redis.Redis, account_id: str) -> list[queue_reads.Queue]:
+    """The account's queues, oldest first, with their agents and calls waiting."""
+    _require_account(r, account_id)
+    return queue_reads.run_sync(r, queue_reads.account_queues(account_id))

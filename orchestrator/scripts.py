@@ -41,6 +41,7 @@ HELPERS = (
     "_sessions",  # the session's log, listing indexes, ending and retention
     "_members",  # members' call state, finding, adding and removing them
     "_callbacks",  # what Twilio's callbacks and the dials report, applied once
+    "_queues",  # ring queues: agent states, offers, the first answer, timers
     "_events",  # the script's last step: its changes' entries in the event streams
 )
 
@@ -62,6 +63,8 @@ NAMES = (
     "list_sessions",
     "my_sessions",
     "note",
+    "set_agent_state",
+    "timers",
 )
 
 

@@ -252,17 +252,38 @@ async def _read_sessions(
     return [v for v in views if v is not None and v.raw]
 
 
+@dataclass(frozen=True)
+class IncomingResult:
+    outcome: str  # created | exists | nonumber
+    sid: str | None = None
+    queue_id: str | None = None  # the ring queue the call waits in
+
+
 async def create_session(
     scripts: AsyncScripts, *, call_sid: str, from_: str, to: str
-) -> tuple[str, str | None]:
-    """Session for an incoming call: ('created'|'exists', sid) or ('nonumber', None)."""
+) -> IncomingResult:
+    """Session for an incoming call (create_session.lua), in its ring queue if the number
+    has one."""
     created = datetime.now(UTC)
     stamp = created.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     # The listing indexes are ordered by dateCreated itself, to the millisecond it shows.
     ms = (created - _EPOCH) // timedelta(milliseconds=1)
     args = [keys.PREFIX, call_sid, from_, to, stamp, new_id("ses"), new_id("mem"), ms]
     reply = _text(await scripts.run("create_session", args))
-    return reply[0], (reply[1] if len(reply) > 1 else None)
+    if reply[0] == "nonumber":
+        return IncomingResult("nonumber")
+    return IncomingResult(reply[0], reply[1], reply[2] or None)
+
+
+async def set_agent_state(
+    scripts: AsyncScripts, *, user_id: str, account_id: str, state: str
+) -> tuple[str, str] | None:
+    """SetAgentState (set_agent_state.lua): the agent's (state, reason) after the change,
+    None if the user is not of the account."""
+    reply = _text(
+        await scripts.run("set_agent_state", [keys.PREFIX, user_id, account_id, state, now()])
+    )
+    return (reply[0], reply[1]) if reply else None
 
 
 @dataclass(frozen=True)
@@ -276,11 +297,13 @@ class Outgoing:
     region: str  # the number's country, '' for a user
     countries: tuple[str, ...]  # DIAL_COUNTRIES, for an account without its own list
     caller_id: str | None  # asked for; used only if it is one of the account's numbers
+    queue_id: str | None = None  # a progressive dial: the queue the answered call waits in
 
 
 @dataclass(frozen=True)
 class OutgoingResult:
-    """created | exists | nouser | nodest | self | notallowed (`allowed`: the countries)."""
+    """created | exists | nouser | nodest | self | noqueue | notallowed (`allowed`: the
+    countries)."""
 
     outcome: str
     sid: str | None = None
@@ -305,7 +328,7 @@ def _outgoing_args(
     ms = (created - _EPOCH) // timedelta(milliseconds=1)
     args: list[Any] = [keys.PREFIX, account_id, call.user_id, call_sid, call.kind, call.ref]
     args += [call.dialled, call.region, ",".join(call.countries), call.caller_id or "", stamp]
-    args += [sid, agent_member, dest_member, ms, actor.id, actor.name]
+    args += [sid, agent_member, dest_member, ms, actor.id, actor.name, call.queue_id or ""]
     flat_agent = [*agent_job[:4], *agent_job[4]] if agent_job else []
     return [*args, len(flat_agent), *flat_agent, *dest_job[:4], *dest_job[4]]
 
@@ -398,6 +421,8 @@ class DialClaim:
     attempt: int
     # Removed while an earlier attempt was under way: dial nobody, end what it placed.
     removed: bool = False
+    # A customer who waits for a ring queue's agent once connected: hold music till then.
+    wait_music: bool = False
 
 
 @dataclass(frozen=True)
@@ -484,7 +509,7 @@ def begin_dial(
         return DialClaim(to=reply[1], from_="", attempt=int(reply[2]), removed=True)
     if reply[0] != "dial":
         return reply[1]
-    return DialClaim(to=reply[1], from_=reply[2], attempt=int(reply[3]))
+    return DialClaim(to=reply[1], from_=reply[2], attempt=int(reply[3]), wait_music=reply[4] == "1")
 
 
 def conference_sid(r: redis.Redis, sid: str) -> str | None:
@@ -512,6 +537,12 @@ def settle_found_call(
     Calls list, whose callbacks never reached the service."""
     args = [keys.PREFIX, sid, mid, status, call_sid, "", now(), ""]
     return _text(scripts.run("call_event", client=r, args=args))
+
+
+def run_timers(r: redis.Redis, scripts: Scripts, most: int = 100, queues: int = 10) -> int:
+    """The queues' due timers, run once each, and a level-triggered look at a few queues'
+    waiting calls (timers.lua): how many timers ran."""
+    return int(scripts.run("timers", client=r, args=[keys.PREFIX, now(), most, queues]))
 
 
 def fail_dial(r: redis.Redis, scripts: Scripts, sid: str, mid: str, message: str) -> str:

@@ -2,10 +2,11 @@
 Playwright, against the running web, worker, emulator and Redis.
 
 What an agent does is done through the page (paste the key, invite, remove,
-hold, resume, end, place a call from the dial box), and what the page shows must
-follow the calls live from the event stream, never from a reload. Callees ring
-for a while here, so the page can be seen showing Ringing before Connected; the
-agents' softphones are registered at the emulator (`Stack.softphone`) and answer.
+hold, resume, end, place a call from the dial box, set their state), and what the
+page shows must follow the calls and the agents' states live from the event stream,
+never from a reload. Callees ring for a while here, so the page can be seen showing
+Ringing before Connected; the agents' softphones are registered at the emulator
+(`Stack.softphone`) and answer, decline or ignore as each test says.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import pytest
 import redis
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
-from orchestrator import provision
+from orchestrator import keys, provision
 from orchestrator.launch import wait_until
 from tests.support import net
 from tests.support.accounts import Account, new_account, random_number
+from tests.support.ringqueues import agent_state, new_queue, set_state
 from tests.support.stack import Stack, private_stack, ringing_stack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -217,6 +219,8 @@ def test_the_console_follows_a_call_live_and_acts_on_it(
     expect(tab.by("dial-form")).to_be_hidden()
     expect(tab.by("my-calls")).to_be_hidden()
     expect(tab.by("agent")).to_be_hidden()
+    expect(tab.by("agent-status")).to_be_hidden()  # a state is a user's
+    expect(tab.by("queues")).to_be_hidden()  # the account has no ring queues
 
     # A failed action shows the API's ResponseStatus message on the card it was for.
     refused = _api(stack, desk.key, "POST", f"/sessions/{sid}/members", json={"memberToAdd": "12"})
@@ -458,6 +462,147 @@ def test_without_softphones_the_page_says_so_and_learns_the_agent_from_their_cal
             tab.check_stayed_home()
         finally:
             context.close()
+
+
+def _shown(tab: Tab, testid: str) -> str:
+    """The text of the first element `testid` as soon as the page shows it: checked on every
+    animation frame, for what is on screen only a moment (an offer rings for seconds)."""
+    script = f"""() => {{
+        const el = document.querySelector('[data-testid="{testid}"]');
+        return el && el.offsetParent !== null ? el.textContent : null;
+    }}"""
+    return tab.page.wait_for_function(script, polling="raf", timeout=WAIT_MS).json_value()
+
+
+def _shows(tab: Tab, testid: str, text: str) -> None:
+    """Waits until the element `testid` reads `text`, checked on every animation frame."""
+    script = f"""() => {{
+        const el = document.querySelector('[data-testid="{testid}"]');
+        return el !== null && el.textContent === {text!r};
+    }}"""
+    tab.page.wait_for_function(script, polling="raf", timeout=WAIT_MS)
+
+
+def test_the_agent_sets_their_state_and_sees_an_offer_ring_then_the_state_a_miss_sets(
+    tab: Tab, console_stack: Stack, tmp_path: Path
+) -> None:
+    """The header's switch sets the agent's state through the API; a call of their queue
+    rings for them in the page, waits in the queue panel, and the offer they let ring out
+    puts them NotReady (MissedCall), shown live in plain words."""
+    stack = console_stack
+    q = new_queue(stack, strategy="ring-all", max_misses=1)
+    ada = q.agent("Ada", answer="ignore", state="LoggedOut")
+    bob = q.agent("Bob", answer="ignore", state="LoggedOut")
+    tab.open(f"/console#key={ada.key}")
+    expect(tab.by("stream-status")).to_have_text("Live")
+    # GetAppConfig's state at load: a new agent is logged out.
+    expect(tab.by("agent-state")).to_have_text("Logged out")
+    expect(tab.by("agent-state-LoggedOut")).to_have_attribute("aria-pressed", "true")
+    expect(tab.by("agent-state-Ready")).to_have_attribute("aria-pressed", "false")
+    # The queue panel: the queue, no call waiting, its agents and their states.
+    panel = tab.page.locator(f'[data-testid="queue"][data-queue-id="{q.id}"]')
+    expect(tab.by("queue-name", panel)).to_have_text("Support")
+    expect(tab.by("waiting-empty", panel)).to_be_visible()
+    row = {
+        a.id: panel.locator(f'[data-testid="queue-agent"][data-user-id="{a.id}"]')
+        for a in (ada, bob)
+    }
+    expect(tab.by("queue-agent-state", row[ada.id])).to_have_text("Logged out")
+    expect(tab.by("queue-agent-name", row[ada.id])).to_contain_text("Ada")
+
+    # The switch: Ready, in Redis and in GetAppConfig; the panel follows.
+    tab.by("agent-state-Ready").click()
+    expect(tab.by("agent-state")).to_have_text("Ready")
+    expect(tab.by("agent-state-Ready")).to_have_attribute("aria-pressed", "true")
+    expect(tab.by("agent-state-error")).to_be_hidden()
+    config = _api(stack, ada.key, "GET", "/app/config").json()
+    assert (config["agentState"], config["agentStateReason"]) == ("Ready", "SetByUser"), config
+    assert agent_state(stack, ada) == ("Ready", "SetByUser")
+    expect(tab.by("queue-agent-state", row[ada.id])).to_have_text("Ready")
+    # Another agent's change (through the API, elsewhere) shows in the panel too.
+    set_state(stack, bob, "NotReady")
+    expect(tab.by("queue-agent-state", row[bob.id])).to_have_text("Not ready")
+    tab.screenshot(tmp_path, "console-queues.png")
+
+    # On a small phone, a customer calls the queue: the offer rings for Ada in the page, and
+    # the call waits in the panel, with its caller and how long it has waited.
+    tab.page.set_viewport_size(NARROW)
+    caller = random_number()
+    sid = stack.incoming_call(caller, q.number)["conferenceName"]
+    assert _shown(tab, "offer-text") == f"Incoming call from {caller}, queue Support"
+    assert _shown(tab, "waiting-from") == caller
+    tab.screenshot(tmp_path, "console-offer.png")
+    assert _fits(tab.page), "the page scrolls sideways at 360 px"
+    waiting = panel.locator(f'[data-testid="waiting-call"][data-session-id="{sid}"]')
+    expect(waiting).to_have_count(1)
+    expect(tab.by("waiting-time", waiting)).to_have_text(re.compile(r"^\d+:\d\d$"))
+
+    # Ada's softphone lets it ring out: a miss (max misses 1), NotReady for missed calls, set
+    # by the service and shown live; the offer is gone, and with nobody left to take it the
+    # call leaves the queue.
+    expect(tab.by("agent-state")).to_have_text("Not ready (missed calls)")
+    expect(tab.by("agent-state-NotReady")).to_have_attribute("aria-pressed", "true")
+    assert agent_state(stack, ada) == ("NotReady", "MissedCall")
+    expect(tab.by("offer")).to_have_count(0)
+    expect(tab.by("offers")).to_be_hidden()
+    expect(waiting).to_have_count(0)
+    expect(tab.by("waiting-empty", panel)).to_be_visible()
+    expect(tab.by("queue-agent-state", row[ada.id])).to_have_text("Not ready (missed calls)")
+    assert _session(stack, q.key, sid)["outcome"] == "Missed"
+    tab.check_stayed_home()
+
+
+def test_a_queue_call_the_agent_answers_is_theirs_then_wrap_up_shows_until_ready_again(
+    tab: Tab, console_stack: Stack
+) -> None:
+    stack = console_stack
+    q = new_queue(stack, strategy="ring-all", wrap_up=4)
+    cy = q.agent("Cy", answer="answer")
+    tab.open(f"/console#key={cy.key}")
+    expect(tab.by("stream-status")).to_have_text("Live")
+    expect(tab.by("agent-state")).to_have_text("Ready")
+
+    caller = random_number()
+    sid = stack.incoming_call(caller, q.number)["conferenceName"]
+    assert _shown(tab, "offer-text") == f"Incoming call from {caller}, queue Support"
+    # Answered on the softphone: no more offer; the call is one of Cy's, Connected.
+    card = tab.by("my-sessions").locator(f'[data-session-id="{sid}"]')
+    expect(tab.by("session-sub", card)).to_contain_text("queue Support (Connected)")
+    expect(tab.state_of(tab.member(card, cy.id))).to_have_text("Connected")
+    expect(tab.by("offer")).to_have_count(0)
+    assert _session(stack, q.key, sid)["queueMemberId"] == cy.id
+
+    # The caller hangs up: wrap-up, set by the service, then Ready again by itself.
+    caller_sid = _api_member(stack, q.key, sid, caller)["callSid"]
+    assert stack.emulator(f"calls/{caller_sid}/hangup", "POST").is_success
+    _shows(tab, "agent-state", "Wrap-up (after a call)")
+    expect(tab.by("agent-state-Ready")).to_have_attribute("aria-pressed", "false")
+    expect(tab.by("agent-state")).to_have_text("Ready")
+    assert agent_state(stack, cy) == ("Ready", "SetBySystem")
+    tab.check_stayed_home()
+
+
+def test_a_state_the_service_refuses_is_shown_next_to_the_switch(
+    tab: Tab, console_stack: Stack, desk: Account
+) -> None:
+    stack = console_stack
+    key = _agent_key(stack, desk)
+    tab.open(f"/console#key={key}")
+    expect(tab.by("agent-state")).to_have_text("Logged out")
+    expect(tab.by("queues")).to_be_hidden()  # no queues in this account
+    # The user is removed while the page is open: the API refuses the change (403).
+    stack.redis.delete(keys.user(desk.user_id))
+    refused = _api(stack, key, "PATCH", "/app/agent-state", json={"agentState": "Ready"})
+    assert refused.status_code == 403, refused.text
+    tab.by("agent-state-Ready").click()
+    error = tab.by("agent-state-error")
+    expect(error).to_contain_text(refused.json()["responseStatus"]["message"])
+    expect(error).to_contain_text("Setting your state to Ready did not work")
+    expect(error).not_to_contain_text("{")
+    expect(tab.by("agent-state")).to_have_text("Logged out")
+    expect(tab.by("stream-status")).to_have_text("Live")  # not a refused key
+    expect(tab.by("error")).to_be_hidden()
+    tab.check_stayed_home()
 
 
 def test_a_key_in_the_address_is_used_then_taken_out_of_it(tab: Tab, desk: Account) -> None:

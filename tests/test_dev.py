@@ -44,6 +44,9 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
                 "redis": r"Redis\s+(\S+)",
                 "key": r"API key\s+(\S+)",
                 "user": r"user\s+(usr_\w+)",
+                "queue": r"demo queue\s+.*\bid (que_\w+)",
+                "queue_number": r"demo queue\s+.*\bnumber (\+\d+)",
+                "queue_agents": r"queue agents\s+(.*):",
             }.items()
         }
         info["banner"] = banner
@@ -138,6 +141,7 @@ def test_printed_commands_place_the_agents_own_call_and_a_click_to_call(
     takes its calls: both of the walk-through's ways to call a customer connect."""
     user, headers = dev["user"], {"Authorization": f"Bearer {dev['key']}"}
     own, click = dev["banner"].split("An agent's own call")[1].split("Click to call")
+    click = click.split("A ring queue")[0]
     own_commands, click_commands = _commands(own), _commands(click)
     assert len(own_commands) == 3 and len(click_commands) == 2, (own_commands, click_commands)
     assert f"/_emulator/softphones/{user}/calls" in own_commands[0]
@@ -161,3 +165,53 @@ def test_printed_commands_place_the_agents_own_call_and_a_click_to_call(
     wait_until(lambda: connected(clicked["id"]), 15, "the click to call to connect")
     for session in (sid, clicked["id"]):
         assert net.request("DELETE", f"{dev['api']}/sessions/{session}", headers=headers).is_success
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the banner's commands use curl")
+def test_printed_commands_queue_a_call_that_a_demo_queue_agent_answers_then_set_the_state(
+    dev: dict[str, str],
+) -> None:
+    """The demo queue's number sends a call to the queue; one of its two demo agents (Ready,
+    softphones that answer) takes it, not the demo agent (logged out); the demo agent's
+    printed SetAgentState makes them Ready."""
+    headers = {"Authorization": f"Bearer {dev['key']}"}
+    agents = dict(re.findall(r"(usr_\w+) \(([^)]+)\)", dev["queue_agents"]))
+    assert sorted(agents.values()) == ["Kim Support", "Sam Support"], dev["queue_agents"]
+    assert dev["user"] not in agents
+    call, state = dev["banner"].split("A ring queue")[1].split("The demo agent sets")
+    commands, state_commands = _commands(call), _commands(state)
+    assert len(commands) == 5 and len(state_commands) == 2, (commands, state_commands)
+    assert f"To={dev['queue_number']}" in commands[1]
+    assert "/_emulator/incoming" in commands[0] and "/queues " in commands[2]
+
+    out = _run(commands)
+    sid = re.search(r"SESSION=(ses_\w+)", out).group(1)
+    # The printed GET /queues (its answer is the first line): the queue, its three agents.
+    queues = json.JSONDecoder().raw_decode(out)[0]["queues"]
+    queue = next(q for q in queues if q["id"] == dev["queue"])
+    assert queue["name"] == "Support" and queue["strategy"] == "ring-all"
+    states = {a["userId"]: a["agentState"] for a in queue["agents"]}
+    assert states[dev["user"]] == "LoggedOut"
+    assert set(states) == {*agents, dev["user"]}
+    # The printed session fields, before an agent answered: the call is in the queue.
+    assert re.search(r'"queueState":"(Queued|Ringing|Connected)"', out), out
+
+    def session() -> dict:
+        return net.get(f"{dev['api']}/sessions/{sid}", headers=headers).json()
+
+    wait_until(lambda: session()["queueState"] == "Connected", 15, "a queue agent to answer")
+    taken = session()
+    assert taken["ringQueueId"] == dev["queue"]
+    assert taken["queueMemberId"] in agents, (taken["queueMemberId"], agents)
+    assert taken["answeredByName"] == agents[taken["queueMemberId"]]
+    # Run again, as the banner says: the printed fields show who took it.
+    again = _run(commands[-2:], sid)
+    assert '"queueState":"Connected"' in again, again
+    assert f'"queueMemberId":"{taken["queueMemberId"]}"' in again, again
+
+    # The demo agent sets their state, as printed: Ready, and GetAppConfig agrees.
+    answer = json.loads(_run(state_commands).splitlines()[0])
+    assert answer == {"agentState": "Ready", "agentStateReason": "SetByUser"}, answer
+    config = net.get(f"{dev['api']}/app/config", headers=headers).json()
+    assert config["agentState"] == "Ready", config
+    assert net.request("DELETE", f"{dev['api']}/sessions/{sid}", headers=headers).is_success

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from orchestrator import keys
 from orchestrator.launch import wait_until
 from tests.support.accounts import Account, new_account, random_number
 from tests.support.redis_group import RedisGroup, start_group
+from tests.support.ringqueues import agent_state, new_queue
 from tests.support.stack import Stack, running_stack
 
 RECOVERY_SECONDS = 15
@@ -173,3 +175,32 @@ def test_losing_a_replica_and_a_sentinel_changes_nothing(
     assert inviter.statuses() == [200] * len(inviter.statuses())
     assert group.primary_port() == primary
     _every_invite_dialled_once_and_connected(stack, inviter)
+
+
+def test_a_failover_loses_no_queue_timer(ha_stack: Stack, group: RedisGroup) -> None:
+    """An agent in wrap-up when the primary dies is Ready again on time, and the next call
+    to the queue finds them: the wrap-up's timer was on a replica, and the new primary's
+    timers are swept by the same workers."""
+    q = new_queue(ha_stack, strategy="ring-all", wrap_up=3)
+    agent = q.agent("Ada")
+    sid = q.call()
+    q.wait(sid, lambda s: s["queueState"] == "Connected", "the agent took the call")
+    caller = ha_stack.redis.hget(keys.session(sid), "callSid")
+    ha_stack.emulator(f"calls/{caller}/hangup", "POST")
+    wait_until(lambda: agent_state(ha_stack, agent)[0] == "WrapUp", 15, "wrap-up")
+    old = group.primary_port()
+    group.kill(group.server(old))
+    wait_until(lambda: group.primary_port() != old, RECOVERY_SECONDS, "a new primary")
+
+    def ready() -> bool:
+        try:
+            return agent_state(ha_stack, agent) == ("Ready", "SetBySystem")
+        except redis.RedisError:  # this client has yet to find the new primary
+            return False
+
+    wait_until(ready, 30, "Ready again")
+    # The web process too answers from the new primary before the next call comes in.
+    wait_until(lambda: httpx.get(f"{ha_stack.base_url}/ready").status_code == 200, 30, "ready")
+    sid = q.call()
+    s = q.wait(sid, lambda s: s["queueState"] == "Connected", "the next call taken", 30)
+    assert s["queueMemberId"] == agent.id

@@ -63,7 +63,7 @@ def _subcommands(p: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iter
 def test_every_command_has_a_summary_in_its_help_and_the_top_level_help() -> None:
     commands = list(_subcommands(parser()))
     assert {c[0] for c, _ in commands} == {
-        "dev", "web", "worker", "accounts", "numbers", "users", "keys", "twilio",
+        "dev", "web", "worker", "accounts", "numbers", "users", "keys", "twilio", "queues",
     }  # fmt: skip
     top = cli("--help")
     assert top.returncode == 0, top.stderr

@@ -263,7 +263,7 @@ def test_click_to_call_an_agent_who_does_not_answer_dials_nobody(stack: Stack, t
         ({"numberToDial": "nope"}, "NumberToDial", "InvalidPhoneNumber"),
         ({"numberToDial": "ghost@example.com"}, "NumberToDial", "NotFound"),
         ({"numberToDial": "+14155550123", "callerId": "x"}, "CallerId", "InvalidPhoneNumber"),
-        ({"numberToDial": "+14155550123", "flowId": "flow1"}, "FlowId", "NotSupported"),
+        ({"numberToDial": "+14155550123", "flowId": "que_nope"}, "FlowId", "NotFound"),
     ],
 )
 def test_click_to_call_refuses_what_it_cannot_dial(

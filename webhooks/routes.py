@@ -40,9 +40,10 @@ async def voice(request: Request) -> Response:
             "voice webhook without CallSid/To; rejecting the call", extra=ids(call=call_sid)
         )
         return twiml.reject()
-    outcome, sid = await store.create_session(
+    incoming = await store.create_session(
         request.app.state.scripts, call_sid=call_sid, from_=from_, to=to
     )
+    outcome, sid = incoming.outcome, incoming.sid
     metrics.callback("incoming-call", outcome)
     if sid is None:
         log.warning(
@@ -61,7 +62,10 @@ async def voice(request: Request) -> Response:
         outcome,
         extra=ids(sid, call=call_sid),
     )
-    return twiml.join_conference(sid, request.app.state.settings.public_base_url, customer=True)
+    settings = request.app.state.settings
+    if incoming.queue_id is not None:
+        return twiml.wait_in_conference(sid, settings.public_base_url, settings.hold_music_url)
+    return twiml.join_conference(sid, settings.public_base_url, customer=True)
 
 
 async def conference_status(request: Request) -> Response:

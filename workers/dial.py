@@ -166,7 +166,15 @@ def dial_member(session_id: str, member_id: str) -> str:
             reason = "dial rate limit (TWILIO_CPS)"
             return _transient(ctx, session_id, member_id, claim.to, reason, "rate-limit")
         public = ctx.settings.public_base_url
+        waiting: dict[str, object] = {}
+        if claim.wait_music:
+            # The customer of a progressive dial waits for a queue's agent: hold music
+            # (Twilio's own without HOLD_MUSIC_URL) until the agent joins and starts it.
+            waiting = {"start_conference_on_enter": False}
+            if ctx.settings.hold_music_url:
+                waiting.update(wait_url=ctx.settings.hold_music_url, wait_method="GET")
         participant = ctx.twilio.api.v2010.account.conferences(session_id).participants.create(
+            **waiting,
             from_=claim.from_,
             to=claim.to,
             label=member_id,

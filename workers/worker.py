@@ -33,8 +33,15 @@ from rq.job import Job
 from rq.scheduler import RQScheduler
 
 from orchestrator import metrics, redis_client
-from orchestrator.jobs import CONTROL_QUEUE, DIAL_QUEUE, install_control_template
+from orchestrator.jobs import (
+    CONTROL_QUEUE,
+    DIAL_QUEUE,
+    configure_dial_template,
+    install_control_template,
+)
 from orchestrator.redis_client import REDIS_ERRORS
+from workers.context import context
+from workers.timers import TimerSweep
 
 log = logging.getLogger("orchestrator.worker")
 
@@ -115,6 +122,10 @@ def run(redis_url: str, logging_level: str = "INFO") -> None:
 def _run(redis_url: str, logging_level: str) -> None:
     log.info("worker started (pid %d): queues %s, %s", os.getpid(), CONTROL_QUEUE, DIAL_QUEUE)
     connection = redis_client.connect_sync(redis_url)
+    settings = context().settings
+    configure_dial_template(settings.dial_retry_backoff, settings.dial_job_timeout)
+    sweep = TimerSweep()
+    sweep.start()
     while True:
         _install_template(connection)
         worker = JobWorker(
@@ -131,13 +142,14 @@ def _run(redis_url: str, logging_level: str) -> None:
             log.warning("Redis unavailable (%s)", exc)
         # RQ's work() also returns, after logging, when an error ends its loop.
         if worker._shutdown_requested_date is not None:
+            sweep.stop()
             return
         log.warning("the worker stopped without being asked to; restarting when Redis answers")
         _wait_for_redis(connection)
 
 
 def _install_template(connection: redis.Redis) -> None:
-    """The control job template the scripts copy; Redis may have lost it."""
+    """The job templates the scripts copy; Redis may have lost them."""
     try:
         install_control_template(connection)
     except REDIS_ERRORS as exc:

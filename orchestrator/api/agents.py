@@ -1,5 +1,6 @@
 """What an agent's softphone asks of the service (docs/api.md, GetAppConfig): its Twilio
-access token, the Client identity it registers under, and the agent's state."""
+access token, the Client identity it registers under, and the agent's state; and what
+the agent tells it (SetAgentState): whether ring queues may offer them calls."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import re
 
 from starlette.requests import Request
 
-from orchestrator import apikeys, keys, tokens
+from orchestrator import apikeys, keys, store, tokens
 from orchestrator.api.binding import Value, field_error, trim
-from orchestrator.dto import AgentStateReasons, AgentStates
+from orchestrator.dto import SET_AGENT_STATE, AgentStateReasons, AgentStates
 from orchestrator.errors import ApiError, forbidden, validation
 from orchestrator.settings import Settings
 
-# Until ring queues set them, a user's hash holds no agent state: the agent is logged out.
+# A user's hash without an agent state (a user added before ring queues): logged out.
 DEFAULT_STATE = AgentStates.LoggedOut.value
 DEFAULT_REASON = AgentStateReasons.Unknown.value
 _STATES = {s.value for s in AgentStates}
@@ -108,3 +109,37 @@ async def get_app_config(
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+# What an agent may set themselves; WrapUp (and the reasons other than SetByUser) are the
+# ring queues' own (docs/api.md#agent-state).
+SETTABLE_STATES: tuple[str, ...] = SET_AGENT_STATE[0].values
+
+
+async def set_agent_state(
+    request: Request, principal: apikeys.Principal, dto: dict[str, Value]
+) -> dict[str, str]:
+    """The agent (the key's user) says whether queues may offer them calls: Ready, NotReady
+    or LoggedOut. The change and its AgentStateChanged event are one script
+    (store.set_agent_state); setting the state the agent is already in changes nothing."""
+    if principal.user_id is None:
+        raise forbidden("This API key acts as no user; SetAgentState needs a key of a user")
+    state = dto.get("agentState")
+    if not isinstance(state, str) or not state:
+        raise validation([field_error("agentState", "NotEmpty", "{field} must not be empty.")])
+    if state not in SETTABLE_STATES:
+        message = (
+            f"{{field}} can only be {', '.join(SETTABLE_STATES[:-1])} or {SETTABLE_STATES[-1]}; "
+            f"{state} is set by the service."
+        )
+        raise validation([field_error("agentState", "InvalidValue", message)])
+    changed = await store.set_agent_state(
+        request.app.state.scripts,
+        user_id=principal.user_id,
+        account_id=principal.account_id,
+        state=state,
+    )
+    if changed is None:
+        raise forbidden("The user this API key acts as no longer exists")
+    agent_state, reason = changed
+    return {"agentState": agent_state, "agentStateReason": reason}

@@ -247,7 +247,9 @@ class Hub:
         by_session = self._subscribers.get(account)
         if not by_session:
             return
-        targets = [*by_session.get(None, ()), *by_session.get(event.session_id, ())]
+        targets = [*by_session.get(None, ())]
+        if event.session_id is not None:  # else an event of the account (AgentStateChanged)
+            targets += by_session.get(event.session_id, ())
         behind = [sub for sub in targets if not sub.offer(event)]
         for sub in behind:
             self.unsubscribe(sub)

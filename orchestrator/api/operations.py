@@ -18,7 +18,7 @@ from starlette.routing import Route, request_response
 from starlette.types import Receive, Scope, Send
 
 from orchestrator import apikeys, metrics
-from orchestrator.api import agents, members, outgoing, sessions
+from orchestrator.api import agents, members, outgoing, queues, sessions
 from orchestrator.api.authn import USER_ROLE, authenticate
 from orchestrator.api.binding import Value, read_dto
 from orchestrator.api.responses import dto_response
@@ -35,12 +35,16 @@ from orchestrator.dto import (
     GET_SESSION_DTO,
     HOLD_SESSION_DTO,
     INVITE_CHAT_MEMBER_DTO,
+    LIST_QUEUES_DTO,
+    LIST_QUEUES_RESPONSE_DTO,
     LIST_SESSIONS_DTO,
     LIST_SESSIONS_RESPONSE_DTO,
     NEW_OUTGOING_SESSION_DTO,
     PATCH_SESSION_DTO,
     REDIRECT_SESSION_DTO,
     SESSION_INFO_DTO,
+    SET_AGENT_STATE_DTO,
+    SET_AGENT_STATE_RESPONSE_DTO,
     UPDATE_CONFERENCE_MEMBER_DTO,
     Dto,
 )
@@ -228,11 +232,43 @@ OPERATIONS = (
         tag="agents",
         errors={"403": "The key lacks the required role, or acts as no user"},
     ),
+    Operation(
+        SET_AGENT_STATE_DTO,
+        SET_AGENT_STATE_RESPONSE_DTO,
+        "PATCH",
+        "/app/agent-state",
+        agents.set_agent_state,
+        summary="Set the agent state of the key's user: Ready (ring queues offer them "
+        "calls), NotReady or LoggedOut; an AgentStateChanged event follows each change",
+        tag="agents",
+        errors={
+            "400": "agentState is missing, or not Ready, NotReady or LoggedOut (WrapUp is "
+            "the service's)",
+            "403": "The key lacks the required role, or acts as no user (a state is a user's)",
+        },
+    ),
+    Operation(
+        LIST_QUEUES_DTO,
+        LIST_QUEUES_RESPONSE_DTO,
+        "GET",
+        "/queues",
+        queues.list_queues,
+        summary="The account's ring queues: their settings, the calls waiting, and their "
+        "agents with their states",
+        tag="agents",
+    ),
 )
 _BY_NAME = {op.request.name.lower(): op for op in OPERATIONS}
 PREDEFINED_PREFIXES = ("/api", "/json/reply", "/jsv/reply")
-# "/sessions." too: ListSessions' route takes a format suffix as well (/sessions.jsv).
-API_PREFIXES = ("/sessions/", "/sessions.", "/app/", *(p + "/" for p in PREDEFINED_PREFIXES))
+# "/sessions." and "/queues." too: ListSessions' and ListQueues' routes take a format suffix
+# as well (/sessions.jsv).
+API_PREFIXES = (
+    "/sessions/",
+    "/sessions.",
+    "/app/",
+    "/queues.",
+    *(p + "/" for p in PREDEFINED_PREFIXES),
+)
 
 
 def endpoint(op: Operation) -> Callable[[Request], Awaitable[Response]]:

@@ -1,8 +1,11 @@
-"""The agent's own calls (docs/api.md): click to call (NewOutgoingSession) and the
-sessions the agent is on (GetMySessions). Both need a key that acts as a user: the
-call rings that user, and "my" sessions are theirs."""
+"""The agent's own calls (docs/api.md): click to call (NewOutgoingSession; with a `flowId`,
+a progressive dial through a ring queue) and the sessions the agent is on
+(GetMySessions). Both need a key that acts as a user: the call rings that user (or is
+theirs to place), and "my" sessions are theirs."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from starlette.requests import Request
 
@@ -33,14 +36,7 @@ async def new_outgoing_session(
     user_id = _user(principal, "NewOutgoingSession")
     settings = request.app.state.settings
     errors: list[FieldError] = []
-    if text(dto, "flowId"):
-        errors.append(
-            field_error(
-                "flowId",
-                "NotSupported",
-                "{field}: ring queues are not offered by this server; leave it empty.",
-            )
-        )
+    flow = text(dto, "flowId") or None
     caller = caller_id("callerId", text(dto, "callerId"), settings.phone_region, errors)
     dialled = text(dto, FIELD)
     planned = agent_calls.plan(settings, user_id, dialled, caller)
@@ -54,6 +50,8 @@ async def new_outgoing_session(
     if errors:
         raise validation(errors)
     assert not isinstance(planned, agent_calls.Refusal)
+    if flow is not None:
+        planned = dataclasses.replace(planned, queue_id=flow)
     sid, agent_member, dest_member = store.new_id("ses"), store.new_id("mem"), store.new_id("mem")
 
     def job(member: str) -> tuple[str, str, str, str, list[str]]:
@@ -73,10 +71,13 @@ async def new_outgoing_session(
         agent_member=agent_member,
         dest_member=dest_member,
         actor=actor(principal),
-        agent_job=job(agent_member),
+        agent_job=None if flow else job(agent_member),
         dest_job=job(dest_member),
         render=True,
     )
+    if result.outcome == "noqueue":
+        message = f"{{field}}: there is no ring queue '{flow}' in this account."
+        raise validation([field_error("flowId", "NotFound", message)])
     refusal = agent_calls.refused(planned, result)
     if refusal is not None:
         if refusal.code == "NoUser":

@@ -2,7 +2,7 @@
 
 `web` serves the API and Twilio's webhooks, `worker` dials and settles calls,
 `dev` runs the whole service on this machine with nothing to set up,
-`accounts`, `numbers`, `users` and `keys` provision what the API serves, and
+`accounts`, `numbers`, `users`, `queues` and `keys` provision what the API serves, and
 `twilio setup` makes the Twilio account ready for it.
 
 This package is also the composition root: the only one that puts the core, the
@@ -20,6 +20,7 @@ import logging
 import logging.config
 import math
 import os
+import shlex
 import sys
 from collections.abc import Callable
 
@@ -244,7 +245,60 @@ def cmd_numbers_add(args: argparse.Namespace) -> int:
         e164 = normalise(args.number, os.environ.get("PHONE_DEFAULT_REGION", "US"))
     except InvalidPhoneNumber:
         return _fail(f"{args.number!r} is not a valid phone number")
-    print(provision.add_number(_redis(), e164, args.account))
+    print(provision.add_number(_redis(), e164, args.account, args.queue))
+    return 0
+
+
+def _region() -> str:
+    return os.environ.get("PHONE_DEFAULT_REGION", "US")
+
+
+def cmd_queues_create(args: argparse.Namespace) -> int:
+    settings = provision.QueueSettings(
+        strategy=args.strategy,
+        ring_timeout=args.ring_timeout,
+        max_wait=args.max_wait,
+        wrap_up=args.wrap_up,
+        max_misses=args.max_misses,
+        overflow=args.overflow,
+    )
+    print(provision.create_queue(_redis(), args.account, args.name, settings, _region()))
+    return 0
+
+
+def cmd_queues_add(args: argparse.Namespace) -> int:
+    print(provision.add_agent(_redis(), args.queue, args.user))
+    return 0
+
+
+def cmd_queues_remove(args: argparse.Namespace) -> int:
+    uid, removed = provision.remove_agent(_redis(), args.queue, args.user)
+    if not removed:
+        print(f"orchestrator: {uid} was not an agent of {args.queue}", file=sys.stderr)
+    print(uid)
+    return 0
+
+
+def cmd_queues_list(args: argparse.Namespace) -> int:
+    """One line per queue, oldest first: id, name (quoted as a shell would need it),
+    strategy, timings, overflow (`-` for none), calls waiting, and its agents in order
+    as user:state(:busy), or `-` for none."""
+    for q in provision.list_queues(_redis(), args.account):
+        agents = ",".join(
+            f"{a.user_id}:{a.agent_state}" + (":busy" if a.busy else "") for a in q.agents
+        )
+        print(
+            q.id,
+            shlex.quote(q.name),
+            q.strategy,
+            f"ring-timeout={q.ring_timeout}",
+            f"max-wait={q.max_wait}",
+            f"wrap-up={q.wrap_up}",
+            f"max-misses={q.max_misses}",
+            f"overflow={q.overflow or '-'}",
+            f"waiting={len(q.waiting)}",
+            f"agents={agents or '-'}",
+        )
     return 0
 
 
@@ -356,7 +410,62 @@ def parser() -> argparse.ArgumentParser:
     add = numbers("add", "give an account a phone number; prints it (E.164)")
     add.add_argument("number")
     add.add_argument("--account", required=True, help="the account's id (acc_...)")
+    add.add_argument(
+        "--queue", metavar="QUEUE", help="send its incoming calls to this ring queue of the "
+        "account (que_...)",
+    )  # fmt: skip
     add.set_defaults(func=cmd_numbers_add)
+
+    queues = actions(
+        "queues", "ring queues: hand incoming calls to the agents who are ready (docs/"
+        "operations.md#ring-queues)",
+    )  # fmt: skip
+    qcreate = queues("create", "create a ring queue of an account; prints its id")
+    qcreate.add_argument("name", metavar="NAME")
+    qcreate.add_argument("--account", required=True, help="the account's id (acc_...)")
+    qcreate.add_argument(
+        "--strategy", default="ring-all", choices=provision.STRATEGIES,
+        help="who is offered a call: every free agent at once (ring-all, the default), one "
+        "at a time in the order they were added (linear), one at a time after the agent "
+        "who took the last call (round-robin), or the one idle longest (longest-idle)",
+    )  # fmt: skip
+    low, high = provision.RING_TIMEOUT_RANGE
+    qcreate.add_argument(
+        "--ring-timeout", type=int, default=20, metavar="S",
+        help=f"seconds an offer rings before the next ({low}-{high}, default 20)",
+    )  # fmt: skip
+    qcreate.add_argument(
+        "--max-wait", type=int, default=300, metavar="S",
+        help="seconds a call waits for an agent before it overflows or ends (default 300)",
+    )  # fmt: skip
+    qcreate.add_argument(
+        "--wrap-up", type=int, default=10, metavar="S",
+        help="seconds an agent is in WrapUp after a queue call (default 10)",
+    )  # fmt: skip
+    qcreate.add_argument(
+        "--max-misses", type=int, default=3, metavar="N",
+        help="offers an agent may miss in a row before going NotReady (default 3)",
+    )  # fmt: skip
+    qcreate.add_argument(
+        "--overflow", metavar="NUMBER_OR_USER",
+        help="where a call goes when nobody takes it in time: a phone number, or a user of "
+        "the account (id or email); none: the call ends, missed",
+    )  # fmt: skip
+    qcreate.set_defaults(func=cmd_queues_create)
+    qadd = queues("add", "make a user an agent of a queue (after the others); prints the user id")
+    qadd.add_argument("queue", metavar="QUEUE", help="the queue's id (que_...)")
+    qadd.add_argument("user", metavar="USER", help="a user of the queue's account: id or email")
+    qadd.set_defaults(func=cmd_queues_add)
+    qremove = queues("remove", "a user is no longer an agent of a queue; prints the user id")
+    qremove.add_argument("queue", metavar="QUEUE", help="the queue's id (que_...)")
+    qremove.add_argument("user", metavar="USER", help="a user of the queue's account: id or email")
+    qremove.set_defaults(func=cmd_queues_remove)
+    qlist = queues(
+        "list", "list an account's queues: id, name, strategy, timings, overflow, calls "
+        "waiting, agents as user:state",
+    )  # fmt: skip
+    qlist.add_argument("--account", required=True, help="the account's id (acc_...)")
+    qlist.set_defaults(func=cmd_queues_list)
 
     users = actions("users", "add an account's users (agents, Twilio Client identities)")
     uadd = users("add", "add a user (a Twilio Client identity); prints its id")

@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio
@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from orchestrator import apikeys, dial_policy, jobs, metrics, redis_client
+from orchestrator import apikeys, dial_policy, jobs, metrics, queue_reads, redis_client
 from orchestrator.api import console, metadata, operations, streams
 from orchestrator.api.formats import FormatSuffixMiddleware
 from orchestrator.api.hub import Hub
@@ -82,16 +82,23 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+async def _or_none(read: Awaitable[Any]) -> Any:
+    try:
+        return await asyncio.wait_for(read, QUEUE_DEPTH_SECONDS)
+    except (*REDIS_ERRORS, TimeoutError):
+        return None
+
+
 async def metrics_text(request: Request) -> Response:
     """Prometheus text format: this machine's web and worker processes (orchestrator.metrics),
-    and the queues' depth, read from Redis now in one round trip (left out if it is away)."""
-    try:
-        lengths = await asyncio.wait_for(
-            jobs.queue_lengths(request.app.state.redis), QUEUE_DEPTH_SECONDS
-        )
-    except (*REDIS_ERRORS, TimeoutError):
-        lengths = None
-    body = await run_in_threadpool(metrics.exposition, lengths)
+    the job queues' depth and the ring queues' figures, read from Redis now in a few round
+    trips (each left out if Redis is away)."""
+    client = request.app.state.redis
+    lengths, ring_queues = await asyncio.gather(
+        _or_none(jobs.queue_lengths(client)),
+        _or_none(queue_reads.run(client, queue_reads.snapshot())),
+    )
+    body = await run_in_threadpool(metrics.exposition, lengths, ring_queues)
     return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
@@ -120,6 +127,7 @@ def redis_lifespan(
         scripts = AsyncScripts(
             client, settings.redis_min_replicas, settings.redis_wait_timeout_ms, settings.retention
         )
+        jobs.configure_dial_template(settings.dial_retry_backoff, settings.dial_job_timeout)
         try:
             await jobs.install_control_template(client)
         except REDIS_ERRORS as exc:  # the scripts install it once Redis is back

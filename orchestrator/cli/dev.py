@@ -2,8 +2,9 @@
 
 Starts an embedded Redis (unless REDIS_URL is set), the Twilio emulator (which
 `orchestrator twilio setup` makes ready for agents' softphones), the web process and
-a worker, provisions a demo account, registers the demo agent's softphone at the
-emulator, and prints what to try. Each part is a real process, started exactly as an
+a worker, provisions a demo account with a ring queue (docs/operations.md#ring-queues)
+and its agents, registers the agents' softphones at the emulator, and prints what to
+try. Each part is a real process, started exactly as an
 operator would start it (orchestrator.launch, the launcher the tests and benchmarks
 use too); their log lines show in this terminal.
 """
@@ -18,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
+import redis
 
 from orchestrator import provision, redis_client, redis_server
 from orchestrator.launch import Service, port_in_use, wait_until
@@ -28,6 +30,14 @@ DEMO_CALLER = "+14155550199"
 DEMO_MEMBER = "+14155550123"
 DEMO_CUSTOMER = "+14155550142"  # whom the demo agent calls
 DEMO_EMAIL = "agent@example.com"
+# The demo ring queue: calls to its number ring its two agents at once (ring-all); both are
+# Ready and their softphones answer. The demo agent is an agent of it too, logged out
+# until they say they are ready.
+DEMO_QUEUE = "Support"
+DEMO_QUEUE_NUMBER = "+14155550111"
+DEMO_QUEUE_CALLER = "+14155550188"
+DEMO_QUEUE_AGENTS = (("Sam Support", "sam@example.com"), ("Kim Support", "kim@example.com"))
+DEMO_QUEUE_SETTINGS = provision.QueueSettings(strategy="ring-all", wrap_up=5)
 # The demo agent's softphone token lives as long as Twilio allows (a day), so that it
 # stays registered as long as a dev session runs.
 TOKEN_TTL = "86400"
@@ -88,10 +98,17 @@ def run(port: int = 8000) -> int:
         # The demo key acts as the demo user: what it does is logged as "Demo Agent ...".
         key = provision.create_key(r, account, ["User"], user=user)
         register_softphone(service, key)
-        print(
-            banner(service.base_url, service.emulator_url, redis_url, account, user, key),
-            flush=True,
+        queue = provision.create_queue(r, account, DEMO_QUEUE, DEMO_QUEUE_SETTINGS)
+        provision.add_number(r, DEMO_QUEUE_NUMBER, account, queue_id=queue)
+        agents = tuple(
+            queue_agent(service, r, account, queue, name, email)
+            for name, email in DEMO_QUEUE_AGENTS
         )
+        provision.add_agent(r, queue, user)
+        text = banner(
+            service.base_url, service.emulator_url, redis_url, account, user, key, queue, agents
+        )
+        print(text, flush=True)
         processes = list(service.processes.values())
         exited = wait_until(
             lambda: [p.name for p in processes if not p.alive()], math.inf, "a process to exit", 0.5
@@ -112,6 +129,34 @@ def run(port: int = 8000) -> int:
             embedded.stop()
 
 
+def queue_agent(
+    service: Service, r: redis.Redis, account: str, queue: str, name: str, email: str
+) -> str:
+    """A demo agent of the queue: a user whose softphone is registered and answers, Ready
+    (set as the agent would set it, through the API); their user id."""
+    uid = provision.add_user(r, email, account, name=name)
+    key = provision.create_key(r, account, ["User"], user=uid)
+    provision.add_agent(r, queue, uid)
+    register_softphone(service, key)
+    set_agent_state(service, key, "Ready")
+    return uid
+
+
+def set_agent_state(service: Service, key: str, state: str) -> None:
+    """SetAgentState for the key's user; RuntimeError (the dev run stops) if refused."""
+    with httpx.Client(timeout=10, trust_env=False) as http:
+        try:
+            answer = http.patch(
+                f"{service.base_url}/app/agent-state",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"agentState": state},
+            )
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"setting a demo agent {state}: {exc}") from None
+    if answer.status_code != 200:
+        raise RuntimeError(f"SetAgentState answered {answer.status_code}: {answer.text}")
+
+
 def register_softphone(service: Service, key: str, answer: str = "answer") -> str:
     """The key's user's softphone registers at the emulator, as Twilio's Voice SDK does
     with the access token GetAppConfig gives it; its identity. RuntimeError (the dev run
@@ -128,7 +173,7 @@ def register_softphone(service: Service, key: str, answer: str = "answer") -> st
                 data={"AccessToken": config.json()["accessToken"], "Answer": answer},
             )
         except httpx.HTTPError as exc:
-            raise RuntimeError(f"registering the demo agent's softphone: {exc}") from None
+            raise RuntimeError(f"registering a demo agent's softphone: {exc}") from None
         if registered.status_code != 201:
             raise RuntimeError(
                 f"the emulator refused the softphone ({registered.status_code}): {registered.text}"
@@ -136,10 +181,26 @@ def register_softphone(service: Service, key: str, answer: str = "answer") -> st
     return registered.json()["identity"]
 
 
-def banner(base: str, emulator: str, redis_url: str, account: str, user: str, key: str) -> str:
-    """What to try, as commands to paste: every one of them runs as printed."""
+def banner(
+    base: str,
+    emulator: str,
+    redis_url: str,
+    account: str,
+    user: str,
+    key: str,
+    queue: str = "que_demo",
+    queue_agents: tuple[str, ...] = ("usr_sam", "usr_kim"),
+) -> str:
+    """What to try, as commands to paste: every one of them runs as printed. `queue` and
+    `queue_agents` are the demo queue's id and its agents' user ids (as DEMO_QUEUE_AGENTS
+    names them); the defaults only stand in for them where the text alone is looked at."""
     auth = f'-H "Authorization: Bearer {key}"'
     json = "-H 'Content-Type: application/json'"
+    names = [name for name, _ in DEMO_QUEUE_AGENTS]
+    queue_agents = ", ".join(
+        f"{uid} ({name})" for uid, name in zip(queue_agents, names, strict=True)
+    )
+    strategy = DEMO_QUEUE_SETTINGS.strategy
     return f"""
 Conference orchestrator (dev) is running.
 
@@ -148,10 +209,14 @@ Conference orchestrator (dev) is running.
   Redis           {redis_url}
   demo account    {account}   number {DEMO_NUMBER}   user {user} ({DEMO_EMAIL})
   API key         {key}   (acts as the demo user, "Demo Agent")
+  demo queue      {DEMO_QUEUE} ({strategy})   id {queue}   number {DEMO_QUEUE_NUMBER}
+  queue agents    {queue_agents}: Ready, their softphones answer
   console         {base}/console#key={key}
 
 Open the console in a browser: it shows the account's calls live as the steps
-below change them, and has buttons for the same steps.
+below change them, and has buttons for the same steps; the demo agent's state
+with a switch (Ready, Not ready, Logged out), the calls a queue rings them for,
+and the calls waiting in the demo queue.
 
 Try it: a customer calls the demo number, then we invite the demo agent
 ({DEMO_EMAIL}) into the call.
@@ -209,6 +274,29 @@ the agent's softphone first, then dials the number once the agent is in the call
 
   curl -s -X POST {base}/sessions/outgoing {auth} \\
       {json} -d '{{"numberToDial": "{DEMO_CUSTOMER}"}}'
+
+A ring queue: calls to {DEMO_QUEUE_NUMBER} wait in the queue "{DEMO_QUEUE}" ({strategy}),
+which rings every free agent who is Ready at once: {names[0]} and {names[1]}. The
+first to answer takes the call and the other's offer is withdrawn. The demo agent is
+an agent of the queue too, but logged out: nothing rings for them yet. A customer
+calls the queue; the queues show the call waiting; then the session, its queue fields:
+
+  SESSION=$(curl -s -H 'Accept: text/plain' -X POST {emulator}/_emulator/incoming \\
+      --data-urlencode From={DEMO_QUEUE_CALLER} --data-urlencode To={DEMO_QUEUE_NUMBER})
+  curl -s {base}/queues {auth}
+  curl -s {base}/sessions/$SESSION {auth} \\
+      | grep -oE '"(queueState|queueMemberId|answeredByName)":("[^"]*"|null)'
+
+Run the last command again after ~{RING_SECONDS} s: queueState Connected, and queueMemberId the
+queue agent who took the call. When it ends, that agent is in WrapUp for
+{DEMO_QUEUE_SETTINGS.wrap_up} s, then Ready again.
+
+The demo agent sets their own state (Ready, NotReady or LoggedOut; the console's
+switch does the same). Ready, they are offered the queue's next call along with
+the others: their softphone rings and the console shows the offer.
+
+  curl -s -X PATCH {base}/app/agent-state {auth} \\
+      {json} -d '{{"agentState": "Ready"}}'
 
 Every operation is described at {base}/openapi.json. Ctrl-C stops everything.
 """

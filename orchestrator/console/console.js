@@ -1,6 +1,8 @@
-// The agent console: who the key's agent is (GET /app/config), the calls they are in
-// (GET /sessions/my), a dial box (POST /sessions/outgoing), and the account's other
-// active sessions, all live from the event stream.
+// The agent console: who the key's agent is (GET /app/config) and their state, with a
+// switch to set it (PATCH /app/agent-state), the calls a ring queue offers them, the
+// calls they are in (GET /sessions/my), a dial box (POST /sessions/outgoing), the calls
+// waiting in the account's queues (GET /queues), and the account's other active
+// sessions, all live from the event stream.
 //
 // Start-up order, so that no change is missed: open the stream, wait for the
 // server's ": connected" comment, then read GET /sessions/active; every event
@@ -46,6 +48,15 @@
     myEmpty: byId(document, "my-empty"),
     mySessions: byId(document, "my-sessions"),
     heading: byId(document, "sessions-heading"),
+    agentStatus: byId(document, "agent-status"),
+    agentState: byId(document, "agent-state"),
+    agentStateError: byId(document, "agent-state-error"),
+    stateButtons: [...document.querySelectorAll('[data-testid="agent-state-switch"] button')],
+    offers: byId(document, "offers"),
+    queues: byId(document, "queues"),
+    queueList: byId(document, "queue-list"),
+    queuesError: byId(document, "queues-error"),
+    waitingCount: byId(document, "waiting-count"),
   };
   const sessionTemplate = document.getElementById("session-template");
   const memberTemplate = document.getElementById("member-template");
@@ -77,8 +88,21 @@
     myTimer: null,
     mySeq: 0,
     dialing: false,
+    // The agent's own state (AppConfig's, then AgentStateChanged events and PATCH answers).
+    agentState: null, // {agentState, agentStateReason}, or null while unknown
+    agentEvents: 0, // how many AgentStateChanged events of the agent arrived: newer than a read
+    settingState: false,
+    settingTo: null,
+    statesSeen: new Map(), // user id -> their latest AgentStateChanged, with its arrival number
+    // The account's ring queues (GET /queues), and when that answer came (local clock).
+    queues: null,
+    queuesAt: 0,
+    queuesAvailable: null, // false when the server has no GET /queues for this key
+    queueTimer: null,
+    queueSeq: 0,
   };
   const MY_REFRESH_MS = 250; // events come in bursts: one GET /sessions/my per burst
+  const QUEUES_REFRESH_MS = 300; // and one GET /queues per burst, at most
 
   // --- the API --------------------------------------------------------------------------
 
@@ -246,6 +270,7 @@
     // With a Last-Event-ID the server replays what we missed; without one, we read it all.
     if (!state.lastEventId || !state.loaded) loadActive(gen);
     refreshMine(gen, 0);
+    refreshQueues(gen, 0);
   }
 
   function onStreamMessage(gen, connection, message) {
@@ -269,6 +294,8 @@
       // What happened since our Last-Event-ID is no longer kept: read everything again.
       loadActive(gen);
       refreshMine(gen, 0);
+      refreshQueues(gen, 0);
+      reloadOwnState(gen);
       return;
     }
     let data;
@@ -277,10 +304,15 @@
     } catch {
       return;
     }
+    if (message.event === "AgentStateChanged") {
+      if (data && data.userId) onAgentStateChanged(gen, data);
+      return;
+    }
     if (!data || !data.session) return;
     if (state.buffer) state.buffer.push(data.session);
     else applySession(data.session, true);
     if (concernsMe(data.session)) refreshMine(gen, MY_REFRESH_MS);
+    if (data.session.ringQueueId || (state.queues && state.queues.length)) refreshQueues(gen, QUEUES_REFRESH_MS);
   }
 
   async function loadActive(gen) {
@@ -313,6 +345,7 @@
    * say which user either: we learn that from the calls GET /sessions/my lists.
    */
   async function loadAgent(gen) {
+    const seen = state.agentEvents;
     try {
       const config = await api("GET", "/app/config");
       if (gen !== state.generation) return;
@@ -325,6 +358,10 @@
         name: info.name || full || config.emailAddress || config.identity || "",
         email: config.emailAddress || "",
       };
+      // An event of the agent that came while this was read is newer than its answer.
+      const early = newerEvent(seen);
+      if (early) setOwnState(early.agentState, early.agentStateReason);
+      else setOwnState(config.agentState, config.agentStateReason);
       setNote("");
     } catch (problem) {
       if (gen !== state.generation) return;
@@ -370,6 +407,8 @@
     ui.dialForm.hidden = !state.key || !user;
     ui.myCalls.hidden = !state.key || !user;
     ui.heading.textContent = user ? "Other calls on the account" : "Active sessions";
+    ui.agentStatus.hidden = !state.key || !user;
+    renderOwnState();
   }
 
   /** Is this member the key's own user (by AppConfig.endpointId and identity)? */
@@ -448,8 +487,301 @@
       name: member.displayName || identity,
       email: "",
     };
+    const seen = state.statesSeen.get(identity);
+    if (seen) setOwnState(seen.agentState, seen.agentStateReason);
     renderAgent();
     rerenderAll();
+  }
+
+  // --- the agent's state ----------------------------------------------------------------
+
+  // The agent's state in plain words (docs/api.md#agent-state): what queues may offer them.
+  const STATE_WORDS = {
+    Ready: "Ready",
+    NotReady: "Not ready",
+    LoggedOut: "Logged out",
+    WrapUp: "Wrap-up (after a call)",
+    Outgoing: "On an outgoing call",
+    Other: "Other",
+    Unknown: "State unknown",
+  };
+  const REASON_WORDS = { MissedCall: "missed calls", SetBySystem: "set by the service" };
+
+  function stateLabel(agentState, reason) {
+    const words = STATE_WORDS[agentState] || agentState || STATE_WORDS.Unknown;
+    // Why a state was set matters when the agent did not set it: NotReady after missed offers.
+    if (agentState === "NotReady" && REASON_WORDS[reason]) return `${words} (${REASON_WORDS[reason]})`;
+    return words;
+  }
+
+  const myId = () => (state.me && (state.me.endpointId || state.me.identity)) || null;
+
+  /** The newest AgentStateChanged of the agent seen after `seen` events, if any. */
+  function newerEvent(seen) {
+    const id = myId();
+    const entry = id ? state.statesSeen.get(id) : null;
+    return entry && entry.seq > seen ? entry : null;
+  }
+
+  function setOwnState(agentState, reason) {
+    if (!agentState) return;
+    state.agentState = { agentState, agentStateReason: reason || "Unknown" };
+    renderOwnState();
+  }
+
+  function renderOwnState() {
+    const s = state.agentState;
+    const current = s ? s.agentState : "Unknown";
+    ui.agentState.textContent = s ? stateLabel(s.agentState, s.agentStateReason) : STATE_WORDS.Unknown;
+    ui.agentState.className = `badge state-badge state-${current}`;
+    ui.agentState.dataset.state = current;
+    ui.agentState.dataset.reason = s ? s.agentStateReason : "";
+    for (const button of ui.stateButtons) {
+      button.setAttribute("aria-pressed", String(current === button.dataset.state));
+      button.disabled = state.settingState;
+      button.classList.toggle("busy", state.settingState && state.settingTo === button.dataset.state);
+    }
+  }
+
+  function setStateError(text) {
+    ui.agentStateError.textContent = text;
+    ui.agentStateError.hidden = !text;
+  }
+
+  /** An AgentStateChanged event: the agent's own state, or a queue colleague's. */
+  function onAgentStateChanged(gen, data) {
+    state.agentEvents += 1;
+    state.statesSeen.set(data.userId, { ...data, seq: state.agentEvents });
+    if (data.userId === myId()) setOwnState(data.agentState, data.agentStateReason);
+    let shown = false;
+    for (const queue of state.queues || []) {
+      for (const agent of queue.agents || []) {
+        if (agent.userId !== data.userId) continue;
+        agent.agentState = data.agentState;
+        agent.agentStateReason = data.agentStateReason;
+        shown = true;
+      }
+    }
+    if (shown) renderQueues();
+    if (state.queues && state.queues.length) refreshQueues(gen, QUEUES_REFRESH_MS);
+  }
+
+  /** The switch: PATCH /app/agent-state; a refusal is shown next to it, in plain words. */
+  async function setAgentState(target) {
+    if (state.settingState || !state.key) return;
+    const gen = state.generation;
+    const seen = state.agentEvents;
+    state.settingState = true;
+    state.settingTo = target;
+    setStateError("");
+    renderOwnState();
+    try {
+      const answer = await api("PATCH", "/app/agent-state", { agentState: target });
+      if (gen !== state.generation) return;
+      // Events come in order; one that came meanwhile is as new as the answer, or newer.
+      if (answer && !newerEvent(seen)) setOwnState(answer.agentState, answer.agentStateReason);
+    } catch (problem) {
+      if (gen !== state.generation) return;
+      if (problem.status === 401) refuseKey(problem);
+      else setStateError(`Setting your state to ${STATE_WORDS[target]} did not work: ${problem.message}`);
+    } finally {
+      if (gen === state.generation) {
+        state.settingState = false;
+        state.settingTo = null;
+        renderOwnState();
+      }
+    }
+  }
+
+  /** After a Reset (events lost), the agent's state is read again. */
+  async function reloadOwnState(gen) {
+    if (state.kind !== "user") return;
+    const seen = state.agentEvents;
+    try {
+      const config = await api("GET", "/app/config");
+      if (gen !== state.generation || newerEvent(seen)) return;
+      setOwnState(config.agentState, config.agentStateReason);
+    } catch {
+      // the events that follow will say; nothing to show for a failed re-read
+    }
+  }
+
+  // --- offers: calls a ring queue rings the agent for -------------------------------------
+
+  /** The sessions a queue offers the agent: in a queue, with the agent's own leg ringing. */
+  function offeredToMe() {
+    if (!state.me) return [];
+    return [...state.sessions.values()]
+      .filter(
+        (s) =>
+          !s.ended &&
+          s.ringQueueId &&
+          (s.members || []).some((m) => isMe(m) && m.callState === "Ringing"),
+      )
+      .sort((a, b) => String(a.dateCreated || "").localeCompare(String(b.dateCreated || "")));
+  }
+
+  function queueName(qid) {
+    const queue = (state.queues || []).find((q) => q.id === qid);
+    return queue ? queue.name : null;
+  }
+
+  function renderOffers() {
+    const offers = offeredToMe();
+    const existing = new Map([...ui.offers.children].map((el) => [el.dataset.sessionId, el]));
+    const items = offers.map((s) => {
+      const item = existing.get(s.id) || buildOffer(s.id);
+      const outgoing = s.direction === "Outgoing";
+      // A queue's outgoing call (NewOutgoingSession with a flowId) is with its destination.
+      const party = outgoing ? s.destination || s.toAddress : s.fromName || s.fromAddress || s.fromPhoneNumber;
+      const name = queueName(s.ringQueueId);
+      const where = name ? `queue ${name}` : "from a ring queue";
+      byId(item, "offer-text").textContent = `Incoming call from ${party || "an unknown caller"}, ${where}`;
+      return item;
+    });
+    ui.offers.replaceChildren(...items);
+    ui.offers.hidden = items.length === 0;
+  }
+
+  function buildOffer(sid) {
+    const item = document.createElement("div");
+    item.className = "offer";
+    item.setAttribute("data-testid", "offer");
+    item.dataset.sessionId = sid;
+    const icon = document.createElement("span");
+    icon.className = "offer-icon";
+    icon.setAttribute("aria-hidden", "true");
+    icon.textContent = "☎";
+    const body = document.createElement("div");
+    body.className = "offer-body";
+    const text = document.createElement("strong");
+    text.setAttribute("data-testid", "offer-text");
+    const hint = document.createElement("span");
+    hint.className = "offer-hint";
+    hint.textContent = "Ringing on your softphone: answer it there to take the call.";
+    body.append(text, hint);
+    item.append(icon, body);
+    return item;
+  }
+
+  // --- the account's queues: calls waiting, and who can take them ------------------------
+
+  /** Reads GET /queues after `delay` ms: at most one request per burst of events. */
+  function refreshQueues(gen, delay) {
+    if (!state.key || state.queuesAvailable === false) return;
+    if (delay === 0) {
+      clearTimeout(state.queueTimer);
+      state.queueTimer = null;
+    }
+    if (state.queueTimer) return; // one is due already: it will see this change too
+    state.queueTimer = setTimeout(() => {
+      state.queueTimer = null;
+      loadQueues(gen);
+    }, delay);
+  }
+
+  async function loadQueues(gen) {
+    const seq = ++state.queueSeq;
+    let body;
+    try {
+      body = await api("GET", "/queues");
+    } catch (problem) {
+      if (gen !== state.generation || seq !== state.queueSeq) return;
+      if (problem.status === 401) refuseKey(problem);
+      else if (problem.status === 403 || problem.status === 404 || problem.status === 405) {
+        state.queuesAvailable = false; // not for this key, or not on this server: no panel
+        state.queues = null;
+        renderQueues();
+      } else {
+        const retry = "Retrying with the next change.";
+        ui.queuesError.textContent = `The queues could not be read: ${problem.message}. ${retry}`;
+        ui.queuesError.hidden = false;
+      }
+      return;
+    }
+    if (gen !== state.generation || seq !== state.queueSeq) return;
+    state.queuesAvailable = true;
+    state.queues = ((body && body.queues) || []).filter((q) => q && q.id);
+    state.queuesAt = Date.now();
+    ui.queuesError.hidden = true;
+    renderQueues();
+    renderOffers();
+    for (const session of state.sessions.values()) if (session.ringQueueId) renderSession(session, false);
+  }
+
+  function element(tag, className, testid, text) {
+    const el = document.createElement(tag);
+    if (className) el.className = className;
+    if (testid) el.setAttribute("data-testid", testid);
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+
+  function renderQueues() {
+    const list = state.queues || [];
+    ui.queues.hidden = !state.key || list.length === 0;
+    ui.waitingCount.textContent = String(list.reduce((n, q) => n + (q.waiting || []).length, 0));
+    ui.queueList.replaceChildren(...list.map(buildQueue));
+  }
+
+  function buildQueue(q) {
+    const card = element("article", "card queue", "queue");
+    card.dataset.queueId = q.id;
+    const waiting = q.waiting || [];
+    const head = element("header", "queue-head");
+    head.append(
+      element("h3", "", "queue-name", q.name || q.id),
+      element("span", "queue-sub", "queue-sub", `${q.strategy || ""} · ${waiting.length} waiting`),
+    );
+    card.append(head);
+
+    if (waiting.length) {
+      const calls = element("ol", "waiting", "waiting");
+      for (const w of waiting) {
+        const row = element("li", "waiting-call", "waiting-call");
+        row.dataset.sessionId = w.sessionId || "";
+        const queueState = w.queueState || "Queued";
+        const badge = element("span", `badge badge-${queueState}`, "waiting-state", queueState);
+        const time = element("span", "timer", "waiting-time");
+        time.title = "How long the caller has waited";
+        // From the server's count, on this browser's clock: no clock skew between the two.
+        time.dataset.waitStart = String(state.queuesAt - (Number(w.waitSeconds) || 0) * 1000);
+        tickWait(time);
+        row.append(element("span", "waiting-from", "waiting-from", w.fromAddress || "Unknown caller"), badge, time);
+        calls.append(row);
+      }
+      card.append(calls);
+    } else {
+      card.append(element("p", "empty empty-small", "waiting-empty", "No calls waiting."));
+    }
+
+    const agents = element("ul", "queue-agents", "queue-agents");
+    for (const a of q.agents || []) {
+      const row = element("li", "queue-agent", "queue-agent");
+      row.dataset.userId = a.userId || "";
+      const name = element("span", "queue-agent-name", "queue-agent-name", a.name || a.userId || "");
+      if (a.userId && a.userId === myId()) name.append(" ", element("span", "chip chip-you", "", "you"));
+      const badge = element(
+        "span",
+        `badge state-badge state-${a.agentState || "Unknown"}`,
+        "queue-agent-state",
+        stateLabel(a.agentState, a.agentStateReason),
+      );
+      row.append(name, badge);
+      if (a.busy) {
+        const busy = element("span", "chip", "queue-agent-busy", "busy");
+        busy.title = "Ringing, in a call or on hold: offered nothing else meanwhile";
+        row.append(busy);
+      }
+      agents.append(row);
+    }
+    if (!(q.agents || []).length) agents.append(element("li", "empty-small", "", "No agents yet."));
+    card.append(agents);
+    return card;
+  }
+
+  function tickWait(time) {
+    time.textContent = duration(Date.now() - Number(time.dataset.waitStart));
   }
 
   // --- the dial box ---------------------------------------------------------------------
@@ -526,6 +858,7 @@
     if (snapshot && !notOlder(session, state.sessions.get(sid))) return;
     state.sessions.set(sid, session);
     renderSession(session, changed);
+    renderOffers();
     if (session.ended && !state.fading.has(sid)) {
       const timer = setTimeout(() => {
         const card = state.cards.get(sid);
@@ -546,6 +879,7 @@
     clearTimeout(state.fading.get(sid));
     state.fading.delete(sid);
     renderSummary();
+    renderOffers();
   }
 
   function clearSessions() {
@@ -556,6 +890,8 @@
 
   function rerenderAll() {
     for (const session of state.sessions.values()) renderSession(session, false);
+    renderOffers();
+    renderQueues();
   }
 
   // --- rendering ------------------------------------------------------------------------
@@ -677,7 +1013,10 @@
     const title = outgoing ? s.destination || s.toAddress || s.displayName : s.displayName || from;
     byId(card, "session-title").textContent = title || s.customerName || s.id;
     const route = [s.fromAddress, s.toAddress].filter(Boolean).join(" → ");
-    byId(card, "session-sub").textContent = [s.direction, route, s.endpointName, s.id]
+    const queue = s.ringQueueId
+      ? `queue ${queueName(s.ringQueueId) || s.ringQueueId}${s.queueState ? ` (${s.queueState})` : ""}`
+      : "";
+    byId(card, "session-sub").textContent = [s.direction, route, queue, s.endpointName, s.id]
       .filter(Boolean)
       .join(" · ");
     setBadge(byId(card, "session-state"), callState);
@@ -999,6 +1338,16 @@
     state.me = null;
     state.myAvailable = null;
     state.dialing = false;
+    clearTimeout(state.queueTimer);
+    state.queueTimer = null;
+    state.queues = null;
+    state.queuesAvailable = null;
+    state.agentState = null;
+    state.statesSeen = new Map();
+    state.settingState = false;
+    state.settingTo = null;
+    setStateError("");
+    ui.queuesError.hidden = true;
     clearSessions();
     setNote("");
     setDialError("");
@@ -1006,6 +1355,8 @@
     ui.dialButton.classList.remove("busy");
     ui.myEmpty.textContent = "You are in no call right now.";
     renderAgent();
+    renderQueues();
+    renderOffers();
   }
 
   function start(key) {
@@ -1074,7 +1425,13 @@
     const number = ui.dialInput.value.trim();
     if (number) dial(number);
   });
-  setInterval(() => document.querySelectorAll('[data-testid="session-timer"]').forEach(tick), 1000);
+  for (const button of ui.stateButtons) {
+    button.addEventListener("click", () => setAgentState(button.dataset.state));
+  }
+  setInterval(() => {
+    document.querySelectorAll('[data-testid="session-timer"]').forEach(tick);
+    document.querySelectorAll('[data-testid="waiting-time"]').forEach(tickWait);
+  }, 1000);
 
   const initial = keyFromFragment() || sessionStorage.getItem(KEY_STORAGE);
   if (initial) start(initial);

@@ -39,6 +39,7 @@ local function on_connected(sid, mid, m, now)
   if f[1] == 'Caller' then return end
   local sk = skey(sid)
   if redis.call('HGET', sk, '_dialafter') == mid then release_pending_dial(sid) end
+  queue_connected(sid, mid, m, now)
   touched(sid, 'SessionAnswered')
   redis.call('HSET', sk, '_anyconnected', '1')
   if f[1] == 'Agent' and not redis.call('HGET', sk, 'answeredById') then
@@ -46,7 +47,7 @@ local function on_connected(sid, mid, m, now)
   end
   if f[4] == '1' or f[5] == '1' or f[6] == 'true'
     or redis.call('HGET', sk, 'ended') == 'true' then
-    want_control()
+    want_control(sid)
   end
   end_redirect(sid, now, mid, 'Transferred to ' .. (f[3] or f[2] or '?'))
 end

@@ -28,8 +28,21 @@ local function userkey(uid) return P .. 'user:' .. uid end
 local function usersessionskey(uid) return P .. 'user:' .. uid .. ':sessions' end
 local function numberkey(e164) return P .. 'number:' .. e164 end
 local function accountnumberskey(account) return P .. 'account:' .. account .. ':numbers' end
+-- Ring queues.
+local function accountqueueskey(account) return P .. 'account:' .. account .. ':queues' end
+local function queueskey() return P .. 'queues' end
+local function queuekey(qid) return P .. 'queue:' .. qid end
+local function queueagentskey(qid) return P .. 'queue:' .. qid .. ':agents' end
+local function queuewaitingkey(qid) return P .. 'queue:' .. qid .. ':waiting' end
+local function queuestatskey(qid) return P .. 'queue:' .. qid .. ':stats' end
+local function numberqueuekey(e164) return P .. 'number:' .. e164 .. ':queue' end
+local function userqueueskey(uid) return P .. 'user:' .. uid .. ':queues' end
+local function timerskey() return P .. 'timers' end
+local function queueswaitingkey() return P .. 'queues:waiting' end
+local function agentstateskey() return P .. 'agentstates' end
 
 -- The machinery.
 local function idemkey(token) return P .. 'idem:' .. token end
 local function templatekey() return P .. 'jobtemplate:control' end
 local function templatekeyskey() return P .. 'jobtemplate:control:keys' end
+local function dialtemplatekey() return P .. 'jobtemplate:dial' end

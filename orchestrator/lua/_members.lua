@@ -36,7 +36,7 @@ local function end_redirect(sid, now, mid, message)
   local caller = customer_of(sid)
   if caller then redis.call('HSET', mkey(sid, caller), '_wanthold', '0') end
   append_log(sid, now, message)
-  want_control()
+  want_control(sid)
 end
 
 -- A session ends with its customer's leg: the caller of an incoming call, the
@@ -49,11 +49,22 @@ local function end_with_member(sid, mid, m, now)
   if s[1] == 'true' then return end
   local f = redis.call('HMGET', m, 'isOriginalMember', '_removed')
   if s[2] ~= 'Outgoing' then
-    if f[1] == 'true' then end_session(sid, now, '', 'The caller hung up') end
+    if f[1] ~= 'true' then return end
+    local queued = redis.call('HGET', sk, 'queueState')
+    if queued == 'Queued' or queued == 'Ringing' then
+      end_session(sid, now, 'Abandoned', 'The caller hung up while waiting in the queue')
+    else
+      end_session(sid, now, '', 'The caller hung up')
+    end
     return
   end
   if s[3] == mid then
-    end_session(sid, now, '', 'The call ended: ' .. member_name(m) .. ' is no longer on it')
+    local queued = redis.call('HGET', sk, 'queueState')
+    if queued == 'Queued' or queued == 'Ringing' then
+      end_session(sid, now, 'Abandoned', member_name(m) .. ' hung up while waiting in the queue')
+    else
+      end_session(sid, now, '', 'The call ended: ' .. member_name(m) .. ' is no longer on it')
+    end
   elseif f[1] == 'true' and f[2] ~= '1' then
     end_session(sid, now, '', 'The call ended: ' .. member_name(m) .. ' hung up')
   end
@@ -75,6 +86,7 @@ local function finalize(sid, mid, now, message)
   append_log(sid, now, message)
   end_redirect(sid, now, mid, member_name(m) .. ' did not connect; the caller stays in the session')
   end_with_member(sid, mid, m, now)
+  queue_member_over(sid, mid, m, now)
   return true
 end
 
@@ -155,5 +167,5 @@ local function remove(sid, mid, now, ended, marked)
   end
   redis.call('HSET', m, '_removed', '1')
   if marked then append_log(sid, now, marked) end
-  want_control()
+  want_control(sid)
 end

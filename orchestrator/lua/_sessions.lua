@@ -1,6 +1,11 @@
 -- The session itself: its log, who changed it through the API, its listing indexes,
 -- how it ends and how long it is kept then.
 
+-- Ring queues' part in a session's life, defined in _queues.lua, which needs members
+-- and callbacks first: when an offered agent connects, when a member's leg is over,
+-- when the session ends.
+local queue_connected, queue_member_over, queue_session_ended = nil, nil, nil
+
 local function append_log(sid, now, message)
   redis.call('RPUSH', lkey(sid), '{"date":' .. jstr(now) .. ',"message":' .. jstr(message) .. '}')
   redis.call('HSET', skey(sid), 'dateLastModified', now)
@@ -109,7 +114,8 @@ local function end_session(sid, now, outcome, message)
     forget_user_session(sid, mkey(sid, mid))
   end
   release_pending_dial(sid)
+  queue_session_ended(sid, now, outcome)
   retain(sid)
-  want_control()  -- the conference ended at Twilio, every leg still up hung up
+  want_control(sid)  -- the conference ended at Twilio, every leg still up hung up
   return true
 end

@@ -11,12 +11,13 @@ local err = require_control()
 if err then return err end
 local m = mkey(sid, mid)
 if redis.call('EXISTS', m) == 0 then return {'skip', 'missing'} end
-local f = redis.call('HMGET', m, '_rank', 'callSid', '_to', '_from', '_removed', '_attempts')
+local f = redis.call('HMGET', m, '_rank', 'callSid', '_to', '_from', '_removed', '_attempts',
+  '_waitmusic')
 if tonumber(f[1] or '0') >= 3 then return {'skip', 'final'} end
 if f[2] then
   -- A worker died after Twilio took the dial; its callbacks told us the CallSid.
   mark_dialled(sid, mid, f[2], now, '')
-  if f[5] == '1' then want_control() end
+  if f[5] == '1' then want_control(sid) end
   flush_control(sid, now)
   return {'skip', 'dialled'}
 end
@@ -49,4 +50,5 @@ local attempt = redis.call('HINCRBY', m, '_attempts', 1)
 -- When the first attempt went to Twilio (Redis's clock, seconds): a retry looks for the
 -- call it may have placed among the calls started since (workers/dial.py).
 if attempt == 1 then redis.call('HSET', m, '_dialAt', tostring(clock)) end
-return {'dial', f[3], from, tostring(attempt)}
+-- A progressive dial's customer waits for an agent with hold music (worker: WaitUrl).
+return {'dial', f[3], from, tostring(attempt), f[7] or ''}

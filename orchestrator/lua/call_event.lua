@@ -30,7 +30,7 @@ local changed = record_call_sid(sid, mid, callsid)
 if changed then mark_dialled(sid, mid, callsid, now, '') end
 -- A leg that shows up for a removed member, or in an ended session, is ended at Twilio.
 if changed and (f[4] == '1' or redis.call('HGET', skey(sid), 'ended') == 'true') then
-  want_control()
+  want_control(sid)
 end
 if target == 3 then
   finalize(sid, mid, now, member_name(m) .. finals[status])

@@ -9,18 +9,22 @@
 --       destination (E.164, or a user id or lower-cased email), destination as dialled,
 --       the number's country ('' for a user), the setting's countries ("US,CA"),
 --       callerId asked for (E.164 or ''), now, new session id, agent member id,
---       destination member id, now in epoch ms, actor id, actor name, n, then the
---       agent's dial job (n items; none for a softphone's call), then the destination's.
+--       destination member id, now in epoch ms, actor id, actor name, ring queue id
+--       ('' for none), n, then the agent's dial job (n items; none for a softphone's
+--       call or a queue's), then the destination's.
+-- With a ring queue (NewOutgoingSession's flowId), a progressive dial: no agent is rung
+-- first; the destination is dialled at once, and once their leg connects the call
+-- enters the queue as an incoming call would (on_connected).
 -- Returns {'created', sid} | {'exists', sid} | {'nouser'} | {'nodest'} | {'self'} |
---         {'notallowed', countries}.
+--         {'notallowed', countries} | {'noqueue'}.
 local account, uid, callsid, kind, ref, dialled = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local region, default_countries, asked = ARGV[8], ARGV[9], ARGV[10]
 local now, sid, agent, dest, ms = ARGV[11], ARGV[12], ARGV[13], ARGV[14], tonumber(ARGV[15])
-local actor, actor_name = ARGV[16], ARGV[17]
-local n = tonumber(ARGV[18])
+local actor, actor_name, flow = ARGV[16], ARGV[17], ARGV[18]
+local n = tonumber(ARGV[19])
 local agent_job, dest_job = {}, {}
-for i = 19, 18 + n do agent_job[#agent_job + 1] = ARGV[i] end
-for i = 19 + n, #ARGV do dest_job[#dest_job + 1] = ARGV[i] end
+for i = 20, 19 + n do agent_job[#agent_job + 1] = ARGV[i] end
+for i = 20 + n, #ARGV do dest_job[#dest_job + 1] = ARGV[i] end
 
 if callsid ~= '' then
   local known = redis.call('GET', callkey(callsid))
@@ -30,6 +34,9 @@ local u = redis.call('HMGET', userkey(uid), 'accountId', 'name', 'email', 'avata
 if not u[1] or (account ~= '' and u[1] ~= account) then return {'nouser'} end
 account = u[1]
 local agent_name = u[2] or u[3] or uid
+if flow ~= '' and redis.call('HGET', queuekey(flow), 'accountId') ~= account then
+  return {'noqueue'}
+end
 
 local to, shown
 if kind == 'phone' then
@@ -71,7 +78,17 @@ redis.call('ZADD', sessionsidx(account), ms, sid)
 redis.call('ZADD', activeidx(account), ms, sid)
 append_log(sid, now, 'Outgoing call from ' .. agent_name .. ' to ' .. shown)
 
-if callsid ~= '' then
+if flow ~= '' then
+  -- A progressive dial: the destination first, then the queue (on_connected).
+  redis.call('HDEL', sk, '_dialafter')
+  redis.call('HSET', sk, '_queueafter', flow)
+  touch_api(sid, actor, now)
+  add_member(sid, account, kind, ref, dest, now, '', actor_name, dest_job, false, true)
+  redis.call('HSET', mkey(sid, dest), '_waitmusic', '1')
+  touched(sid, 'ActiveSessionsChanged')
+  prepare_render(sid)
+  return {'created', sid}
+elseif callsid ~= '' then
   -- The softphone's call is up: its leg joins the conference by the TwiML we answer.
   local m = mkey(sid, agent)
   redis.call('HSET', m, 'id', agent, 'identity', uid, 'endpointId', uid,

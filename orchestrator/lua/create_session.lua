@@ -1,10 +1,17 @@
 -- An incoming call to one of our numbers. Idempotent on the CallSid, because
--- Twilio may fetch the voice URL again for the same call.
+-- Twilio may fetch the voice URL again for the same call. A call to a ring queue's
+-- number enters the queue in the same step (_queues.lua). Returns
+-- {'created'|'exists', sid, queue id or ''} or {'nonumber'}.
 -- ARGV: prefix, call sid, from, to, now, new session id, new member id, now in epoch ms
 -- (the listing's order and date filters follow dateCreated; Redis' clock if absent)
 local callsid, from, to, now, sid, mid = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local err = require_control()
+if err then return err end
 local known = redis.call('GET', callkey(callsid))
-if known then return {'exists', string.match(known, '^(%S+)')} end
+if known then
+  local ksid = string.match(known, '^(%S+)')
+  return {'exists', ksid, redis.call('HGET', skey(ksid), 'ringQueueId') or ''}
+end
 local account = redis.call('GET', numberkey(to))
 if not account then return {'nonumber'} end
 local name = redis.call('HGET', accountkey(account), 'name')
@@ -26,4 +33,8 @@ redis.call('ZADD', sessionsidx(account), ms, sid)
 redis.call('ZADD', activeidx(account), ms, sid)
 append_log(sid, now, 'Incoming call from ' .. from .. ' to ' .. to)
 touched(sid, 'ActiveSessionsChanged')
-return {'created', sid}
+-- A number of a ring queue: the call waits there, and is offered at once if it can be.
+local qid = redis.call('GET', numberqueuekey(to))
+if qid and not enter_queue(sid, qid, now) then qid = nil end
+flush_control(sid, now)
+return {'created', sid, qid or ''}

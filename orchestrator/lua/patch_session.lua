@@ -61,7 +61,7 @@ if state == 'Hold' and s[3] ~= 'Hold' then
   append_log(sid, now, said(actor_name, 'put the call on hold' .. why,
     'The call was put on hold' .. why))
   touched(sid, 'SessionHeld')
-  want_control()
+  want_control(sid)
   changed = true
 elseif state == 'Connected' and s[3] == 'Hold' then
   for _, mid in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
@@ -73,7 +73,7 @@ elseif state == 'Connected' and s[3] == 'Hold' then
   redis.call('HSET', sk, 'callState', 'Connected', 'holdReason', 'None')
   redis.call('HDEL', sk, 'heldByUserId')
   append_log(sid, now, said(actor_name, 'took the call off hold', 'The call was taken off hold'))
-  want_control()
+  want_control(sid)
   changed = true
 elseif state == '' and reason ~= '' and s[3] == 'Hold' then
   if redis.call('HGET', sk, 'holdReason') ~= reason then

@@ -11,7 +11,7 @@ if redis.call('EXISTS', m) == 0 then return 'missing' end
 record_call_sid(sid, mid, callsid)
 local dialled = mark_dialled(sid, mid, redis.call('HGET', m, 'callSid'), now, conf)
 if redis.call('HGET', m, '_removed') == '1' or redis.call('HGET', skey(sid), 'ended') == 'true' then
-  want_control()
+  want_control(sid)
   flush_control(sid, now)
   return 'removed'
 end

@@ -35,7 +35,7 @@ else
   if customer then redis.call('HSET', mkey(sid, customer), '_wanthold', '1') end
 end
 touch_api(sid, actor, now)
-want_control()
+want_control(sid)
 flush_control(sid, now)
 -- Dialled after the control job is queued, so that the others leave and the caller is
 -- held before the destination can answer (an idle worker serves the first queue pushed).

@@ -47,7 +47,7 @@ if muted ~= '' then
 end
 if changed then
   touch_api(sid, actor, now)
-  want_control()
+  want_control(sid)
   flush_control(sid, now)
 end
 prepare_render(sid)
