@@ -40,11 +40,13 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--no-profile", action="store_true", help="skip py-spy even if installed")
     p.add_argument(
         "--only",
-        choices=["control", "events", "agents"],
-        help="only this section (control, agents: with B0, in the same runs); RESULTS.md goes "
-        "to the work directory unless --output is given",
+        choices=["control", "events", "agents", "queues"],
+        help="only this section (control, agents, queues: with B0, in the same runs); "
+        "RESULTS.md goes to the work directory unless --output is given",
     )
-    p.add_argument("--skip", choices=["control", "events", "agents"], help="leave this section out")
+    p.add_argument(
+        "--skip", choices=["control", "events", "agents", "queues"], help="leave this section out"
+    )
     a = p.parse_args(argv)
     if a.only and a.skip == a.only:
         p.error("--only and --skip name the same section")
@@ -56,6 +58,7 @@ def parse(argv: list[str] | None = None) -> Options:
         control=a.skip != "control",
         events=a.skip != "events",
         agents=a.skip != "agents",
+        queues=a.skip != "queues",
     )
     if a.quick:
         o.runs, o.duration, o.rss_requests, o.memory_sessions, o.retries = 1, 1.0, 3000, 100, 0

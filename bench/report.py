@@ -26,6 +26,7 @@ from typing import Any
 from bench import agents as ag
 from bench import capacity, control, soak
 from bench import events as ev
+from bench import queues as qu
 from bench.suite import Options, Results, Sample
 
 B0 = "b0"
@@ -198,6 +199,7 @@ def targets(results: Results) -> list[Target]:
     out += control_targets(results)
     out += events_targets(results)
     out += agents_targets(results)
+    out += queues_targets(results)
     return out
 
 
@@ -363,6 +365,7 @@ def render(results: Results, env: dict[str, str], command: str) -> str:
         ]
     lines += _control(results)
     lines += _agents(results)
+    lines += _queues(results)
     lines += _events(results)
     lines += _memory(f.get("memory"))
     lines += _rss(f.get("rss"))
@@ -636,21 +639,391 @@ def _agents(results: Results, provenance: str = "") -> list[str]:
     return lines
 
 
+# --- ring queues (bench/queues.py) ------------------------------------------------------------
+
+QUEUES_HEADING = "## Ring queues"
+# Every target of the section starts with one of these (`--splice` replaces such rows).
+QUEUES_TARGETS = ("ring queue", "ring-all", "web x1 ")
+# The web x1 targets of the file whose ratios the queues' run must keep (within 10 %).
+REFERENCE_ROWS = {
+    "webhook": "| webhook req/s ≥ 0.7 x B0 (web x1) |",
+    "invite": "| invite req/s ≥ 0.4 x B0 (web x1) |",
+}
+
+
+def _reference_ratios(lines: list[str]) -> dict[str, float]:
+    """The web x1 webhook and invite ratios to B0 in a RESULTS.md's targets."""
+    out = {}
+    for kind, start in REFERENCE_ROWS.items():
+        line = next((x for x in lines if x.startswith(start)), None)
+        if line is not None:
+            out[kind] = float(line[len(start) :].split("|")[0].strip().split()[0])
+    return out
+
+
+def _queue_runs(results: Results) -> list[dict[str, Any]]:
+    return results.facts.get("queues", {}).get("runs", [])
+
+
+def _spread_by_workers(results: Results) -> dict[int, dict[str, float]]:
+    """Worker count -> the ring-all create spreads over every run: median, worst, calls."""
+    spreads: dict[int, list[float]] = {}
+    for run in _queue_runs(results):
+        for count, found in run.get("spread", {}).items():
+            spreads.setdefault(int(count), []).extend(found["spreads"])
+    return {
+        n: {
+            "p50": _mid(v),
+            "p95": _nearest(v, 0.95),
+            "max": max(v, default=math.nan),
+            "calls": len(v),
+        }
+        for n, v in sorted(spreads.items())
+    }
+
+
+def _nearest(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (bench.suite's)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
+
+
+def _smallest_workers(results: Results) -> int | None:
+    by = _spread_by_workers(results)
+    return next((n for n, v in by.items() if v["p95"] <= qu.SPREAD_LIMIT_MS), None)
+
+
+def _withdraw_by_workers(results: Results) -> dict[int, dict[str, float]]:
+    found: dict[int, list[dict[str, Any]]] = {}
+    for run in _queue_runs(results):
+        for count, w in run.get("withdraw", {}).items():
+            found.setdefault(int(count), []).append(w)
+    return {
+        n: {
+            "p50": _mid([w["p50"] for w in ws]),
+            "p99": _mid([w["p99"] for w in ws]),
+            "first": _mid([w["first_p50"] for w in ws]),
+            "min": min(w["p50"] for w in ws),
+            "max": max(w["p50"] for w in ws),
+            "calls": sum(w["calls"] for w in ws),
+            "missing": sum(w["missing"] for w in ws),
+        }
+        for n, ws in sorted(found.items())
+    }
+
+
+def queues_targets(results: Results) -> list[Target]:
+    """Ring queues: a queued call rings an agent fast, ring-all's other phones stop fast,
+    enough workers keep ring-all's creates together, the soak keeps every promise, and the
+    web's own loads are as fast as before queues."""
+    s = results.samples
+    q = results.facts.get("queues")
+    if not q:
+        return []
+    out = []
+    offer = s.get(qu.OFFER, [])
+    what = (
+        f"ring queue: voice webhook 200 → emulator accepts the first offer's participant "
+        f"create ({qu.RATE:g} calls/s to a longest-idle queue of {qu.OFFER_AGENTS} Ready agents, "
+        "1 worker)"
+    )
+    out.append(Target(f"{what}, p50 < 20 ms", median(offer, "p50"), 20, True, "ms"))
+    out.append(Target(f"{what}, p99 < 100 ms", median(offer, "p99"), 100, True, "ms"))
+    for n, w in _withdraw_by_workers(results).items():
+        name = (
+            f"ring-all to {qu.RING_ALL}: the winner's join at the web → emulator receives the "
+            f"last of the other {qu.RING_ALL - 1} legs' cancels, p50 < 10 ms ({n} worker"
+            f"{'s' if n > 1 else ''})"
+        )
+        out.append(Target(name, w["p50"], 10, True, "ms"))
+    by = _spread_by_workers(results)
+    smallest = _smallest_workers(results)
+    shown = smallest if smallest is not None else max(by, default=0)
+    if by:
+        name = (
+            f"ring-all to {qu.RING_ALL}, creates answered after {qu.SPREAD_DELAY * 1000:.0f} ms: "
+            f"the last offer's create ≤ {qu.SPREAD_LIMIT_MS:.0f} ms after the first (95th "
+            f"percentile of {by[shown]['calls']} calls; worst {by[shown]['max']:.0f} ms), at "
+            f"{shown} workers: the fewest that meet it of {', '.join(str(n) for n in by)}"
+        )
+        out.append(Target(name, by[shown]["p95"], qu.SPREAD_LIMIT_MS + 1e-9, True, "ms"))
+    soak = q.get("soak")
+    if soak:
+        seconds = soak["calls"] / soak["rate"] if soak["rate"] else math.nan
+        scale = (
+            f"{soak['agents']} agents, {soak['calls']:,} calls over {seconds:.0f} s, longest-idle"
+        )
+        checks = (
+            ("agents offered a call while their previous call's leg was not over yet "
+             f"({soak['overlapping_offers']} while that call was live, "
+             f"{soak['offers_before_last_leg_over']} after it was ended but before its leg "
+             f"left; {soak['snapshot_doubles']} snapshots of an agent in two sessions)",
+             soak["overlapping_offers"] + soak["offers_before_last_leg_over"]
+             + soak["snapshot_doubles"]),
+            ("a call queued (no offer ringing) while a Ready agent was free for 1 s or more "
+             f"(snapshots {qu.SNAPSHOT_SECONDS * 1000:.0f} ms apart; "
+             f"{soak['queued_while_free']} single snapshots showed it)",
+             float(soak["queued_while_free_longest_s"] >= 1.0)),
+            (f"offers not to the longest-idle free agent (of {soak['offers']:,}; "
+             f"{soak['idle_undecidable']} too close to call)", soak["idle_wrong"]),
+            ("voice webhooks answered other than 200", soak["errors"]),
+        )  # fmt: skip
+        for text, value in checks:
+            out.append(Target(f"ring queue soak ({scale}): {text}", float(value), 1, True, "", 0))
+        out.append(
+            Target(
+                f"ring queue soak: Redis commands per queued call (scripts' inner calls "
+                f"included; {soak['scripts_per_call']:.1f} of them EVALSHA)",
+                soak["commands_per_call"],
+                math.nan,
+                True,
+                "",
+                1,
+            )
+        )
+        out.append(
+            Target(
+                "ring queue soak: Redis used_memory growth per call (sessions kept for "
+                "the retention time)",
+                soak["memory_per_call"],
+                math.nan,
+                True,
+                "bytes",
+                0,
+            )
+        )
+    # Only a spliced run has the file's ratios to compare with (a full run's are its own).
+    reference = q.get("reference", {})
+    for kind, key in (("webhook", qu.WEBHOOK), ("invite", qu.INVITE)) if reference else ():
+        now = paired(s.get(key, []), s.get(f"1p:{B0}", []), "rps")
+        before = reference.get(kind, math.nan)
+        change = abs(now / before - 1) * 100 if before else math.nan
+        name = (
+            f"web x1 {kind} req/s x B0 with ring queues ({now:.2f} x) within 10 % of this "
+            f"file's ({before:.2f} x)"
+        )
+        out.append(Target(name, change, 10, True, "%"))
+        rerun = q.get("ratio_rerun", {}).get(kind)
+        if rerun is not None and before:
+            name = (
+                f"web x1 {kind} req/s x B0, the same loads re-run alone ({rerun:.2f} x, 3 runs "
+                f"with their own B0; see the section), within 10 % of this file's ({before:.2f} x)"
+            )
+            out.append(Target(name, abs(rerun / before - 1) * 100, 10, True, "%"))
+    return out
+
+
+def _queues(results: Results, provenance: str = "") -> list[str]:
+    """The ring queues section: loads against B0, offer and withdraw latency, ring-all's
+    creates by worker count, the soak."""
+    s = results.samples
+    q = results.facts.get("queues")
+    if not q:
+        return []
+    base = s.get(f"1p:{B0}", [])
+    lines = [QUEUES_HEADING, ""]
+    if provenance:
+        lines += [provenance, ""]
+    lines += [
+        "Each measurement stages a queue as an operator and agents do: the queue and its "
+        "number, users as its agents, each agent's softphone registered at the emulator with "
+        "the token of `GET /app/config`, and the agent `Ready` (`PATCH /app/agent-state`); "
+        "wrap-up 0 s, ring timeout 60 s. Callers are the signed voice webhook (`POST "
+        "/twilio/voice`, `To` the queue's number) sent straight to the web, so an interval "
+        "can start at the web's own answer; a call ends by EndSession. Every load is "
+        "under 60 s (2-core machine).",
+        "",
+        "**The web's own loads** with ring queues in the code, against B0 of the same run "
+        "(closed loop, 32 connections, worker stopped), and the voice webhooks of the offer "
+        "load:",
+        "",
+    ]
+    rows = []
+    for label, key, steady in (
+        ("B0 floor (bare route, parse form, 1 HSET)", f"1p:{B0}", False),
+        ("webhook: signed call-status, 1-member sessions", qu.WEBHOOK, False),
+        ("invite: POST /sessions/{id}/members, 1-member sessions", qu.INVITE, False),
+        (f"voice webhook to a queue's number at {qu.RATE:g}/s (worker running)", qu.VOICE, True),
+    ):
+        samples = s.get(key, [])
+        if samples:
+            cells = _sample_cells(samples, base, steady)
+            if steady:
+                cells[0] = f"{qu.RATE:g} (fixed)"
+            rows.append([label, *cells, sum(x.errors for x in samples)])
+    lines += [*table(("load", *SAMPLE_COLUMNS, "non-2xx"), rows), ""]
+    if q.get("ratio_rerun_text"):
+        lines += [q["ratio_rerun_text"], ""]
+    offer = s.get(qu.OFFER, [])
+    lines += [
+        f"**Offer**: {qu.RATE:g} calls/s for {qu.OFFER_SECONDS:g} s to a longest-idle queue "
+        f"of {qu.OFFER_AGENTS} Ready agents whose softphones answer after the emulator's ring "
+        f"time; each call ends {qu.HOLD_SECONDS:g} s after it came in, so agents keep coming "
+        "free. Timed from each voice webhook's 200 (the generator's clock) to the emulator "
+        "accepting the participant create labelled with the call's first offer (its member "
+        "id; `GET /_emulator/creates` times; one machine, one clock).",
+        "",
+        f"**Withdraw**: ring-all to {qu.RING_ALL} agents, one softphone answering after the "
+        f"ring time and {qu.RING_ALL - 1} never answering, one call at a time "
+        f"({qu.WITHDRAW_CALLS} timed after 2 untimed). Timed from the web's receipt of the "
+        "winner's participant-join (the session log's \"took the call\" line, which the web "
+        "stamps in ms as it handles the callback; the truncation can only lengthen the "
+        "interval) to the emulator receiving the last of the other legs' cancels (its record "
+        "of each call's `POST Calls/{sid}` `Status=canceled`).",
+        "",
+    ]
+    rows = []
+    if offer:
+        rows.append(
+            [
+                "offer: voice webhook 200 → first offer's create (1 worker)",
+                str(sum(x.count for x in offer)),
+                _spread(offer, "p50"),
+                _spread(offer, "p99"),
+                f"{_num(median(offer, 'to_start'), 2)} → {_num(median(offer, 'to_accept'), 2)} "
+                f"→ {_num(median(offer, 'to_end'), 2)}",
+                sum(x.errors for x in offer),
+            ]
+        )
+    for n, w in _withdraw_by_workers(results).items():
+        rows.append(
+            [
+                f"withdraw: winner's join → last of {qu.RING_ALL - 1} cancels ({n} worker"
+                f"{'s' if n > 1 else ''}; the first cancel: p50 {w['first']:.1f} ms)",
+                str(w["calls"]),
+                f"{w['min']:.1f} / **{w['p50']:.1f}** / {w['max']:.1f}",
+                _num(w["p99"], 1),
+                "-",
+                w["missing"],
+            ]
+        )
+    header = (
+        "interval", "calls timed", "p50 ms (min / **median** / max)", "p99 ms (median)",
+        "200 → RQ job started → create accepted → job ended (medians, ms)",
+        "never arrived + non-2xx",
+    )  # fmt: skip
+    lines += [*table(header, rows), ""]
+    by = _spread_by_workers(results)
+    if by:
+        smallest = _smallest_workers(results)
+        lines += [
+            f"**Ring-all's creates by worker count**: ring-all to {qu.RING_ALL} agents whose "
+            "softphones never answer, the emulator answering each participant create after "
+            f"{qu.SPREAD_DELAY * 1000:.0f} ms (`POST /_emulator/faults mode=delay`; it "
+            "accepts the create at once and holds its answer, so a worker is busy that long), "
+            f"{qu.SPREAD_CALLS} calls per count and run, one at a time. The spread is the last "
+            "offer's create time minus the first's (emulator times). Each worker process "
+            "dials one create at a time.",
+            "",
+        ]
+        extra = [r["supplementary"] for r in _queue_runs(results) if r.get("supplementary")]
+        lines += [*extra, ""] if extra else []
+        rows = [
+            [
+                n,
+                v["calls"],
+                f"{v['p50']:.0f}",
+                f"{v['p95']:.0f}",
+                f"{v['max']:.0f}",
+                verdict(v["p95"] <= qu.SPREAD_LIMIT_MS),
+            ]
+            for n, v in by.items()
+        ]
+        header = (
+            "workers", "calls", "spread p50 ms", "p95 ms", "worst ms",
+            f"p95 ≤ {qu.SPREAD_LIMIT_MS:.0f} ms",
+        )  # fmt: skip
+        lines += [*table(header, rows), ""]
+        if smallest is not None:
+            lines += [
+                f"The fewest workers that keep ring-all to {qu.RING_ALL} within "
+                f"{qu.SPREAD_LIMIT_MS:.0f} ms: **{smallest}** (docs/deployment.md).",
+                "",
+            ]
+    soak = q.get("soak")
+    if soak:
+        lines += _queue_soak(soak)
+    return lines
+
+
+def _queue_soak(soak: dict[str, Any]) -> list[str]:
+    seconds = soak["calls"] / soak["rate"] if soak["rate"] else math.nan
+    top = ", ".join(f"{name} {n:.1f}" for name, n in soak["top_commands"])
+    states = ", ".join(f"{k or 'none'} {v}" for k, v in sorted(soak["queue_states"].items()))
+    return [
+        f"**Soak** (once, after the runs): a longest-idle queue of {soak['agents']} agents, "
+        f"{soak['calls']:,} calls at an even {soak['rate']:.1f}/s over {seconds:.0f} s, one "
+        f"worker; each call held {soak['hold'][0]:g}-{soak['hold'][1]:g} s (uniform) after "
+        f"its agent connected, then ended by EndSession; {soak['seconds']:.0f} s from the "
+        "first call to the last one's end. The issue's scale is 500 agents and 1,000 calls "
+        "over 5 minutes with the emulator's CPS raised (the bench's `TWILIO_CPS` is 1000); "
+        "on this 2-core machine the calls come in within 2 minutes instead, so the agents "
+        "run out and calls wait in the queue.",
+        "",
+        f"- Offers: {soak['offers']:,} in {soak['sessions']:,} sessions (their queueState at "
+        f"the end: {states}).",
+        f"- An atomic snapshot of the queue and every agent (one read-only Lua script, "
+        f"{qu.SNAPSHOT_SECONDS * 1000:.0f} ms apart): {soak['snapshots']} snapshots; up to "
+        f"{soak['most_waiting']} calls waiting; calls queued with no offer ringing in "
+        f"{soak['snapshots_with_waiting']} snapshots (the longest such wait "
+        f"{soak['longest_queued_ms'] / 1000:.1f} s); free Ready agents at fewest "
+        f"{soak['fewest_free']}. A call queued while an agent was free: "
+        f"**{soak['queued_while_free']}** snapshots, at most "
+        f"{soak['queued_while_free_longest_s']:.2f} s in a row; an agent in two sessions: "
+        f"**{soak['snapshot_doubles']}** snapshots.",
+        "- Overlap, from the sessions' logs: each agent's offers in time order, each from "
+        'its "Offered to" line to the last line naming the agent (their leg left the '
+        "conference). Offers made before the agent's previous call's leg was over: "
+        f"**{soak['overlapping_offers']}** while that call was still live, "
+        f"**{soak['offers_before_last_leg_over']}** after it had been ended by EndSession "
+        "but before Twilio had hung their leg up"
+        + (
+            f" (the new offer came {soak['leg_still_up_ms_p50']:.0f} ms, median, at most "
+            f"{soak['leg_still_up_ms_max']:.0f} ms, before the old leg left)."
+            if soak["offers_before_last_leg_over"]
+            else "."
+        ),
+        "- Longest-idle, from the same records and the AgentStateChanged entries of the "
+        "account's event stream (Redis time): at each offer, another agent who was Ready, "
+        "outside any offer span, and Ready since earlier than the chosen one would have been "
+        f"the better choice. Offers with a clearly better agent: **{soak['idle_wrong']}**; "
+        f"offers where a better one is within {qu.TIE_MS:g} ms of a boundary (each offer's "
+        "time is Redis', as the stream's, but the offer spans come from log lines, which "
+        f"carry the web's or worker's clock: undecidable): {soak['idle_undecidable']}.",
+        f"- Redis: {soak['commands_per_call']:.0f} commands per offered call, "
+        f"{soak['scripts_per_call']:.1f} of them EVALSHA (INFO commandstats over the whole "
+        "soak, calls' ends included, less the commands of the bench's own snapshots and "
+        f"polling); the most frequent (those of the bench included): {top}. "
+        f"used_memory {soak['memory_before'] / 2**20:.1f} MiB → "
+        f"{soak['memory_after'] / 2**20:.1f} MiB: {soak['memory_per_call']:,.0f} bytes per "
+        "call (sessions, logs, event entries and jobs kept for their retention times).",
+        "",
+    ]
+
+
 def splice(text: str, results: Results, env: dict[str, str], command: str) -> str:
-    """`text` (a RESULTS.md) with its agents' target rows and section replaced by those of
-    `results` (a run of `python -m bench --only agents`), the rest left as it was: the
-    section says which run it comes from."""
+    """`text` (a RESULTS.md) with one section's target rows and section replaced by those
+    of `results` (a run of `python -m bench --only agents` or `--only queues`), the rest
+    left as it was: the section says which run it comes from."""
+    queues = bool(results.facts.get("queues"))
+    prefixes = QUEUES_TARGETS if queues else AGENTS_TARGETS
+    heading = QUEUES_HEADING if queues else AGENTS_HEADING
     lines = text.split("\n")
-    lines = [x for x in lines if not any(x.startswith(f"| {n}") for n in AGENTS_TARGETS)]
+    if queues:
+        # The web x1 ratios the rest of the file has, for the "unchanged" targets.
+        results.facts["queues"]["reference"] = _reference_ratios(lines)
+    lines = [x for x in lines if not any(x.startswith(f"| {n}") for n in prefixes)]
     head = lines.index("## Targets")
     end = next(i for i in range(head + 3, len(lines)) if not lines[i].startswith("|"))
-    rows = [row(*r) for r in _target_rows(agents_targets(results))]
-    lines[end:end] = rows
-    if AGENTS_HEADING in lines:
-        start = lines.index(AGENTS_HEADING)
+    found = queues_targets(results) if queues else agents_targets(results)
+    lines[end:end] = [row(*r) for r in _target_rows(found)]
+    if heading in lines:
+        start = lines.index(heading)
         stop = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("## "))
         del lines[start:stop]
     following = ("## Live events", "## Redis memory", "## Web process RSS", "## Soak")
+    if not queues:
+        following = (QUEUES_HEADING, *following)
     at = next((lines.index(h) for h in following if h in lines), len(lines))
     provenance = (
         f"Measured by `{command}` on {env['date']} (commit {env['commit']}), in its own "
@@ -660,7 +1033,7 @@ def splice(text: str, results: Results, env: dict[str, str], command: str) -> st
         "figures with its own B0 row, not with the rest of the file: the machine may not "
         "have been as fast, or as quiet, as in that run."
     )
-    lines[at:at] = _agents(results, provenance)
+    lines[at:at] = (_queues if queues else _agents)(results, provenance)
     return "\n".join(lines)
 
 
@@ -1671,8 +2044,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--splice",
         type=Path,
-        help="a RESULTS.md whose agents' section and targets are replaced by those of "
-        "`results` (a run of `python -m bench --only agents`), in place",
+        help="a RESULTS.md whose agents' (or ring queues') section and targets are replaced "
+        "by those of `results` (a run of `python -m bench --only agents` or `--only queues`), "
+        "in place",
     )
     a = p.parse_args(argv)
     if a.splice is not None:

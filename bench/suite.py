@@ -16,7 +16,10 @@ measurements of bench/events.py (their own `orchestrator web --workers 2`, fresh
 `--only events` runs just those, `--skip events` leaves them out. With one web process each
 run also takes the agents' calls of bench/agents.py (GetAppConfig against the same run's B0,
 a softphone's call and click to call reaching Twilio); `--only agents` runs just those (with
-B0), `--skip agents` leaves them out.
+B0), `--skip agents` leaves them out. Likewise the ring queues of bench/queues.py (a queued
+call's first offer reaching Twilio, ring-all's withdrawals, ring-all's creates by worker
+count, then one soak after the runs); `--only queues` runs just those, with B0 and the
+webhook and invite loads of each run, `--skip queues` leaves them out.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from bench.control import OPS as CONTROL_OPS
 from bench.control import Control
 from bench.events import Events
 from bench.profile import summarise
+from bench.queues import Queues
 from orchestrator import jobs
 from orchestrator.launch import Process, free_port, wait_until
 from orchestrator.store import new_id
@@ -74,7 +78,8 @@ class Options:
     control: bool = True  # the session-control section (bench/control.py)
     events: bool = True  # the live events section (bench/events.py)
     agents: bool = True  # the agents' calls section (bench/agents.py)
-    # "control" or "agents": that section alone (with its B0); "events": that one
+    queues: bool = True  # the ring queues section (bench/queues.py)
+    # "control", "agents" or "queues": that section alone (with its B0); "events": that one
     only: str | None = None
 
 
@@ -135,6 +140,7 @@ class Suite:
         self.control = Control(self)
         self.events = Events(self)
         self.agents = Agents(self)
+        self.queues = Queues(self)
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -154,7 +160,7 @@ class Suite:
         s.start_emulator()
         self.log(f"work directory {s.workdir}; Redis on {s.redis.port}")
         self._ceiling()
-        if self.o.only in ("control", "agents"):
+        if self.o.only in ("control", "agents", "queues"):
             self._section_only(self.o.only)
             return
         if self.o.only == "events":
@@ -173,6 +179,10 @@ class Suite:
                 self._profile()
             for name in ("web", "floor", "naive", "fake-twilio"):
                 s.stop(name)
+        if self.o.queues:
+            s.start_web(1)
+            self.queues.soak()
+            s.stop("web")
         if self.o.events:
             self.events.run_all()
         s.start_web(1)
@@ -200,9 +210,13 @@ class Suite:
         if procs == 1 and self.o.agents:
             self.agents.check()
             self.agents.warmup()
+        if procs == 1 and self.o.queues:
+            self.queues.warmup()
 
     def _section_only(self, name: str) -> None:
-        """`--only control` or `--only agents`: that section, each run with its own B0."""
+        """`--only control`, `--only agents` or `--only queues`: that section, each run with
+        its own B0 (and, for queues, the webhook and invite loads against it; the queues'
+        soak once after the runs)."""
         s = self.stack
         s.start_web(1)
         s.start_floor(1)
@@ -210,7 +224,11 @@ class Suite:
         members = workload.flatten(self.seeder.sessions(self.tenant, 250, 1))
         loadgen.run(loadgen.Load(s.floor_port, self._b0_requests("1p"), duration=1.0))
         loadgen.run(loadgen.Load(s.web_port, self._webhooks(members, s.web_port), duration=1.0))
-        section = self.control if name == "control" else self.agents
+        section: Control | Agents | Queues = {
+            "control": self.control,
+            "agents": self.agents,
+            "queues": self.queues,
+        }[name]
         if name == "agents":
             self.agents.check()
         section.warmup()
@@ -218,15 +236,23 @@ class Suite:
             self.log(f"{name}: run {run}/{self.o.runs}")
             self._fresh()
             self._measure("1p:b0", s.floor_port, lambda: self._b0_requests("1p"), "floor", "1p:b0")
-            section.run()
+            if name == "queues":
+                self.queues.run(baseline=True)
+            else:
+                section.run()
+        if name == "queues":
+            self.queues.soak()
         if self.o.py_spy and name == "control":
             self._profile_control()
         s.stop("web")
         s.stop("floor")
 
     def _fresh(self) -> None:
-        """Empty Redis and a new tenant (account, number, API key)."""
+        """Empty Redis, the control job template back (the seeder's scripts refuse to run
+        without it; the web would reinstall it on its first script call) and a new tenant
+        (account, number, API key)."""
         self.r.flushdb()
+        jobs.install_control_template(self.r)
         self.tenant = self.seeder.tenant()
 
     def _pool(self, kind: str, default: float) -> int:
@@ -410,6 +436,8 @@ class Suite:
                 self.control.run()
             if self.o.agents:
                 self.agents.run()
+            if self.o.queues:
+                self.queues.run(baseline=False)
 
     def _b0_requests(self, p: str) -> list[bytes]:
         """B0: the same callback bodies and headers as the webhooks, to the bare route."""

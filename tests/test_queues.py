@@ -6,7 +6,6 @@ wrap-up. Real processes throughout: the emulator's softphones answer, decline or
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -324,14 +323,6 @@ def test_an_agent_answering_as_the_ring_round_ends_is_taken_or_withdrawn_cleanly
     nothing_stuck(q, sid)
 
 
-def dialling(q: RingQueue, sid: str) -> bool:
-    """An offer's dial is under way: claimed (a lease not yet lapsed), not yet placed."""
-    return any(
-        o.get("_lease") and not o.get("callSid") and float(o["_lease"]) > time.time()
-        for o in q.offers(sid)
-    )
-
-
 def test_a_worker_killed_while_offering_leaves_no_call_waiting(
     own_stack: Any, redis_url: str
 ) -> None:
@@ -342,7 +333,8 @@ def test_a_worker_killed_while_offering_leaves_no_call_waiting(
     agent = q.agent("Bea")
     stack.emulator("faults", "POST", data={"mode": "delay", "seconds": "1.5", "count": "1"})
     sid = q.call()
-    wait_until(lambda: dialling(q, sid), 15, "the offer's dial in flight")
+    # The create is at Twilio, which holds it: the dial is in flight.
+    wait_until(lambda: stack.emulator("faults").json()["served"] >= 1, 15, "the create held")
     stack.processes["worker"].kill()
     stack.start("worker", "-m", "orchestrator", "worker")
     s = q.wait(sid, lambda s: s["queueState"] == "Connected", "the call taken after all", 40)
@@ -368,3 +360,22 @@ def test_a_queued_caller_waits_with_hold_music_until_an_agent_starts_the_confere
     assert 'startConferenceOnEnter="false"' in twiml and 'endConferenceOnExit="true"' in twiml
     sid = qstack.redis.get(keys.call(form["CallSid"])).split()[0]
     assert q.session(sid)["queueState"] in ("Queued", "Ringing")
+
+
+def test_an_agent_is_not_offered_a_call_before_their_last_leg_is_down(qstack: Stack) -> None:
+    """EndSession ends the session at once and the legs a moment later: the agent is
+    busy until theirs is down (then wraps up), not offered the next call meanwhile."""
+    q = new_queue(qstack, strategy="ring-all", wrap_up=1)
+    q.agent("Eli")
+    first = q.call()
+    q.wait(first, lambda s: s["queueState"] == "Connected", "the first call taken")
+    with qstack.client(q.key) as c:
+        assert c.delete(f"/sessions/{first}").status_code == 204
+    second = q.call()
+    q.wait(second, lambda s: s["queueState"] == "Connected", "the second call taken", 30)
+
+    def when(sid: str, text: str) -> str:
+        return next(e["date"] for e in q.session(sid)["log"] if text in e["message"])
+
+    left = wait_until(lambda: when(first, "Eli left"), 15, "the first leg down")
+    assert when(second, "Offered to Eli") >= left

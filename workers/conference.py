@@ -66,13 +66,16 @@ def end_conference(ctx: Context, session_id: str) -> bool:
     return ended
 
 
-def end_leg(ctx: Context, session_id: str, call_sid: str) -> str:
+def end_leg(ctx: Context, session_id: str, call_sid: str, ringing: bool = False) -> str:
     """Hang one member's leg up, as Twilio allows for its state: a leg still queued or
     ringing is cancelled (no phone keeps ringing), one in the call leaves the conference.
-    Returns the call's status as Twilio last reported it."""
+    A leg last known `ringing` is cancelled straight away, without asking its status
+    first (a queue's withdrawn offers: one request each, not two); Twilio's answer says
+    whether it was answered meanwhile. Returns the call's status as Twilio last reported
+    it."""
     calls = ctx.twilio.api.v2010.account.calls
     try:
-        call = calls(call_sid).fetch()
+        call = calls(call_sid).update(status="canceled") if ringing else calls(call_sid).fetch()
     except TwilioRestException as exc:
         if exc.status == 404:
             return "unknown"

@@ -15,6 +15,7 @@ and a conference is ended by its CF sid.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import requests
 from rq import get_current_job
@@ -28,6 +29,10 @@ from workers.conference import end_conference, end_leg, find_participant
 from workers.context import Context, context
 
 log = logging.getLogger("orchestrator.control")
+
+# Legs a job ends at the same time, at most (a ring-all's offers, a conference's legs).
+LEG_CONCURRENCY = 16
+_LEGS = ThreadPoolExecutor(max_workers=LEG_CONCURRENCY, thread_name_prefix="end-leg")
 
 
 # What end_leg's answer (the call's status at Twilio) means, for the log.
@@ -86,29 +91,44 @@ def _settle(ctx: Context, sid: str) -> str:
     if state.ended and end_conference(ctx, sid):
         log.info("ended the conference of session %s", sid, extra=ids(sid))
         done += 1
-    for member in state.members:
-        if member.rank >= 3 or not member.call_sid:
-            continue
+    live = [m for m in state.members if m.rank < 3 and m.call_sid]
+    ending = [m for m in live if state.ended or m.removed]
+    verb = "hung up" if state.ended else "removed"
+    for member, status in _end_legs(ctx, sid, ending):
+        log.info(
+            "%s %s in session %s: %s",
+            verb,
+            member.name,
+            sid,
+            LEG_ENDED.get(status, f"the call is {status}"),
+            extra=ids(sid, member.id, member.call_sid),
+        )
+        done += 1
+    for member in live:
         fields = ids(sid, member.id, member.call_sid)
-        if state.ended or member.removed:
-            status = end_leg(ctx, sid, member.call_sid)
-            verb = "hung up" if state.ended else "removed"
-            log.info(
-                "%s %s in session %s: %s",
-                verb,
-                member.name,
-                sid,
-                LEG_ENDED.get(status, f"the call is {status}"),
-                extra=fields,
-            )
-            done += 1
-        elif member.rank == 2:
+        if member in ending:
+            continue
+        if member.rank == 2:
             for change in _apply_wishes(ctx, sid, member):
                 log.info("%s in session %s", change, sid, extra=fields)
                 done += 1
     if not done:
         log.debug("session %s: nothing to change at Twilio", sid, extra=ids(sid))
     return "settled"
+
+
+def _end_legs(
+    ctx: Context, sid: str, members: list[store.ControlMember]
+) -> list[tuple[store.ControlMember, str]]:
+    """End the legs of `members` at Twilio, at the same time: a ring-all's withdrawn
+    offers stop ringing together, not one request after another (docs/queues.md). Each
+    leg's status, in order; the first error is raised once every leg was tried, so a
+    retry does what is still to do."""
+    if len(members) <= 1:
+        return [(m, end_leg(ctx, sid, m.call_sid, ringing=m.rank == 1)) for m in members]
+    futures = [_LEGS.submit(end_leg, ctx, sid, m.call_sid, m.rank == 1) for m in members]
+    wait(futures)
+    return [(m, f.result()) for m, f in zip(members, futures, strict=True)]
 
 
 def _apply_wishes(ctx: Context, sid: str, member: store.ControlMember) -> list[str]:

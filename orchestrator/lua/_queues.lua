@@ -169,7 +169,9 @@ local function offer(sid, qid, q, uid, now)
   elseif a[2] and string.sub(a[2], 1, 1) == '+' then shown = a[2] end
   local outcome = add_member(sid, q.account, 'user', uid, mid, now, shown, '', job, true, true)
   if outcome ~= 'created' then return false end
-  redis.call('HSET', mkey(sid, mid), '_offer', qid)
+  -- When, by Redis' clock (the agents' state events' clock too): what an audit of the
+  -- strategy's choices compares.
+  redis.call('HSET', mkey(sid, mid), '_offer', qid, '_offeredat', tostring(now_ms()))
   append_log(sid, now, 'Offered to ' .. member_name(mkey(sid, mid)))
   enqueue_dial(job)
   return true
@@ -367,9 +369,20 @@ queue_session_ended = function(sid, now, outcome)
   if outcome == 'Abandoned' then bump(s[1], 'calls:Abandoned') end
 end
 
--- A due timer: `name` is ring:<sid>, wait:<sid> or wrapup:<uid>.
+-- A due timer: `name` is ring:<sid>, wait:<sid>, wrapup:<uid> or release:<sid>.
 local function run_timer(name, now)
   local kind, id = string.match(name, '^(%a+):(.+)$')
+  if kind == 'release' then
+    -- The session ended a while ago; a leg Twilio never said ended (its last callback
+    -- lost) no longer holds its member: no agent stays busy forever.
+    for _, mid in ipairs(redis.call('LRANGE', idskey(id), 0, -1)) do
+      local m = mkey(id, mid)
+      if tonumber(redis.call('HGET', m, '_rank') or '3') < 3 then
+        finalize(id, mid, now, member_name(m) .. ': no word that the call ended; released')
+      end
+    end
+    return
+  end
   if kind == 'wrapup' then
     if redis.call('HGET', userkey(id), 'agentState') == 'WrapUp' then
       set_agent(id, 'Ready', 'SetBySystem')

@@ -88,6 +88,9 @@ local function release_pending_dial(sid)
   return true
 end
 
+-- How long after its session ended a leg Twilio never said ended stops holding its user.
+local RELEASE_SECONDS = 60
+
 -- The session ends once: Disconnected, its outcome set, off the active list; its
 -- keys expire a week later (retain). '' lets the outcome follow from what happened.
 local function end_session(sid, now, outcome, message)
@@ -110,8 +113,14 @@ local function end_session(sid, now, outcome, message)
     redis.call('ZADD', endedidx(f[2]), ms, sid)
     purge_ended(f[2], ms)
   end
+  -- A user whose leg is still up stays busy (not offered a queue's call) until Twilio
+  -- says it ended; if it never does, a timer releases them (release: in _queues.lua).
   for _, mid in ipairs(redis.call('LRANGE', idskey(sid), 0, -1)) do
-    forget_user_session(sid, mkey(sid, mid))
+    local m = redis.call('HMGET', mkey(sid, mid), 'endpointId', '_rank')
+    if m[1] and tonumber(m[2] or '0') < 3 then
+      redis.call('ZADD', timerskey(), 'NX', clock_ms() + RELEASE_SECONDS * 1000, 'release:' .. sid)
+      break
+    end
   end
   release_pending_dial(sid)
   queue_session_ended(sid, now, outcome)
