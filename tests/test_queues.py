@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
 
 import pytest
 from rq.job import Job
@@ -300,13 +300,30 @@ def test_an_agent_answering_as_the_caller_hangs_up_leaves_nothing_stuck(qstack: 
         assert s["queueState"] in ("Disconnected", "Connected")
 
 
+@pytest.fixture
+def slow_phones(tmp_path: Path) -> Iterator[Stack]:
+    """A stack of its own (its own Redis: no other stack's worker takes its dials) whose
+    callees answer after 5 s."""
+    with private_stack(tmp_path, workers=2, emulator_args=("--ring-seconds", "5")) as stack:
+        yield stack
+
+
+@pytest.fixture
+def lone(tmp_path: Path) -> Iterator[Stack]:
+    """A stack of its own with one worker, for a test that kills it; a job may take 10 s
+    (so a Twilio request 2 s)."""
+    env = {"DIAL_JOB_TIMEOUT": "10", "DIAL_RETRY_BACKOFF": "0,1,1"}
+    with private_stack(tmp_path, env=env) as stack:
+        yield stack
+
+
 def test_an_agent_answering_as_the_ring_round_ends_is_taken_or_withdrawn_cleanly(
-    own_stack: Any, redis_url: str
+    slow_phones: Stack,
 ) -> None:
     """The agent's phone answers after 5 s, the queue's ring round is 5 s: either the
     agent takes the call, or the offer is withdrawn and the call offered again; never
     two agents on it, never an agent left on a call that has none."""
-    stack = own_stack(redis_url, workers=2, emulator_args=("--ring-seconds", "5"))
+    stack = slow_phones
     q = new_queue(stack, strategy="ring-all", ring_timeout=5, wrap_up=0, max_misses=5)
     agents = [q.agent(name) for name in ("Zed", "Abe")]
     sid = q.call()
@@ -323,12 +340,10 @@ def test_an_agent_answering_as_the_ring_round_ends_is_taken_or_withdrawn_cleanly
     nothing_stuck(q, sid)
 
 
-def test_a_worker_killed_while_offering_leaves_no_call_waiting(
-    own_stack: Any, redis_url: str
-) -> None:
-    # A job may take 10 s (so a Twilio request 2 s): Twilio takes 1.5 s to answer the
-    # offer's create, and the kill lands while it is in flight.
-    stack = own_stack(redis_url, env={"DIAL_JOB_TIMEOUT": "10", "DIAL_RETRY_BACKOFF": "0,1,1"})
+def test_a_worker_killed_while_offering_leaves_no_call_waiting(lone: Stack) -> None:
+    # Twilio takes 1.5 s to answer the offer's create, and the kill lands while it is in
+    # flight.
+    stack = lone
     q = new_queue(stack, strategy="ring-all", ring_timeout=30)
     agent = q.agent("Bea")
     stack.emulator("faults", "POST", data={"mode": "delay", "seconds": "1.5", "count": "1"})
