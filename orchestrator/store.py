@@ -476,6 +476,11 @@ def control_state(r: redis.Redis, sid: str) -> ControlState | None:
     return ControlState(ended=_text(ended) == "true", members=members)
 
 
+def member_removed(r: redis.Redis, sid: str, mid: str) -> bool:
+    """Whether the member is still to be taken off the call, as of now."""
+    return _text(r.hget(keys.member(sid, mid), "_removed")) == "1"
+
+
 def log_entry(r: redis.Redis, scripts: Scripts, sid: str, message: str) -> None:
     """A line in the session's log for what the worker could not do (note.lua: with its
     event, like every other change)."""

@@ -8,7 +8,7 @@ from Twilio's callbacks and dials; until then Twilio's list by name finds it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from twilio.base.exceptions import TwilioRestException
 
@@ -66,7 +66,13 @@ def end_conference(ctx: Context, session_id: str) -> bool:
     return ended
 
 
-def end_leg(ctx: Context, session_id: str, call_sid: str, ringing: bool = False) -> str:
+def end_leg(
+    ctx: Context,
+    session_id: str,
+    call_sid: str,
+    ringing: bool = False,
+    still_wanted: Callable[[], bool] | None = None,
+) -> str:
     """Hang one member's leg up, as Twilio allows for its state: a leg still queued or
     ringing is cancelled (no phone keeps ringing), one in the call leaves the conference.
     A leg last known `ringing` is cancelled straight away, without asking its status
@@ -86,6 +92,10 @@ def end_leg(ctx: Context, session_id: str, call_sid: str, ringing: bool = False)
             return call.status
     if call.status != "in-progress":
         return call.status
+    if still_wanted is not None and not still_wanted():
+        # Answered meanwhile, and the session no longer wants the leg gone (a queue's
+        # offer answered as its ring round ended keeps the call: docs/queues.md).
+        return "kept"
     participant = find_participant(ctx, session_id, call_sid)
     if participant is not None:
         conference = ctx.twilio.api.v2010.account.conferences(participant.conference_sid)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor, wait
+from functools import partial
 
 import requests
 from rq import get_current_job
@@ -43,6 +44,7 @@ LEG_ENDED = {
     "busy": "the call had ended (busy)",
     "no-answer": "the call had ended (no answer)",
     "failed": "the call had ended (failed)",
+    "kept": "it was answered meanwhile and is wanted again; kept",
 }
 
 
@@ -124,9 +126,16 @@ def _end_legs(
     offers stop ringing together, not one request after another (docs/queues.md). Each
     leg's status, in order; the first error is raised once every leg was tried, so a
     retry does what is still to do."""
+
+    def args(m: store.ControlMember) -> tuple[object, ...]:
+        # A leg that was ringing when the state was read may have been answered and kept
+        # since (a queue's offer answered as its ring round ended): asked again then.
+        wanted = partial(store.member_removed, ctx.redis, sid, m.id) if m.removed else None
+        return (ctx, sid, m.call_sid, m.rank == 1, wanted)
+
     if len(members) <= 1:
-        return [(m, end_leg(ctx, sid, m.call_sid, ringing=m.rank == 1)) for m in members]
-    futures = [_LEGS.submit(end_leg, ctx, sid, m.call_sid, m.rank == 1) for m in members]
+        return [(m, end_leg(*args(m))) for m in members]
+    futures = [_LEGS.submit(end_leg, *args(m)) for m in members]
     wait(futures)
     return [(m, f.result()) for m, f in zip(members, futures, strict=True)]
 
