@@ -124,10 +124,12 @@ def _run(redis_url: str, logging_level: str) -> None:
     connection = redis_client.connect_sync(redis_url)
     settings = context().settings
     configure_dial_template(settings.dial_retry_backoff, settings.dial_job_timeout)
-    sweep = TimerSweep()
-    sweep.start()
     while True:
         _install_template(connection)
+        # A fresh sweep for each worker: RQ forks its scheduler as the worker starts, and
+        # a sweep caught mid-request by a Redis outage must not be what the fork copies.
+        sweep = TimerSweep()
+        sweep.start()
         worker = JobWorker(
             # Control first: ending a leg must not wait behind a burst of dials.
             [Queue(CONTROL_QUEUE, connection=connection), Queue(DIAL_QUEUE, connection=connection)],
@@ -141,8 +143,9 @@ def _run(redis_url: str, logging_level: str) -> None:
         except REDIS_ERRORS as exc:
             log.warning("Redis unavailable (%s)", exc)
         # RQ's work() also returns, after logging, when an error ends its loop.
+        sweep.stop()
+        sweep.join(5)
         if worker._shutdown_requested_date is not None:
-            sweep.stop()
             return
         log.warning("the worker stopped without being asked to; restarting when Redis answers")
         _wait_for_redis(connection)
