@@ -256,7 +256,7 @@ class Agents:
         """The Sample of the delays from `start[i]` to the emulator's create of the
         participant labelled `labels[i]`; a create that never came counts as infinitely
         late. to_start / to_accept / to_end: 200 → job started → create → job ended."""
-        from bench.suite import percentile
+        from bench.suite import phases_text, timed
 
         suite = self.suite
         wanted = {label for label, t in zip(labels, start, strict=True) if label and t == t}
@@ -281,21 +281,13 @@ class Agents:
             {sid: accepted[label] for sid, label in by_sid.items() if label in accepted},
             {sid: label for sid, label in by_sid.items() if label in accepted},
         )
-        timed = dataclasses.replace(
-            sample,
-            p50=percentile(delays, 0.5),
-            p99=percentile(delays, 0.99),
-            count=len(delays),
-            errors=missing + sample.errors,
-            **phases,
-        )
+        result = timed(sample, delays, missing + sample.errors, phases)
         suite.log(
-            f"  {key:<14} p50 {timed.p50:7.2f} ms  p99 {timed.p99:7.2f} ms  ({len(delays)} "
+            f"  {key:<14} p50 {result.p50:7.2f} ms  p99 {result.p99:7.2f} ms  ({len(delays)} "
             f"calls, {missing} creates missing; 200 → job started → create → job ended: "
-            + ", ".join(f"{k} {v:.2f} ms" for k, v in phases.items())
-            + ")"
+            f"{phases_text(phases)})"
         )
-        return timed
+        return result
 
     def _creates(self) -> dict[str, float]:
         """Label -> when the emulator accepted the participant create of that label."""

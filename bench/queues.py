@@ -69,10 +69,10 @@ SPREAD_WORKERS = tuple(int(n) for n in os.environ.get("BENCH_SPREAD", "1,2,3,4,5
 SPREAD_CALLS = int(os.environ.get("BENCH_SPREAD_CALLS", "5"))
 SPREAD_LIMIT_MS = 400.0
 # The soak's scale; BENCH_SOAK="agents,calls,seconds[,hold min,hold max]" overrides it.
-_SOAK = [float(x) for x in os.environ.get("BENCH_SOAK", "500,1000,100").split(",")]
+_SOAK = [float(x) for x in os.environ.get("BENCH_SOAK", "500,1000,300").split(",")]
 SOAK_AGENTS, SOAK_CALLS, SOAK_SECONDS = int(_SOAK[0]), int(_SOAK[1]), _SOAK[2]
 # seconds a soak call lasts after its agent connects, uniform
-SOAK_HOLD = (_SOAK[3], _SOAK[4]) if len(_SOAK) == 5 else (20.0, 80.0)
+SOAK_HOLD = (_SOAK[3], _SOAK[4]) if len(_SOAK) == 5 else (60.0, 240.0)
 SNAPSHOT_SECONDS = 0.25
 TIE_MS = 5.0  # longest-idle check: closer than this to the offer counts as undecidable
 
@@ -315,7 +315,7 @@ class Queues:
     def _offer(self) -> tuple[Sample, Sample]:
         """Voice webhooks at RATE to a longest-idle queue of OFFER_AGENTS; each call ended
         HOLD_SECONDS after it came in. (the voice Sample, voice 200 → first create)."""
-        from bench.suite import percentile
+        from bench.suite import phases_text, timed
 
         suite = self.suite
         staff = self.staff(OFFER_AGENTS, "longest-idle")
@@ -364,23 +364,14 @@ class Queues:
             {sid: accepted[lab] for sid, lab in zip(sids, labels, strict=True) if lab in accepted},
             {sid: lab for sid, lab in zip(sids, labels, strict=True) if lab in accepted},
         )
-        timed = dataclasses.replace(
-            sample,
-            p50=percentile(delays, 0.5),
-            p99=percentile(delays, 0.99),
-            count=len(delays),
-            errors=missing + sample.errors,
-            **phases,
-        )
+        result = timed(sample, delays, missing + sample.errors, phases)
         with contextlib.suppress(TimeoutError):
             wait_until(lambda: self.all_free(staff), 30, "the agents free", 0.2)
         suite.log(
-            f"  {OFFER:<14} p50 {timed.p50:7.2f} ms  p99 {timed.p99:7.2f} ms  ({len(delays)} "
-            f"calls, {missing} offers missing; "
-            + ", ".join(f"{k} {v:.2f} ms" for k, v in phases.items())
-            + ")"
+            f"  {OFFER:<14} p50 {result.p50:7.2f} ms  p99 {result.p99:7.2f} ms  ({len(delays)} "
+            f"calls, {missing} offers missing; {phases_text(phases)})"
         )
-        return sample, timed
+        return sample, result
 
     def _first_offer(self, sid: str) -> str:
         if not sid:

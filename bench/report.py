@@ -955,10 +955,9 @@ def _queue_soak(soak: dict[str, Any]) -> list[str]:
         f"{soak['calls']:,} calls at an even {soak['rate']:.1f}/s over {seconds:.0f} s, one "
         f"worker; each call held {soak['hold'][0]:g}-{soak['hold'][1]:g} s (uniform) after "
         f"its agent connected, then ended by EndSession; {soak['seconds']:.0f} s from the "
-        "first call to the last one's end. The issue's scale is 500 agents and 1,000 calls "
-        "over 5 minutes with the emulator's CPS raised (the bench's `TWILIO_CPS` is 1000); "
-        "on this 2-core machine the calls come in within 2 minutes instead, so the agents "
-        "run out and calls wait in the queue.",
+        "first call to the last one's end. The calls last long enough that at times every "
+        "agent is busy and calls wait in the queue; the bench's `TWILIO_CPS` is 1000, so "
+        "Twilio's dial rate is not what limits it.",
         "",
         f"- Offers: {soak['offers']:,} in {soak['sessions']:,} sessions (their queueState at "
         f"the end: {states}).",

@@ -126,6 +126,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def timed(sample: Sample, delays: list[float], errors: int, phases: dict[str, float]) -> Sample:
+    """`sample` (a load's own figures) with the latencies of what the load set off: each
+    delay in ms (inf: it never came), `errors` counting those and the load's own, and the
+    phases' medians (200 → RQ job started → create accepted → job ended)."""
+    return dataclasses.replace(
+        sample,
+        p50=percentile(delays, 0.5),
+        p99=percentile(delays, 0.99),
+        count=len(delays),
+        errors=errors,
+        **phases,
+    )
+
+
+def phases_text(phases: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f} ms" for k, v in phases.items())
+
+
 class Suite:
     def __init__(self, options: Options, workdir: Path, log: Callable[[str], None]) -> None:
         self.o = options
@@ -515,19 +533,10 @@ class Suite:
         dials = max(1, len(delays))
         top = sorted(self.last_calls.items(), key=lambda kv: -kv[1])[:14]
         self.results.facts[f"{prefix}:dispatch_commands"] = [(k, v / dials) for k, v in top]
-        dispatch = dataclasses.replace(
-            sample,
-            p50=percentile(delays, 0.5),
-            p99=percentile(delays, 0.99),
-            count=len(delays),
-            errors=missing,
-            **phases,
-        )
+        dispatch = timed(sample, delays, missing, phases)
         self.log(
             f"  {prefix}:dispatch    p50 {dispatch.p50:7.2f} ms  p99 {dispatch.p99:7.2f} ms"
-            f"  ({len(delays)} dials, {missing} missing; "
-            + ", ".join(f"{k} {v:.2f} ms" for k, v in phases.items())
-            + ")"
+            f"  ({len(delays)} dials, {missing} missing; {phases_text(phases)})"
         )
         return sample, dispatch
 

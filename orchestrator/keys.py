@@ -100,6 +100,13 @@ def queue_waiting(queue_id: str) -> str:
     return f"{queue(queue_id)}:waiting"
 
 
+def queue_free(queue_id: str) -> str:
+    """zset: the queue's free agents (Ready, with no leg in any session), by when they
+    became idle (ms): kept by the scripts whenever an agent's state, sessions or queues
+    change, so a queue finds a free agent without reading every agent."""
+    return f"{queue(queue_id)}:free"
+
+
 def queue_stats(queue_id: str) -> str:
     """hash: the queue's counters for /metrics: calls by outcome, waits by bucket."""
     return f"{queue(queue_id)}:stats"
@@ -230,6 +237,12 @@ def control_job_keys() -> str:
     """hash: queue, queues, job: the RQ keys a script needs to enqueue a copy of the
     control job template (the control queue, RQ's set of queues, its job key prefix)."""
     return f"{control_job_template()}:keys"
+
+
+def job_doorbell() -> str:
+    """list: a token for each job a script enqueues, which wakes an idle worker at once
+    (workers/worker.py); kept short, as a token only wakes: the job is in its queue."""
+    return f"{PREFIX}jobs:doorbell"
 
 
 def event_wakeups(process: str) -> str:

@@ -308,12 +308,18 @@ def add_agent(r: redis.Redis, queue_id: str, user: str) -> str:
 
     def add(pipe: redis.client.Pipeline) -> None:
         present = pipe.lpos(agents, uid) is not None
+        state, idle = pipe.hmget(keys.user(uid), "agentState", "_idlesince")
+        busy = pipe.scard(keys.user_sessions(uid))
         pipe.multi()
         if not present:
             pipe.rpush(agents, uid)
         pipe.sadd(keys.user_queues(uid), queue_id)
+        # The queue's free set, as the scripts keep it (lua/_agents.lua).
+        if state in ("Ready", b"Ready") and not busy:
+            pipe.zadd(keys.queue_free(queue_id), {uid: float(idle or 0)})
 
-    r.transaction(add, agents)
+    # Watched: a change to the agent's state or sessions meanwhile makes it read again.
+    r.transaction(add, agents, keys.user(uid), keys.user_sessions(uid))
     return uid
 
 
@@ -324,7 +330,8 @@ def remove_agent(r: redis.Redis, queue_id: str, user: str) -> tuple[str, bool]:
     pipe = r.pipeline()
     pipe.lrem(keys.queue_agents(queue_id), 0, uid)
     pipe.srem(keys.user_queues(uid), queue_id)
-    removed, _ = pipe.execute()
+    pipe.zrem(keys.queue_free(queue_id), uid)
+    removed, _, _ = pipe.execute()
     return uid, bool(removed)
 
 

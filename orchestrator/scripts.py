@@ -38,6 +38,7 @@ HELPERS = (
     "_changes",  # what a script changed, for the live events
     "_render",  # members' JSON versions and the cached members' JSON
     "_jobs",  # the control job template's copies, and dial jobs
+    "_agents",  # which agents each ring queue has free
     "_sessions",  # the session's log, listing indexes, ending and retention
     "_members",  # members' call state, finding, adding and removing them
     "_callbacks",  # what Twilio's callbacks and the dials report, applied once

@@ -423,6 +423,8 @@ class DialClaim:
     removed: bool = False
     # A customer who waits for a ring queue's agent once connected: hold music till then.
     wait_music: bool = False
+    # A queue's offer: how long its phone rings (the queue's ring timeout), else None.
+    ring_timeout: int | None = None
 
 
 @dataclass(frozen=True)
@@ -514,7 +516,13 @@ def begin_dial(
         return DialClaim(to=reply[1], from_="", attempt=int(reply[2]), removed=True)
     if reply[0] != "dial":
         return reply[1]
-    return DialClaim(to=reply[1], from_=reply[2], attempt=int(reply[3]), wait_music=reply[4] == "1")
+    return DialClaim(
+        to=reply[1],
+        from_=reply[2],
+        attempt=int(reply[3]),
+        wait_music=reply[4] == "1",
+        ring_timeout=int(reply[5]) if reply[5] else None,
+    )
 
 
 def conference_sid(r: redis.Redis, sid: str) -> str | None:

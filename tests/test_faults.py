@@ -15,10 +15,11 @@ import pytest
 import redis
 from rq.job import Job
 
-from orchestrator import jobs, keys, redis_server
+from orchestrator import jobs, keys, redis_client, redis_server
 from orchestrator.launch import wait_until
 from tests.support.accounts import new_account, random_number
 from tests.support.stack import OwnStacks, Stack
+from workers import worker
 
 
 def _member_ids(stack: Stack) -> dict[str, dict[str, str]]:
@@ -177,6 +178,41 @@ def test_redis_restart_loses_no_accepted_invite(
     )
     creates = stack.emulator("creates").json()["byLabel"]
     assert all(creates.get(active[n]) == 1 for n in accepted)
+
+
+def test_a_job_claimed_by_a_worker_that_never_started_it_is_run_once(
+    own_redis: redis_server.RedisServer, own_stack: OwnStacks
+) -> None:
+    """A worker that loses Redis, or dies, between taking a job and starting it (what a
+    Redis restart under load hits) leaves the job claimed, in no queue and no registry;
+    it goes back to its queue and is dialled, once, by the next maintenance run."""
+    stack = own_stack(own_redis.url)
+    stack.stop("worker")
+    account = new_account(own_redis.url)
+    (sid,) = stack.open_sessions(account.number, 1)
+    with stack.client(account.key) as c:
+        response = c.post(f"/sessions/{sid}/members", json={"memberToAdd": random_number()})
+    assert response.status_code == 200, response.text
+    (mid,) = _member_ids(stack)
+    r = redis_client.connect_sync(own_redis.url)
+    dial = worker.ClaimingQueue(jobs.DIAL_QUEUE, connection=r)
+    # Taken as a worker takes it, and never started: the worker is gone.
+    job, _ = worker.ClaimingQueue.dequeue_any([dial], None, connection=r)
+    assert job.id == jobs.job_id(mid)
+    assert r.llen(dial.key) == 0 and r.lrange(dial.intermediate_queue_key, 0, -1) == [
+        job.id.encode()
+    ]
+
+    stack.start("worker", "-m", "orchestrator", "worker")
+    member = keys.member(sid, mid)
+    wait_until(
+        lambda: stack.redis.hget(member, "callSid"),
+        worker.CLAIM_GRACE_SECONDS + 2 * worker.MAINTENANCE_SECONDS + 5,
+        "the claimed job to be run",
+    )
+    assert stack.emulator("creates").json()["byLabel"].get(mid) == 1
+    assert r.llen(dial.intermediate_queue_key) == 0
+    assert "claimed but never started" in stack.processes["worker"].log()
 
 
 def test_dial_rate_is_shared_by_all_workers(

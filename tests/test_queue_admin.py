@@ -476,7 +476,9 @@ def test_metrics_show_each_queues_calls_waits_and_the_agents_by_state(
 def test_a_queue_call_is_counted_by_the_engine_in_metrics(stack: Stack, team: Team) -> None:
     """End to end: a caller who hangs up while waiting is an Abandoned call of the queue."""
     qid = _queue(stack, team)
+    # Ada wraps up (written as the engine writes it): the call waits for her.
     stack.redis.hset(keys.user(team.ada), mapping={"agentState": "WrapUp"})
+    stack.redis.hset(keys.agent_states(), team.ada, "WrapUp")
     number = random_number()
     provision.add_number(redis_client.connect_sync(stack.redis_url), number, team.id, qid)
     call = stack.incoming_call(random_number(), number)

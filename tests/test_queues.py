@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rq.job import Job
 
-from orchestrator import keys, redis_client
+from orchestrator import keys, provision, redis_client
 from orchestrator.jobs import job_id
 from orchestrator.launch import wait_until
 from tests.support import queues
@@ -83,6 +83,11 @@ def test_linear_offers_one_agent_at_a_time_in_order(qstack: Stack) -> None:
     assert [o["endpointId"] for o in offers] == [first.id, second.id]
     # The decline was a miss, and the next agent was offered at once, not after the ring.
     assert qstack.redis.hget(keys.user(first.id), "_misses") == "1"
+    # Each offer's phone rings for the queue's ring timeout, not a dial's usual 30 s.
+    for o in offers:
+        record = qstack.emulator(f"calls/{o['callSid']}").json()
+        create = next(r for r in record["requests"] if r["operation"] == "CreateParticipant")
+        assert create["params"]["Timeout"] == "5"
 
 
 def test_an_agent_who_lets_offers_ring_out_is_offered_the_next_agent_then_goes_not_ready(
@@ -394,3 +399,40 @@ def test_an_agent_is_not_offered_a_call_before_their_last_leg_is_down(qstack: St
 
     left = wait_until(lambda: when(first, "Eli left"), 15, "the first leg down")
     assert when(second, "Offered to Eli") >= left
+
+
+def test_each_queue_keeps_its_free_agents_and_the_sweep_mends_a_set_gone_wrong(
+    qstack: Stack,
+) -> None:
+    """A queue reads only its free agents (Ready, with no leg anywhere), from a set the
+    scripts keep as the agent's state and calls change, in every queue of theirs; a set
+    that disagrees with its agents (lost, or older than the code) is mended by the sweep,
+    and the call it held up is offered."""
+    q = new_queue(qstack, strategy="longest-idle", wrap_up=0)
+    other = q.sibling("Sales", strategy="ring-all")
+    ivy = q.agent("Ivy")
+    other.join(ivy)
+    r = redis_client.connect_sync(qstack.redis_url)
+
+    def free(queue: RingQueue) -> set[str]:
+        return set(qstack.redis.zrange(keys.queue_free(queue.id), 0, -1))
+
+    assert free(q) == free(other) == {ivy.id}
+    set_state(qstack, ivy, "NotReady")
+    assert free(q) == free(other) == set()
+    set_state(qstack, ivy, "Ready")
+    provision.remove_agent(r, other.id, ivy.id)
+    assert (free(q), free(other)) == ({ivy.id}, set())
+    provision.add_agent(r, other.id, ivy.id)
+    assert free(q) == free(other) == {ivy.id}
+
+    # Both sets forget Ivy: the call waits for her (she is Ready), until the sweep's look
+    # at the queue puts her back and offers it.
+    qstack.redis.delete(keys.queue_free(q.id), keys.queue_free(other.id))
+    sid = q.call()
+    s = q.wait(sid, lambda s: s["queueState"] == "Connected", "the call taken once mended")
+    assert s["queueMemberId"] == ivy.id
+    assert free(q) == free(other) == set()  # on a call: free in neither queue
+    caller = qstack.redis.hget(keys.session(sid), "callSid")
+    qstack.emulator(f"calls/{caller}/hangup", "POST")
+    wait_until(lambda: free(q) == free(other) == {ivy.id}, 15, "Ivy free again in both")

@@ -178,7 +178,7 @@ def dial_member(session_id: str, member_id: str) -> str:
             from_=claim.from_,
             to=claim.to,
             label=member_id,
-            timeout=RING_TIMEOUT_SECONDS,
+            timeout=claim.ring_timeout or RING_TIMEOUT_SECONDS,
             early_media=True,
             end_conference_on_exit=False,
             status_callback=callback_urls.call_status(public, session_id, member_id),

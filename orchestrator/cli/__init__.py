@@ -16,6 +16,7 @@ capture it; everything else (errors, hints) goes to stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import logging.config
 import math
@@ -240,27 +241,23 @@ def cmd_accounts_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def _region() -> str:
+    return os.environ.get("PHONE_DEFAULT_REGION", "US")
+
+
 def cmd_numbers_add(args: argparse.Namespace) -> int:
     try:
-        e164 = normalise(args.number, os.environ.get("PHONE_DEFAULT_REGION", "US"))
+        e164 = normalise(args.number, _region())
     except InvalidPhoneNumber:
         return _fail(f"{args.number!r} is not a valid phone number")
     print(provision.add_number(_redis(), e164, args.account, args.queue))
     return 0
 
 
-def _region() -> str:
-    return os.environ.get("PHONE_DEFAULT_REGION", "US")
-
-
 def cmd_queues_create(args: argparse.Namespace) -> int:
+    # Each QueueSettings field is the option of its name (ring_timeout: --ring-timeout).
     settings = provision.QueueSettings(
-        strategy=args.strategy,
-        ring_timeout=args.ring_timeout,
-        max_wait=args.max_wait,
-        wrap_up=args.wrap_up,
-        max_misses=args.max_misses,
-        overflow=args.overflow,
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(provision.QueueSettings)}
     )
     print(provision.create_queue(_redis(), args.account, args.name, settings, _region()))
     return 0
@@ -423,29 +420,27 @@ def parser() -> argparse.ArgumentParser:
     qcreate = queues("create", "create a ring queue of an account; prints its id")
     qcreate.add_argument("name", metavar="NAME")
     qcreate.add_argument("--account", required=True, help="the account's id (acc_...)")
+    settings = provision.QueueSettings()  # the options' defaults
     qcreate.add_argument(
-        "--strategy", default="ring-all", choices=provision.STRATEGIES,
+        "--strategy", default=settings.strategy, choices=provision.STRATEGIES,
         help="who is offered a call: every free agent at once (ring-all, the default), one "
         "at a time in the order they were added (linear), one at a time after the agent "
         "who took the last call (round-robin), or the one idle longest (longest-idle)",
     )  # fmt: skip
     low, high = provision.RING_TIMEOUT_RANGE
-    qcreate.add_argument(
-        "--ring-timeout", type=int, default=20, metavar="S",
-        help=f"seconds an offer rings before the next ({low}-{high}, default 20)",
-    )  # fmt: skip
-    qcreate.add_argument(
-        "--max-wait", type=int, default=300, metavar="S",
-        help="seconds a call waits for an agent before it overflows or ends (default 300)",
-    )  # fmt: skip
-    qcreate.add_argument(
-        "--wrap-up", type=int, default=10, metavar="S",
-        help="seconds an agent is in WrapUp after a queue call (default 10)",
-    )  # fmt: skip
-    qcreate.add_argument(
-        "--max-misses", type=int, default=3, metavar="N",
-        help="offers an agent may miss in a row before going NotReady (default 3)",
-    )  # fmt: skip
+    # Each option sets the QueueSettings field of its name (cmd_queues_create reads them so).
+    for name, metavar, text in (
+        ("ring_timeout", "S", f"seconds an offer rings before the next ({low}-{high}, "
+         "default %(default)s)"),
+        ("max_wait", "S", "seconds a call waits for an agent before it overflows or ends "
+         "(default %(default)s)"),
+        ("wrap_up", "S", "seconds an agent is in WrapUp after a queue call (default "
+         "%(default)s)"),
+        ("max_misses", "N", "offers an agent may miss in a row before going NotReady "
+         "(default %(default)s)"),
+    ):  # fmt: skip
+        option, default = "--" + name.replace("_", "-"), getattr(settings, name)
+        qcreate.add_argument(option, type=int, default=default, metavar=metavar, help=text)
     qcreate.add_argument(
         "--overflow", metavar="NUMBER_OR_USER",
         help="where a call goes when nobody takes it in time: a phone number, or a user of "
@@ -453,13 +448,14 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     qcreate.set_defaults(func=cmd_queues_create)
     qadd = queues("add", "make a user an agent of a queue (after the others); prints the user id")
-    qadd.add_argument("queue", metavar="QUEUE", help="the queue's id (que_...)")
-    qadd.add_argument("user", metavar="USER", help="a user of the queue's account: id or email")
     qadd.set_defaults(func=cmd_queues_add)
     qremove = queues("remove", "a user is no longer an agent of a queue; prints the user id")
-    qremove.add_argument("queue", metavar="QUEUE", help="the queue's id (que_...)")
-    qremove.add_argument("user", metavar="USER", help="a user of the queue's account: id or email")
     qremove.set_defaults(func=cmd_queues_remove)
+    for agent in (qadd, qremove):
+        agent.add_argument("queue", metavar="QUEUE", help="the queue's id (que_...)")
+        agent.add_argument(
+            "user", metavar="USER", help="a user of the queue's account: id or email"
+        )
     qlist = queues(
         "list", "list an account's queues: id, name, strategy, timings, overflow, calls "
         "waiting, agents as user:state",

@@ -437,27 +437,49 @@
     state.myTimer = setTimeout(() => loadMine(gen), delay);
   }
 
-  async function loadMine(gen) {
-    const seq = ++state.mySeq;
+  /**
+   * Reads the list of a panel that the key or the server may not offer (GET /sessions/my,
+   * GET /queues): its items that have an id, or null when there is nothing to show. An
+   * answer overtaken by a newer read (the counter `state[seqName]`) or by another key is
+   * dropped; 401 refuses the key; 403, 404 or 405 mean no such list for this key or on this
+   * server (`unavailable`: no panel); any other failure is retried with the next change
+   * (`failed`).
+   */
+  async function readPanelList(gen, seqName, path, listKey, unavailable, failed) {
+    const seq = ++state[seqName];
+    const current = () => gen === state.generation && seq === state[seqName];
     let body;
     try {
-      body = await api("GET", "/sessions/my");
+      body = await api("GET", path);
     } catch (problem) {
-      if (gen !== state.generation || seq !== state.mySeq) return;
+      if (!current()) return null;
       if (problem.status === 401) refuseKey(problem);
-      else if (problem.status === 404 || problem.status === 405 || problem.status === 403) {
+      else if (problem.status === 403 || problem.status === 404 || problem.status === 405) unavailable(problem);
+      else failed(problem);
+      return null;
+    }
+    if (!current()) return null;
+    return ((body && body[listKey]) || []).filter((item) => item && item.id);
+  }
+
+  async function loadMine(gen) {
+    const list = await readPanelList(
+      gen,
+      "mySeq",
+      "/sessions/my",
+      "sessions",
+      (problem) => {
         state.myAvailable = false;
         ui.myEmpty.textContent = `Your calls cannot be listed here: ${problem.message}`;
         renderSummary();
-      } else {
+      },
+      (problem) => {
         ui.myEmpty.textContent = `Your calls could not be read: ${problem.message}. Retrying with the next change.`;
-      }
-      return;
-    }
-    if (gen !== state.generation || seq !== state.mySeq) return;
+      },
+    );
+    if (!list) return;
     state.myAvailable = true;
     ui.myEmpty.textContent = "You are in no call right now.";
-    const list = ((body && body.sessions) || []).filter((s) => s && s.id);
     state.mine = new Set(list.map((s) => s.id));
     for (const session of list) applySession(session, false, true);
     if (!state.me) learnMe(list);
@@ -681,27 +703,25 @@
   }
 
   async function loadQueues(gen) {
-    const seq = ++state.queueSeq;
-    let body;
-    try {
-      body = await api("GET", "/queues");
-    } catch (problem) {
-      if (gen !== state.generation || seq !== state.queueSeq) return;
-      if (problem.status === 401) refuseKey(problem);
-      else if (problem.status === 403 || problem.status === 404 || problem.status === 405) {
-        state.queuesAvailable = false; // not for this key, or not on this server: no panel
+    const list = await readPanelList(
+      gen,
+      "queueSeq",
+      "/queues",
+      "queues",
+      () => {
+        state.queuesAvailable = false;
         state.queues = null;
         renderQueues();
-      } else {
+      },
+      (problem) => {
         const retry = "Retrying with the next change.";
         ui.queuesError.textContent = `The queues could not be read: ${problem.message}. ${retry}`;
         ui.queuesError.hidden = false;
-      }
-      return;
-    }
-    if (gen !== state.generation || seq !== state.queueSeq) return;
+      },
+    );
+    if (!list) return;
     state.queuesAvailable = true;
-    state.queues = ((body && body.queues) || []).filter((q) => q && q.id);
+    state.queues = list;
     state.queuesAt = Date.now();
     ui.queuesError.hidden = true;
     renderQueues();

@@ -8,6 +8,13 @@
 local CONTROL_TEMPLATE, CONTROL_TEMPLATE_KEYS = templatekey(), templatekeyskey()
 local DIAL_TEMPLATE = dialtemplatekey()
 local CONTROL_WANTED, CONTROL_ORDER = {}, {}
+-- An idle worker waits on the doorbell, not on the queues (workers/worker.py claims a
+-- job from either queue in one step): a token for each job wakes one at once.
+local DOORBELL, DOORBELL_KEEP = doorbellkey(), 63
+local function ring_doorbell(jobs)
+  for _ = 1, jobs do redis.call('LPUSH', DOORBELL, '1') end
+  redis.call('LTRIM', DOORBELL, 0, DOORBELL_KEEP)
+end
 local function control_ready()
   return redis.call('EXISTS', CONTROL_TEMPLATE, DIAL_TEMPLATE) == 2
 end
@@ -28,6 +35,7 @@ local function flush_control(_, now)
     redis.call('RPUSH', keys[1], id)
   end
   redis.call('SADD', keys[2], keys[1])
+  ring_doorbell(#CONTROL_ORDER)
   CONTROL_WANTED, CONTROL_ORDER = {}, {}
 end
 -- Every script that may ask for Twilio work calls this before it changes anything.
@@ -46,6 +54,7 @@ local function enqueue_dial(job)
   redis.call('HSET', job[3], unpack(hash))
   redis.call('RPUSH', job[1], job[4])
   redis.call('SADD', job[2], job[1])
+  ring_doorbell(1)
 end
 
 -- The dial job of a member a script adds by itself (a ring queue's offer, its overflow):

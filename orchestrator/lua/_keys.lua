@@ -35,6 +35,7 @@ local function queuekey(qid) return P .. 'queue:' .. qid end
 local function queueagentskey(qid) return P .. 'queue:' .. qid .. ':agents' end
 local function queuewaitingkey(qid) return P .. 'queue:' .. qid .. ':waiting' end
 local function queuestatskey(qid) return P .. 'queue:' .. qid .. ':stats' end
+local function queuefreekey(qid) return P .. 'queue:' .. qid .. ':free' end
 local function numberqueuekey(e164) return P .. 'number:' .. e164 .. ':queue' end
 local function userqueueskey(uid) return P .. 'user:' .. uid .. ':queues' end
 local function timerskey() return P .. 'timers' end
@@ -46,3 +47,4 @@ local function idemkey(token) return P .. 'idem:' .. token end
 local function templatekey() return P .. 'jobtemplate:control' end
 local function templatekeyskey() return P .. 'jobtemplate:control:keys' end
 local function dialtemplatekey() return P .. 'jobtemplate:dial' end
+local function doorbellkey() return P .. 'jobs:doorbell' end

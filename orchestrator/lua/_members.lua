@@ -120,7 +120,10 @@ local function add_member(sid, account, kind, ref, mid, now, caller, actor_name,
   redis.call('RPUSH', idskey(sid), mid)
   cache_new_member(sid, m)
   redis.call('HSET', activekey(sid), to, mid)
-  if kind == 'user' then redis.call('SADD', usersessionskey(fields[2]), sid) end
+  if kind == 'user' then
+    redis.call('SADD', usersessionskey(fields[2]), sid)
+    agent_changed(fields[2])
+  end
   if not quiet then
     append_log(sid, now, said(actor_name, 'invited ' .. member_name(m), 'Invited ' .. member_name(m)))
   end

@@ -5,9 +5,11 @@
 -- step that decides it, so an agent is reserved in the same step that offers it the
 -- call: an agent is free while Ready with no leg in any session (their sessions set,
 -- which add_member fills and finalize empties), and two offers can never take one agent.
--- A withdrawn offer is a removal (remove: the control job cancels the ringing leg). A
--- timer is an entry in the timers sorted set, which the workers' sweep runs when due
--- (timers.lua); so nothing that must happen later lives in a process.
+-- Each queue keeps its free agents in a set (_agents.lua), so a call finds its agent
+-- by reading the free ones only. A withdrawn offer is a removal (remove: the control
+-- job cancels the ringing leg). A timer is an entry in the timers sorted set, which the
+-- workers' sweep runs when due (timers.lua); so nothing that must happen later lives in
+-- a process.
 
 -- Answered calls' waits, by bucket upper bound in seconds (the last bucket is +Inf):
 -- orchestrator/queue_reads.py renders them as a Prometheus histogram.
@@ -37,17 +39,13 @@ local function set_agent(uid, state, reason)
     redis.call('HSET', userkey(uid), '_idlesince', tostring(now_ms()), '_misses', '0')
   end
   if state ~= 'WrapUp' then redis.call('ZREM', timerskey(), 'wrapup:' .. uid) end
+  agent_changed(uid)
   local key = eventskey(u[1])
   redis.call('XADD', key, 'MINID', '~', now_ms() - EVENTS_KEEP_SECONDS * 1000, '*',
     '@agent', uid, '@events', 'AgentStateChanged', 'userId', uid, 'agentState', state,
     'agentStateReason', reason)
   redis.call('EXPIRE', key, EVENTS_KEEP_SECONDS + 60)
   return true
-end
-
-local function agent_free(uid)
-  return redis.call('HGET', userkey(uid), 'agentState') == 'Ready'
-    and redis.call('SCARD', usersessionskey(uid)) == 0
 end
 
 local function set_timer(name, due_ms) redis.call('ZADD', timerskey(), due_ms, name) end
@@ -106,13 +104,29 @@ local function count_miss(uid, q)
   end
 end
 
--- The queue's free agents, in the queue's order: {position, user id}.
-local function free_agents(qid)
+-- The queue's free agents, {position, user id}: longest idle first, or in the queue's
+-- order for the strategies that go by it (linear, round-robin).
+local function free_agents(qid, q)
   local free = {}
-  for i, uid in ipairs(redis.call('LRANGE', queueagentskey(qid), 0, -1)) do
-    if agent_free(uid) then free[#free + 1] = {i, uid} end
+  local ids = redis.call('ZRANGE', queuefreekey(qid), 0, -1)
+  if #ids == 0 then return free end
+  local pos = {}
+  local ordered = q.strategy == 'linear' or q.strategy == 'round-robin'
+  if ordered then
+    for i, uid in ipairs(redis.call('LRANGE', queueagentskey(qid), 0, -1)) do pos[uid] = i end
   end
+  for _, uid in ipairs(ids) do free[#free + 1] = {pos[uid] or 0, uid} end
+  if ordered then table.sort(free, function(a, b) return a[1] < b[1] end) end
   return free
+end
+
+-- Whether `uid` is free as the agent's own state says; the free set is mended if not.
+-- (Each agent is checked as it is chosen: a set that disagreed with the state it
+-- summarises would reserve nobody twice, but it must not ring anyone busy either.)
+local function still_free(uid)
+  if agent_free(uid) then return true end
+  agent_changed(uid)
+  return false
 end
 
 -- The agents to offer a call to now, out of `free` (taken out of it), by the queue's
@@ -128,25 +142,29 @@ local function choose(sid, q, free)
   if #open == 0 then return {} end
   local picked = {}
   if q.strategy == 'ring-all' then
-    picked = open
-  elseif q.strategy == 'longest-idle' then
-    local best, best_idle = nil, nil
     for _, k in ipairs(open) do
-      local idle = tonumber(redis.call('HGET', userkey(free[k][2]), '_idlesince') or '0')
-      if not best_idle or idle < best_idle then best, best_idle = k, idle end
+      if still_free(free[k][2]) then picked[#picked + 1] = k end
     end
-    picked = {best}
   else
-    -- linear and round-robin: the first free agent after the last one offered this
-    -- call, wrapping round to the first.
-    local pos = tonumber(redis.call('HGET', skey(sid), '_qpos') or '0')
-    local pick = open[1]
-    for _, k in ipairs(open) do
-      if free[k][1] > pos then pick = k; break end
+    -- longest-idle: the first of the free set's order; linear and round-robin: the
+    -- first free agent after the last one offered this call, wrapping round.
+    local from = 1
+    if q.strategy ~= 'longest-idle' then
+      local pos = tonumber(redis.call('HGET', skey(sid), '_qpos') or '0')
+      from = #open + 1
+      for i, k in ipairs(open) do
+        if free[k][1] > pos then from = i; break end
+      end
     end
-    redis.call('HSET', skey(sid), '_qpos', tostring(free[pick][1]))
-    picked = {pick}
+    for n = 0, #open - 1 do
+      local k = open[(from - 1 + n) % #open + 1]
+      if still_free(free[k][2]) then picked = {k}; break end
+    end
+    if picked[1] and q.strategy ~= 'longest-idle' then
+      redis.call('HSET', skey(sid), '_qpos', tostring(free[picked[1]][1]))
+    end
   end
+  if #picked == 0 then return {} end
   local chosen = {}
   for i = #picked, 1, -1 do
     chosen[#chosen + 1] = free[picked[i]][2]
@@ -201,9 +219,12 @@ end
 -- Whether any agent of the queue could take a call at some point without doing anything
 -- (Ready, or WrapUp, or on a call): with none, a waiting call gives up at once.
 local function anyone_coming(qid)
-  for _, uid in ipairs(redis.call('LRANGE', queueagentskey(qid), 0, -1)) do
-    local st = redis.call('HGET', userkey(uid), 'agentState')
-    if st == 'Ready' or st == 'WrapUp' then return true end
+  local ids = redis.call('LRANGE', queueagentskey(qid), 0, -1)
+  for i = 1, #ids, 1000 do
+    local states = redis.call('HMGET', agentstateskey(), unpack(ids, i, math.min(i + 999, #ids)))
+    for _, st in ipairs(states) do
+      if st == 'Ready' or st == 'WrapUp' then return true end
+    end
   end
   return false
 end
@@ -216,7 +237,7 @@ local function distribute(qid, now)
   if not q then return end
   local waiting = redis.call('ZRANGE', queuewaitingkey(qid), 0, -1)
   if #waiting == 0 then return end
-  local free = free_agents(qid)
+  local free = free_agents(qid, q)
   local coming = nil
   for _, sid in ipairs(waiting) do
     local s = redis.call('HMGET', skey(sid), 'ended', 'queueState')
@@ -240,6 +261,20 @@ local function distribute(qid, now)
       end
     end
   end
+end
+
+-- A few of the queue's agents checked against its free set, round the queue by a cursor:
+-- the sweep does it for each queue it looks at (one with calls waiting), so a free set
+-- that disagreed with its agents' states, whatever the cause, is mended within seconds.
+local AUDIT_AGENTS = 16
+local function audit_agents(qid)
+  local n = redis.call('LLEN', queueagentskey(qid))
+  if n == 0 then return end
+  local at = tonumber(redis.call('HGET', queuekey(qid), '_audit') or '0') % n
+  for _, uid in ipairs(redis.call('LRANGE', queueagentskey(qid), at, at + AUDIT_AGENTS - 1)) do
+    agent_changed(uid)
+  end
+  redis.call('HSET', queuekey(qid), '_audit', tostring((at + AUDIT_AGENTS) % n))
 end
 
 local function distribute_for(uid, now)

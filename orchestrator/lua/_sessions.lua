@@ -71,7 +71,10 @@ end
 -- (GetMySessions).
 local function forget_user_session(sid, m)
   local uid = redis.call('HGET', m, 'endpointId')
-  if uid then redis.call('SREM', usersessionskey(uid), sid) end
+  if uid then
+    redis.call('SREM', usersessionskey(uid), sid)
+    agent_changed(uid)
+  end
 end
 
 -- An outgoing session's destination is dialled once the agent's leg is in the

@@ -12,7 +12,7 @@ if err then return err end
 local m = mkey(sid, mid)
 if redis.call('EXISTS', m) == 0 then return {'skip', 'missing'} end
 local f = redis.call('HMGET', m, '_rank', 'callSid', '_to', '_from', '_removed', '_attempts',
-  '_waitmusic')
+  '_waitmusic', '_offer')
 if tonumber(f[1] or '0') >= 3 then return {'skip', 'final'} end
 if f[2] then
   -- A worker died after Twilio took the dial; its callbacks told us the CallSid.
@@ -50,5 +50,9 @@ local attempt = redis.call('HINCRBY', m, '_attempts', 1)
 -- When the first attempt went to Twilio (Redis's clock, seconds): a retry looks for the
 -- call it may have placed among the calls started since (workers/dial.py).
 if attempt == 1 then redis.call('HSET', m, '_dialAt', tostring(clock)) end
--- A progressive dial's customer waits for an agent with hold music (worker: WaitUrl).
-return {'dial', f[3], from, tostring(attempt), f[7] or ''}
+-- A progressive dial's customer waits for an agent with hold music (worker: WaitUrl);
+-- a queue's offer rings for the queue's ring timeout (Twilio's Timeout), so a phone
+-- stops by itself when its round ends even if the withdrawal's cancel never comes.
+local ring = ''
+if f[8] then ring = redis.call('HGET', queuekey(f[8]), 'ringTimeout') or '' end
+return {'dial', f[3], from, tostring(attempt), f[7] or '', ring}

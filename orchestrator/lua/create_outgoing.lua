@@ -98,6 +98,7 @@ elseif callsid ~= '' then
   redis.call('RPUSH', idskey(sid), agent)
   redis.call('HSET', activekey(sid), 'client:' .. uid, agent)
   redis.call('SADD', usersessionskey(uid), sid)
+  agent_changed(uid)
   record_call_sid(sid, agent, callsid)
   redis.call('HSET', sk, 'callSid', callsid, 'mostRecentParticipantCallSid', callsid)
 else

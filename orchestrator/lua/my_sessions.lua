@@ -12,6 +12,7 @@ for _, sid in ipairs(redis.call('SMEMBERS', usersessionskey(uid))) do
     out[#out + 1] = sid
   elseif not s[1] or s[2] == 'true' then
     redis.call('SREM', usersessionskey(uid), sid)
+    agent_changed(uid)
   end
 end
 return out

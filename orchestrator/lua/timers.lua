@@ -1,7 +1,8 @@
 -- The workers' sweep (workers/timers.py): runs the queues' timers that are due (a ring
 -- round over, a wait too long, a wrap-up over), each once, whichever worker pops it; then,
 -- level-triggered, offers what waits in a few queues, so that a call never waits for an
--- event that a crash lost while an agent is free.
+-- event that a crash lost while an agent is free (a few of each such queue's agents
+-- checked against its free set first).
 -- ARGV: prefix, now, how many timers at most, how many queues at most.
 -- Returns the number of timers run.
 local now, most, queues = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -13,6 +14,7 @@ for _, name in ipairs(due) do
   run_timer(name, now)
 end
 for _, qid in ipairs(redis.call('SRANDMEMBER', queueswaitingkey(), queues)) do
+  audit_agents(qid)
   distribute(qid, now)
 end
 flush_control('', now)
