@@ -66,8 +66,9 @@ CLAIM_GRACE_SECONDS = MAINTENANCE_SECONDS
 # looks at its queues at least this often for the jobs RQ enqueues itself (retries).
 IDLE_LOOK_SECONDS = 0.5
 # RQ holds a queue's maintenance lock while it cleans (milliseconds) and deletes it after;
-# one left by a worker that lost Redis mid-clean expires within this, not RQ's 15 minutes.
-MAINTENANCE_LOCK_SECONDS = 60
+# one left by a worker that died or lost Redis mid-clean (a worker stopped as it starts
+# does: it cleans first) expires within this, not RQ's 15 minutes.
+MAINTENANCE_LOCK_SECONDS = 3 * MAINTENANCE_SECONDS
 
 # KEYS: (queue, its claim list, its claim times) for each queue, first served first;
 # ARGV: none. The first job found moves to its claim list, stamped with Redis's clock.
