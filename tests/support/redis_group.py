@@ -15,8 +15,10 @@ from orchestrator.launch import Process, free_port, wait_until
 
 MASTER = "orch"
 # Quick to notice a dead primary, as a test wants; production keeps Sentinel's defaults
-# or its own (docs/deployment.md, High availability).
-DOWN_AFTER_MS = 1000
+# or its own (docs/deployment.md, High availability). Not quicker: on a loaded 2-core
+# machine a just-promoted primary can stall for a second, and at 1 s the Sentinels then
+# failed over a second time, leaving the new primary without a replica for ten seconds.
+DOWN_AFTER_MS = 3000
 FAILOVER_TIMEOUT_MS = 5000
 
 
