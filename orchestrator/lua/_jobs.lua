@@ -10,10 +10,15 @@ local DIAL_TEMPLATE = dialtemplatekey()
 local CONTROL_WANTED, CONTROL_ORDER = {}, {}
 -- An idle worker waits on the doorbell, not on the queues (workers/worker.py claims a
 -- job from either queue in one step): a token for each job wakes one at once.
-local DOORBELL, DOORBELL_KEEP = doorbellkey(), 63
+-- Tokens nobody took (the workers were busy, and claimed the jobs without waiting) are
+-- trimmed to DOORBELL_KEEP, only once there are more: one command a job, as a rule.
+local DOORBELL, DOORBELL_KEEP = doorbellkey(), 64
 local function ring_doorbell(jobs)
-  for _ = 1, jobs do redis.call('LPUSH', DOORBELL, '1') end
-  redis.call('LTRIM', DOORBELL, 0, DOORBELL_KEEP)
+  local tokens = {}
+  for i = 1, math.min(jobs, DOORBELL_KEEP) do tokens[i] = '1' end
+  if redis.call('LPUSH', DOORBELL, unpack(tokens)) > DOORBELL_KEEP then
+    redis.call('LTRIM', DOORBELL, 0, DOORBELL_KEEP - 1)
+  end
 end
 local function control_ready()
   return redis.call('EXISTS', CONTROL_TEMPLATE, DIAL_TEMPLATE) == 2
