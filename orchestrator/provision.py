@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 
 import redis
-import redis.client
 
-from orchestrator import apikeys, dial_policy, keys, queue_reads
+from orchestrator import apikeys, dial_policy, keys, queue_reads, scripts
 from orchestrator.phone import InvalidPhoneNumber, normalise
 from orchestrator.store import new_id, now
 
@@ -304,22 +303,7 @@ def add_agent(r: redis.Redis, queue_id: str, user: str) -> str:
     those already there (`linear` offers calls in that order); one already there keeps
     their place. Their id."""
     uid = _agent(r, queue_id, user)
-    agents = keys.queue_agents(queue_id)
-
-    def add(pipe: redis.client.Pipeline) -> None:
-        present = pipe.lpos(agents, uid) is not None
-        state, idle = pipe.hmget(keys.user(uid), "agentState", "_idlesince")
-        busy = pipe.scard(keys.user_sessions(uid))
-        pipe.multi()
-        if not present:
-            pipe.rpush(agents, uid)
-        pipe.sadd(keys.user_queues(uid), queue_id)
-        # The queue's free set, as the scripts keep it (lua/_agents.lua).
-        if state in ("Ready", b"Ready") and not busy:
-            pipe.zadd(keys.queue_free(queue_id), {uid: float(idle or 0)})
-
-    # Watched: a change to the agent's state or sessions meanwhile makes it read again.
-    r.transaction(add, agents, keys.user(uid), keys.user_sessions(uid))
+    _queue_agent(r, queue_id, uid, "add")
     return uid
 
 
@@ -327,12 +311,14 @@ def remove_agent(r: redis.Redis, queue_id: str, user: str) -> tuple[str, bool]:
     """The user is no longer an agent of the queue (calls ringing them stay offered until
     they end); their id, and whether they were one."""
     uid = _agent(r, queue_id, user)
-    pipe = r.pipeline()
-    pipe.lrem(keys.queue_agents(queue_id), 0, uid)
-    pipe.srem(keys.user_queues(uid), queue_id)
-    pipe.zrem(keys.queue_free(queue_id), uid)
-    removed, _, _ = pipe.execute()
-    return uid, bool(removed)
+    return uid, _queue_agent(r, queue_id, uid, "remove")
+
+
+def _queue_agent(r: redis.Redis, queue_id: str, uid: str, op: str) -> bool:
+    """queue_agent.lua: the queue's agents and its free set change in one step, the free
+    set as every script that changes an agent keeps it."""
+    script = r.register_script(scripts.source("queue_agent"))
+    return bool(script(args=[keys.PREFIX, queue_id, uid, op]))
 
 
 def list_queues(r: redis.Redis, account_id: str) -> list[queue_reads.Queue]:

@@ -65,6 +65,7 @@ NAMES = (
     "my_sessions",
     "note",
     "set_agent_state",
+    "queue_agent",
     "timers",
 )
 
