@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 from twilio.request_validator import RequestValidator
 
 from emulator.overrides import OverrideError, Overrides, parse_url
+from emulator.webhook_client import Answer, WebhookClient, WebhookError
 
 logger = logging.getLogger(__name__)
 
@@ -127,26 +127,20 @@ class Delivery:
 
 
 class CallbackDispatcher:
-    """Sends signed webhooks from the server's event loop through one shared HTTP client."""
+    """Sends signed webhooks from the server's event loop through one shared HTTP client
+    (emulator.webhook_client: a webhook must cost the emulator little, or its webhooks would
+    hold up the REST requests it serves on the same loop)."""
 
     def __init__(self, auth_token: str, retry_delay: float = RETRY_DELAY) -> None:
         self._auth_token = auth_token
         self._retry_delay = retry_delay
-        self._client: httpx.AsyncClient | None = None
+        self._client = WebhookClient()
         self._tails: dict[str, asyncio.Task[Delivery | None]] = {}
         self._tasks: set[asyncio.Task[Delivery | None]] = set()
         self._sending: dict[str, list[Attempt]] = {}
         #: Asked before each attempt: True makes it fail unsent, as a connection Twilio could
         #: not make (the ``callbacks`` fault, ``FaultInjector.refuse_callback``).
         self.refuse: Callable[[], bool] = lambda: False
-
-    def _http(self) -> httpx.AsyncClient:
-        # Created lazily so it binds to the loop that actually serves requests.
-        # trust_env=False: callbacks go straight to the app, never through a proxy from the
-        # environment (a proxy would also make the signed URL differ from the one received).
-        if self._client is None:
-            self._client = httpx.AsyncClient(trust_env=False)
-        return self._client
 
     async def send(
         self,
@@ -171,24 +165,26 @@ class CallbackDispatcher:
         if method == "GET":
             target = _with_query(base, params)
             signature = sign(self._auth_token, target, {})
-            request_kwargs: dict[str, Any] = {}
+            body: bytes | None = None
         else:
             target = base
             signature = sign(self._auth_token, base, params)
-            request_kwargs = {"data": dict(_as_lists(params))}
+            body = urlencode(_pairs(params)).encode()
         headers = {
             "X-Twilio-Signature": signature,
             IDEMPOTENCY_HEADER: token,
             "User-Agent": "TwilioProxy/1.1",
             "Accept": "*/*",
         }
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
         deadline = time.monotonic() + overrides.total
         attempts = [] if attempts is None else attempts
-        response: httpx.Response | None = None
+        response: Answer | None = None
         delay = self._retry_delay
         while True:
             response, failure, attempt = await self._attempt(
-                method, target, headers, request_kwargs, overrides, deadline
+                method, target, headers, body, overrides, deadline
             )
             attempts.append(attempt)
             retries_left = len(attempts) <= overrides.retries
@@ -213,29 +209,28 @@ class CallbackDispatcher:
         method: str,
         target: str,
         headers: dict[str, str],
-        request_kwargs: dict[str, Any],
+        body: bytes | None,
         overrides: Overrides,
         deadline: float,
-    ) -> tuple[httpx.Response | None, str | None, Attempt]:
+    ) -> tuple[Answer | None, str | None, Attempt]:
         """One request: (response, failure class for the retry policy or None, attempt)."""
         if self.refuse():
             return None, "ct", Attempt(error="ConnectError: refused (emulator callbacks fault)")
         left = max(0.001, deadline - time.monotonic())
-        timeout = httpx.Timeout(
-            min(overrides.read_timeout, left),
-            connect=min(overrides.connect_timeout, left),
-        )
         try:
-            response = await self._http().request(
-                method, target, headers=headers, timeout=timeout, **request_kwargs
+            response = await self._client.request(
+                method,
+                target,
+                headers,
+                body,
+                connect_timeout=min(overrides.connect_timeout, left),
+                read_timeout=min(overrides.read_timeout, left),
             )
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            return None, "ct", Attempt(error=f"{type(exc).__name__}: {exc}")
-        except httpx.TimeoutException as exc:  # connected, but no answer in time
-            return None, "rt", Attempt(error=f"{type(exc).__name__}: {exc}")
+        except WebhookError as exc:  # ct: no connection; rt: connected, no answer in time
+            return None, exc.kind, Attempt(error=str(exc))
         except Exception as exc:
             return None, "other", Attempt(error=f"{type(exc).__name__}: {exc!r}")
-        status = response.status_code
+        status = response.status
         failure = "5xx" if status >= 500 else "4xx" if status >= 400 else None
         return response, failure, Attempt(status=status)
 
@@ -318,9 +313,7 @@ class CallbackDispatcher:
         self.cancel_all()
         if tasks:
             await asyncio.wait(tasks)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._client.aclose()
 
 
 def _with_query(url: str, params: Params) -> str:

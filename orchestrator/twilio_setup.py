@@ -26,7 +26,6 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
@@ -95,7 +94,7 @@ def setup(
         _numbers(client, set(known_numbers), webhook, change)
     except TwilioRestException as exc:
         raise SetupError(_refused(exc)) from None
-    except (TwilioException, requests.RequestException) as exc:
+    except (TwilioException, twilio_rest.TwilioUnreachable) as exc:
         raise SetupError(f"cannot reach Twilio: {exc}") from None
     if not changes:
         say("nothing to change")

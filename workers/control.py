@@ -18,7 +18,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor, wait
 from functools import partial
 
-import requests
 from rq import get_current_job
 from rq.job import Job
 from twilio.base.exceptions import TwilioRestException
@@ -26,6 +25,7 @@ from twilio.base.exceptions import TwilioRestException
 from orchestrator import metrics, store
 from orchestrator.jobs import session_of_control_job
 from orchestrator.logs import ids
+from orchestrator.twilio_rest import TwilioUnreachable
 from workers.conference import end_conference, end_leg, find_participant
 from workers.context import Context, context
 
@@ -70,7 +70,7 @@ def settle() -> str:
         store.log_entry(ctx.redis, ctx.scripts, sid, message)
         log.warning("session %s: %s", sid, message, extra=ids(sid))
         outcome = "refused"
-    except requests.RequestException as exc:
+    except TwilioUnreachable as exc:
         _retried(job)
         raise TransientControlError(f"{type(exc).__name__}: {exc}") from exc
     metrics.CONTROL_JOBS.labels(outcome).inc()

@@ -19,7 +19,6 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-import requests
 from rq import get_current_job
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest.api.v2010.account.call import CallInstance
@@ -27,6 +26,7 @@ from twilio.rest.api.v2010.account.call import CallInstance
 from orchestrator import callback_urls, keys, metrics, store
 from orchestrator.logs import ids
 from orchestrator.phone import display
+from orchestrator.twilio_rest import TwilioUnreachable
 from workers.conference import find_participant
 from workers.context import Context, context
 
@@ -145,7 +145,7 @@ def dial_member(session_id: str, member_id: str) -> str:
         # An earlier attempt may have been made at Twilio without our hearing of it.
         try:
             found = find_participant(ctx, session_id, member_id)
-        except (TwilioRestException, requests.RequestException) as exc:
+        except (TwilioRestException, TwilioUnreachable) as exc:
             # Not knowing whether the member is already dialled, dialling could call twice.
             reason = f"looking for an earlier dial failed: {_describe(exc)}"
             return _transient(ctx, session_id, member_id, claim.to, reason, "lookup", exc)
@@ -155,7 +155,7 @@ def dial_member(session_id: str, member_id: str) -> str:
             return _outcome("reconciled")
         try:
             ended = find_ended_call(ctx, session_id, member_id, claim.to, claim.from_)
-        except (TwilioRestException, requests.RequestException) as exc:
+        except (TwilioRestException, TwilioUnreachable) as exc:
             reason = f"looking for an earlier dial's call failed: {_describe(exc)}"
             return _transient(ctx, session_id, member_id, claim.to, reason, "lookup", exc)
         if ended is not None:
@@ -203,7 +203,7 @@ def dial_member(session_id: str, member_id: str) -> str:
             extra=fields,
         )
         return _outcome("rejected", exc.code)
-    except requests.RequestException as exc:
+    except TwilioUnreachable as exc:
         reason = f"{type(exc).__name__}: {exc}"
         return _transient(ctx, session_id, member_id, claim.to, reason, "network")
     _dispatched()
@@ -293,7 +293,7 @@ def _removed_while_dialling(ctx: Context, session_id: str, member_id: str, to: s
     attempt may have placed, so that the control job ends it."""
     try:
         found = find_participant(ctx, session_id, member_id)
-    except (TwilioRestException, requests.RequestException) as exc:
+    except (TwilioRestException, TwilioUnreachable) as exc:
         if not _last_attempt():
             reason = f"looking for an earlier dial failed: {_describe(exc)}"
             raise _retry("lookup", reason) from exc
