@@ -4,12 +4,16 @@ must be exactly what RQ itself would write, and RQ must read it back as the job 
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import redis
 from rq.job import Job, JobStatus
 
-from orchestrator import jobs
+from orchestrator import jobs, keys, redis_client, redis_server, store
+from orchestrator.scripts import AsyncScripts
 from orchestrator.store import new_id
+from tests.support.accounts import random_number
+from tests.support.scripts import create_args, our_number, run
 from workers.dial import dial_failed
 
 BACKOFF = (0, 2, 4, 8)
@@ -59,3 +63,57 @@ def test_each_job_draws_its_own_jitter():
     draws = {tuple(jobs.jittered((10, 20))) for _ in range(50)}
     assert len(draws) > 1
     assert all(10 <= a <= 20 and 20 <= b <= 40 for a, b in draws)
+
+
+def test_each_job_rings_the_doorbell_once_and_unclaimed_tokens_stay_bounded(
+    tmp_path: Path,
+) -> None:
+    """With no worker to take them, the doorbell grows by one token a job, and is cut
+    back to 64 once it holds 128: one command a job, plus one per 64 while nobody waits."""
+    server = redis_server.start(tmp_path / "redis")
+    r = redis.Redis.from_url(server.url)
+    number = our_number(r)
+    account = r.get(keys.number(number)).decode()
+    sessions = [create_args(number, i) for i in range(4)]
+    lengths: list[int] = []
+
+    async def body() -> None:
+        client = redis_client.connect(server.url)
+        scripts = AsyncScripts(client)
+        try:
+            await jobs.install_control_template(client)
+            for args in sessions:
+                await scripts.run("create_session", args)
+            for n in range(200):
+                sid = sessions[n % 4][5]
+                mid = f"mem_{sid}_{n}"
+                test_keys = keys.PREFIX + "test:"
+                await store.invite(
+                    scripts,
+                    sid=sid,
+                    account_id=account,
+                    kind="phone",
+                    ref=random_number(),
+                    member_id=mid,
+                    caller_id=None,
+                    actor=store.Actor("key_test"),
+                    job=(
+                        test_keys + "queue",
+                        test_keys + "queues",
+                        test_keys + mid,
+                        mid,
+                        ["id", mid],
+                    ),
+                )
+                lengths.append(r.llen(keys.job_doorbell()))
+        finally:
+            await scripts.aclose()
+            await client.aclose()
+
+    try:
+        run(body())
+    finally:
+        server.stop()
+    assert lengths[:128] == list(range(1, 129))
+    assert lengths[128] == 64 and max(lengths) == 128
+    assert lengths[129:] == [*range(65, 129), *range(64, 71)]  # and again at 128

@@ -11,12 +11,13 @@ local CONTROL_WANTED, CONTROL_ORDER = {}, {}
 -- An idle worker waits on the doorbell, not on the queues (workers/worker.py claims a
 -- job from either queue in one step): a token for each job wakes one at once.
 -- Tokens nobody took (the workers were busy, and claimed the jobs without waiting) are
--- trimmed to DOORBELL_KEEP, only once there are more: one command a job, as a rule.
+-- trimmed to DOORBELL_KEEP once there are twice as many: one command a job, and one
+-- more for every DOORBELL_KEEP jobs while the workers are behind.
 local DOORBELL, DOORBELL_KEEP = doorbellkey(), 64
 local function ring_doorbell(jobs)
   local tokens = {}
   for i = 1, math.min(jobs, DOORBELL_KEEP) do tokens[i] = '1' end
-  if redis.call('LPUSH', DOORBELL, unpack(tokens)) > DOORBELL_KEEP then
+  if redis.call('LPUSH', DOORBELL, unpack(tokens)) > 2 * DOORBELL_KEEP then
     redis.call('LTRIM', DOORBELL, 0, DOORBELL_KEEP - 1)
   end
 end
