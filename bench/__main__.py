@@ -47,6 +47,12 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument(
         "--skip", choices=["control", "events", "agents", "queues"], help="leave this section out"
     )
+    p.add_argument(
+        "--before",
+        metavar="REV",
+        help="the ring queues' webhook and invite loads also against the web of git revision "
+        "REV (checked out in the work directory), alternating with this one in each run",
+    )
     a = p.parse_args(argv)
     if a.only and a.skip == a.only:
         p.error("--only and --skip name the same section")
@@ -59,6 +65,7 @@ def parse(argv: list[str] | None = None) -> Options:
         events=a.skip != "events",
         agents=a.skip != "agents",
         queues=a.skip != "queues",
+        before=a.before,
     )
     if a.quick:
         o.runs, o.duration, o.rss_requests, o.memory_sessions, o.retries = 1, 1.0, 3000, 100, 0

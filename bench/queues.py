@@ -39,6 +39,7 @@ import secrets
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -57,6 +58,7 @@ OFFER = KEY + "offer"  # p50/p99: voice webhook 200 -> first offer's create
 VOICE = KEY + "voice@10/s"  # the voice webhooks themselves
 WITHDRAW = KEY + "withdraw"  # p50/p99: winner's join -> the last other leg's cancel
 WEBHOOK, INVITE = "1p:webhook@1", "1p:invite@1"  # the suite's own, against this run's B0
+BEFORE = ":before"  # the same loads against the web of `--before REV`: WEBHOOK + BEFORE
 RATE = 10.0
 OFFER_AGENTS = 50
 OFFER_SECONDS = 20.0
@@ -280,15 +282,7 @@ class Queues:
         then offer, withdraw and spread."""
         suite = self.suite
         if baseline:
-            suite._fresh()
-            b0 = suite.hint.get("1p:b0", 8000)
-            suite.hint.setdefault("1p:webhook", b0)
-            suite.hint.setdefault("1p:invite", b0)
-            port = suite.stack.web_port
-            hooks = functools.partial(suite._webhook_load, "1p", 1)
-            suite._measure(WEBHOOK, port, hooks, "web", kind="1p:webhook")
-            invites = functools.partial(suite._invite_load, "1p", 1)
-            suite._measure(INVITE, port, invites, "web", kind="1p:invite")
+            self._web_loads()
         record: dict[str, Any] = {"spread": self._spreads(), "withdraw": {}}
         fewest = next(
             (int(n) for n, v in record["spread"].items() if v["max"] <= SPREAD_LIMIT_MS),
@@ -309,6 +303,42 @@ class Queues:
             finally:
                 self.stop_workers(names)
         self.facts["runs"].append(record)
+
+    def _web_loads(self) -> None:
+        """The suite's webhook and invite loads against this run's B0; with `--before`, the
+        same loads against that revision's web too, the two webs taking turns at going
+        first from one run to the next (the machine's drift then falls on both)."""
+        suite = self.suite
+        b0 = suite.hint.get("1p:b0", 8000)
+        suite.hint.setdefault("1p:webhook", b0)
+        suite.hint.setdefault("1p:invite", b0)
+        webs = [("", None)]
+        if suite.o.before:
+            webs.append((BEFORE, suite.stack.checkout(suite.o.before)))
+            if len(self.facts["runs"]) % 2:
+                webs.reverse()
+        for n, (suffix, code) in enumerate(webs):
+            if n or code is not None:
+                self._restart_web(code)
+            suite._fresh()
+            port = suite.stack.web_port
+            hooks = functools.partial(suite._webhook_load, "1p", 1)
+            suite._measure(WEBHOOK + suffix, port, hooks, "web", kind="1p:webhook")
+            invites = functools.partial(suite._invite_load, "1p", 1)
+            suite._measure(INVITE + suffix, port, invites, "web", kind="1p:invite")
+        if webs[-1][1] is not None:
+            self._restart_web(None)
+
+    def _restart_web(self, code: Path | None) -> None:
+        """The web again, from `code` (another checkout) or this one, warmed up by a second
+        of webhooks as the suite's own web is before its first run."""
+        suite = self.suite
+        suite.stack.stop("web")
+        suite.stack.start_web(1, code=code)
+        suite._fresh()
+        port = suite.stack.web_port
+        members = workload.flatten(suite.seeder.sessions(suite.tenant, 250, 1))
+        loadgen.run(loadgen.Load(port, suite._webhooks(members, port), duration=1.0))
 
     # --- 1. offer latency -------------------------------------------------------------------
 

@@ -792,8 +792,23 @@ def queues_targets(results: Results) -> list[Target]:
                 0,
             )
         )
-    # Only a spliced run has the file's ratios to compare with (a full run's are its own).
-    reference = q.get("reference", {})
+    # With `--before REV`, the same runs measured that revision's web too: the change is
+    # this web's req/s over that one's, run by run (the same B0 divides both).
+    before = results.options.before
+    for kind, key in (("webhook", qu.WEBHOOK), ("invite", qu.INVITE)) if before else ():
+        then = s.get(key + qu.BEFORE, [])
+        if not then:
+            continue
+        now, was = (paired(x, s.get(f"1p:{B0}", []), "rps") for x in (s.get(key, []), then))
+        change = abs(paired(s.get(key, []), then, "rps") - 1) * 100
+        name = (
+            f"web x1 {kind} req/s x B0 ({now:.2f} x) within 10 % of the web before ring queues "
+            f"({before}: {was:.2f} x), the two taking turns in the same runs"
+        )
+        out.append(Target(name, change, 10, True, "%"))
+    # Without it, only a spliced run has the file's ratios to compare with (a full run's
+    # are its own), and those may come from another machine.
+    reference = q.get("reference", {}) if not before else {}
     for kind, key in (("webhook", qu.WEBHOOK), ("invite", qu.INVITE)) if reference else ():
         now = paired(s.get(key, []), s.get(f"1p:{B0}", []), "rps")
         before = reference.get(kind, math.nan)
@@ -839,10 +854,13 @@ def _queues(results: Results, provenance: str = "") -> list[str]:
         "",
     ]
     rows = []
+    before = results.options.before
     for label, key, steady in (
         ("B0 floor (bare route, parse form, 1 HSET)", f"1p:{B0}", False),
         ("webhook: signed call-status, 1-member sessions", qu.WEBHOOK, False),
+        (f"webhook, the web of {before} (before ring queues)", qu.WEBHOOK + qu.BEFORE, False),
         ("invite: POST /sessions/{id}/members, 1-member sessions", qu.INVITE, False),
+        (f"invite, the web of {before} (before ring queues)", qu.INVITE + qu.BEFORE, False),
         (f"voice webhook to a queue's number at {qu.RATE:g}/s (worker running)", qu.VOICE, True),
     ):
         samples = s.get(key, [])

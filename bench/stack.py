@@ -14,6 +14,7 @@ import contextlib
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +44,7 @@ class Stack:
     settings: dict[str, str] = field(default_factory=dict)  # more environment for them all
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     helpers: list[int] = field(default_factory=list)  # the bench's own clients, forked by it
+    checkouts: list[Path] = field(default_factory=list)  # worktrees of `checkout`
     redis: redis_server.RedisServer | None = None
     service: Service | None = None
     floor_port: int = field(default_factory=free_port)
@@ -87,6 +89,10 @@ class Stack:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        for path in self.checkouts:
+            git = ["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)]
+            subprocess.run(git, check=False)
+        self.checkouts.clear()
 
     # --- the parts
 
@@ -120,16 +126,21 @@ class Stack:
         # softphone tokens are signed with (GetAppConfig; bench/agents.py).
         self.svc.setup_twilio()
 
-    def start_web(self, processes: int, cli: bool = False) -> Process:
+    def start_web(self, processes: int, cli: bool = False, code: Path | None = None) -> Process:
         """`orchestrator web` for one process; uvicorn --workers for more (same settings), or
-        with `cli`, `orchestrator web --workers` (its metrics then count every process)."""
+        with `cli`, `orchestrator web --workers` (its metrics then count every process).
+        `code`: another checkout's web (`checkout`), run from there."""
         s = self.svc
         if cli or processes == 1:
             args = ["-m", "orchestrator", "web", "--host", "127.0.0.1", "--port", str(s.port)]
             args += ["--workers", str(processes)] if cli else []
         else:
             args = _uvicorn("orchestrator.cli.app:create_app", s.port, processes)
-        proc = self._start("web", args, f"{s.base_url}/health")
+        cwd, s.cwd = s.cwd, code or s.cwd  # `python -m` imports from its directory first
+        try:
+            proc = self._start("web", args, f"{s.base_url}/health")
+        finally:
+            s.cwd = cwd
         if processes > 1:
             # Every worker has started its app (its lifespan holds a Redis connection), not
             # only the first one to answer /health.
@@ -144,6 +155,16 @@ class Stack:
         assert self.redis is not None
         held = connections(tree(self.procs["web"].pid))
         return [pid for pid, c in held.items() if any(r == self.redis.port for _, r in c)]
+
+    def checkout(self, revision: str) -> Path:
+        """The project at git `revision`, as a worktree in the work directory (removed by
+        `stop_all`): to run an earlier web beside this one."""
+        path = self.workdir / f"code-{revision}"
+        if not path.exists():
+            git = ["git", "-C", str(REPO)]
+            subprocess.run([*git, "worktree", "add", "--detach", str(path), revision], check=True)
+            self.checkouts.append(path)
+        return path
 
     def start_floor(self, processes: int) -> Process:
         args = _uvicorn("bench.floor:create_app", self.floor_port, processes)

@@ -81,6 +81,9 @@ class Options:
     queues: bool = True  # the ring queues section (bench/queues.py)
     # "control", "agents" or "queues": that section alone (with its B0); "events": that one
     only: str | None = None
+    # A git revision: the ring queues' webhook and invite loads run against its web too, in
+    # the same runs, for the "ratio to B0 unchanged" targets (bench/queues.py).
+    before: str | None = None
 
 
 @dataclass
