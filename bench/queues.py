@@ -27,6 +27,7 @@ reset here: a reset would forget the API key the softphones' tokens are signed w
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import functools
@@ -36,8 +37,10 @@ import math
 import os
 import random
 import secrets
+import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,8 +50,9 @@ from rq import Worker
 from twilio.request_validator import RequestValidator
 
 from bench import loadgen, stack, workload
-from orchestrator import callback_urls, jobs, keys, provision
+from orchestrator import callback_urls, jobs, keys, provision, twilio_rest
 from orchestrator.launch import wait_until
+from workers.control import LEG_CONCURRENCY
 
 if TYPE_CHECKING:
     from bench.suite import Sample, Suite
@@ -66,6 +70,7 @@ HOLD_SECONDS = 2.0  # a call of the offer load lasts this long after its voice w
 RING_ALL = 10
 WITHDRAW_CALLS = 20
 SPREAD_DELAY = 0.15
+RINGS_UNTIL_CANCELLED = "+14155550002"  # the emulator lets a number ending 0002 ring on
 # The worker counts tried (BENCH_SPREAD="4,5,6" for others) and the calls at each.
 SPREAD_WORKERS = tuple(int(n) for n in os.environ.get("BENCH_SPREAD", "1,2,3,4,5").split(","))
 SPREAD_CALLS = int(os.environ.get("BENCH_SPREAD_CALLS", "5"))
@@ -302,6 +307,7 @@ class Queues:
                 record["withdraw"][str(fewest)] = self._withdraw(fewest)
             finally:
                 self.stop_workers(names)
+        record["withdraw_floor"] = self._withdraw_floor()
         self.facts["runs"].append(record)
 
     def _web_loads(self) -> None:
@@ -483,6 +489,77 @@ class Queues:
             f"{len(delays)} calls, {missing} cancels missing)"
         )
         return out
+
+    def _withdraw_floor(self) -> dict[str, Any]:
+        """What the emulator alone allows: RING_ALL - 1 ringing legs of one conference (their
+        callbacks going to the web, as an offer's do), cancelled by a bare client that has
+        its requests written out and its connections open, all sent at once, and by the
+        helper library from a pool of threads as the control job sends them. Per call, from
+        the first byte sent to the emulator's receipt of the first and the last cancel."""
+        from bench.suite import percentile
+
+        s = self.suite.stack
+        rest = twilio_rest.client(stack.ACCOUNT_SID, s.token, s.emulator_url)
+        auth = base64.b64encode(f"{stack.ACCOUNT_SID}:{s.token}".encode()).decode()
+        host, port = s.emulator_url.removeprefix("http://").split(":")
+        out: dict[str, Any] = {}
+        pool = ThreadPoolExecutor(max_workers=LEG_CONCURRENCY)
+        try:
+            for how in ("bare", "library"):
+                firsts, lasts = [], []
+                for n in range(WITHDRAW_CALLS + 2):
+                    room = f"floor-{how}-{n}-{secrets.token_hex(4)}"
+                    legs = [self._ring(rest, room, i) for i in range(RING_ALL - 1)]
+                    time.sleep(0.2)  # every leg ringing, its callbacks delivered
+                    if how == "bare":
+                        started = _cancel_at_once(host, int(port), auth, legs)
+                    else:
+                        started = time.time()
+                        cancel = functools.partial(_cancel, rest)
+                        wait([pool.submit(cancel, leg) for leg in legs])
+                    times = [self._cancel_time(leg) for leg in legs]
+                    if n >= 2:
+                        firsts.append((min(times) - started) * 1000)
+                        lasts.append((max(times) - started) * 1000)
+                out[how] = {
+                    "p50": percentile(lasts, 0.5),
+                    "p99": percentile(lasts, 0.99),
+                    "first_p50": percentile(firsts, 0.5),
+                    "delays": lasts,
+                }
+                self.suite.log(
+                    f"  {WITHDRAW} floor ({how}) p50 {out[how]['p50']:7.2f} ms  p99 "
+                    f"{out[how]['p99']:7.2f} ms  (first cancel p50 {out[how]['first_p50']:.2f} ms)"
+                )
+        finally:
+            pool.shutdown()
+        return out
+
+    def _ring(self, rest: Any, room: str, i: int) -> str:
+        """A participant of `room` that rings until cancelled; its call sid."""
+        base = self.suite.stack.public_base_url
+        participant = rest.conferences(room).participants.create(
+            from_=self.suite.tenant.number,
+            to=RINGS_UNTIL_CANCELLED,
+            label=f"floor{i}",
+            status_callback=callback_urls.call_status(base, "ses_floor", f"mem_floor{i}"),
+            status_callback_event=["initiated", "ringing", "answered", "completed"],
+            conference_status_callback=callback_urls.conference_status(base),
+            conference_status_callback_event=["start", "end", "join", "leave"],
+        )
+        return participant.call_sid
+
+    def _cancel_time(self, call_sid: str) -> float:
+        record = wait_until(
+            lambda: [
+                r["time"]
+                for r in self._emulator(f"calls/{call_sid}")["requests"]
+                if r["operation"] == "UpdateCall"
+            ],
+            10,
+            "the emulator to record a cancel",
+        )
+        return record[0]
 
     # --- 3. ring-all's creates with slow creates, by worker count ---------------------------
 
@@ -801,3 +878,36 @@ class Offer:
 def _epoch(iso: str) -> float:
     """The service's ISO dates (UTC, ms, a Z) as Unix time."""
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _cancel(rest: Any, call_sid: str) -> None:
+    rest.calls(call_sid).update(status="canceled")
+
+
+def _cancel_at_once(host: str, port: int, auth: str, call_sids: list[str]) -> float:
+    """POST Status=canceled for each call, each on a connection already open, every request
+    written before any answer is read; when the first was sent (time.time())."""
+    body = b"Status=canceled"
+    requests = [
+        (
+            f"POST /2010-04-01/Accounts/{stack.ACCOUNT_SID}/Calls/{sid}.json HTTP/1.1\r\n"
+            f"Host: {host}:{port}\r\nAuthorization: Basic {auth}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+        for sid in call_sids
+    ]
+    socks = [socket.create_connection((host, port)) for _ in call_sids]
+    try:
+        started = time.time()
+        for sock, request in zip(socks, requests, strict=True):
+            sock.sendall(request)
+        for sock in socks:
+            sock.settimeout(10)
+            while b"\r\n\r\n" not in sock.recv(65536):
+                pass
+    finally:
+        for sock in socks:
+            sock.close()
+    return started

@@ -28,6 +28,7 @@ from bench import capacity, control, soak
 from bench import events as ev
 from bench import queues as qu
 from bench.suite import Options, Results, Sample
+from workers.control import LEG_CONCURRENCY
 
 B0 = "b0"
 
@@ -915,12 +916,41 @@ def _queues(results: Results, provenance: str = "") -> list[str]:
                 w["missing"],
             ]
         )
+    floors = [run["withdraw_floor"] for run in _queue_runs(results) if "withdraw_floor" in run]
+    for how, what in (
+        ("bare", "a bare client writing all 9 at once on open connections"),
+        ("library", f"the helper library from {LEG_CONCURRENCY} threads, as the control job"),
+    ):
+        found = [f[how] for f in floors if how in f]
+        if found:
+            p50s = [f["p50"] for f in found]
+            rows.append(
+                [
+                    f"the emulator's floor: {qu.RING_ALL - 1} ringing legs cancelled by {what} "
+                    f"(first byte sent → last cancel received; the first: p50 "
+                    f"{_mid([f['first_p50'] for f in found]):.1f} ms)",
+                    str(sum(len(f["delays"]) for f in found)),
+                    f"{min(p50s):.1f} / **{_mid(p50s):.1f}** / {max(p50s):.1f}",
+                    _num(_mid([f["p99"] for f in found]), 1),
+                    "-",
+                    0,
+                ]
+            )
     header = (
         "interval", "calls timed", "p50 ms (min / **median** / max)", "p99 ms (median)",
         "200 → RQ job started → create accepted → job ended (medians, ms)",
         "never arrived + non-2xx",
     )  # fmt: skip
     lines += [*table(header, rows), ""]
+    if floors:
+        lines += [
+            "The last two rows take the service out: the same nine cancels of a conference's "
+            "ringing legs (their callbacks going to the web, as an offer's do), sent straight "
+            "to the emulator, the web otherwise idle and no worker running. They are what the "
+            "emulator and the helper library cost on this machine before any of the service's "
+            "own work.",
+            "",
+        ]
     by = _spread_by_workers(results)
     if by:
         smallest = _smallest_workers(results)

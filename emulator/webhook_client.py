@@ -161,7 +161,9 @@ class WebhookClient:
         scheme, host, port = target.origin
         context = None
         if scheme == "https":
-            context = self.ssl_context or ssl.create_default_context()
+            if self.ssl_context is None:  # built once: loading the CA store takes milliseconds
+                self.ssl_context = ssl.create_default_context()
+            context = self.ssl_context
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
