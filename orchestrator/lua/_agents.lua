@@ -11,11 +11,11 @@ local function agent_free(uid)
 end
 
 local function agent_changed(uid)
-  local queues = redis.call('SMEMBERS', userqueueskey(uid))
-  if #queues == 0 then return end
+  local qids = redis.call('SMEMBERS', userqueueskey(uid))
+  if #qids == 0 then return end
   local free = agent_free(uid)
   local idle = tonumber(redis.call('HGET', userkey(uid), '_idlesince') or '0')
-  for _, qid in ipairs(queues) do
+  for _, qid in ipairs(qids) do
     if free then
       redis.call('ZADD', queuefreekey(qid), idle, uid)
     else

@@ -35,6 +35,6 @@ append_log(sid, now, 'Incoming call from ' .. from .. ' to ' .. to)
 touched(sid, 'ActiveSessionsChanged')
 -- A number of a ring queue: the call waits there, and is offered at once if it can be.
 local qid = redis.call('GET', numberqueuekey(to))
-if qid and not enter_queue(sid, qid, now) then qid = nil end
+if qid and not queues().enter_queue(sid, qid, now) then qid = nil end
 flush_control(sid, now)
 return {'created', sid, qid or ''}

@@ -7,8 +7,9 @@ local uid, account, state, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local err = require_control()
 if err then return err end
 if redis.call('HGET', userkey(uid), 'accountId') ~= account then return {} end
-set_agent(uid, state, 'SetByUser')
-distribute_for(uid, now)
+local q = queues()
+q.set_agent(uid, state, 'SetByUser')
+q.distribute_for(uid, now)
 flush_control('', now)
 local u = redis.call('HMGET', userkey(uid), 'agentState', 'agentStateReason')
 return {u[1], u[2]}

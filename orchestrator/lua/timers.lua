@@ -5,17 +5,17 @@
 -- checked against its free set first).
 -- ARGV: prefix, now, how many timers at most, how many queues at most.
 -- Returns the number of timers run.
-local now, most, queues = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local now, most, most_queues = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local err = require_control()
 if err then return err end
 local due = redis.call('ZRANGEBYSCORE', timerskey(), '-inf', clock_ms(), 'LIMIT', 0, most)
 for _, name in ipairs(due) do
   redis.call('ZREM', timerskey(), name)
-  run_timer(name, now)
+  queues().run_timer(name, now)
 end
-for _, qid in ipairs(redis.call('SRANDMEMBER', queueswaitingkey(), queues)) do
-  audit_agents(qid)
-  distribute(qid, now)
+for _, qid in ipairs(redis.call('SRANDMEMBER', queueswaitingkey(), most_queues)) do
+  queues().audit_agents(qid)
+  queues().distribute(qid, now)
 end
 flush_control('', now)
 return #due
