@@ -18,6 +18,11 @@ reset here: a reset would forget the API key the softphones' tokens are signed w
   never answer; one call at a time): from the web's receipt of the winner's join (the
   session log's "took the call" line, stamped by the web in ms) to the emulator receiving
   the last of the other legs' cancels (its record of each call's `Status=canceled`).
+- **The emulator's floor** for withdrawing (no worker, the web idle but taking the
+  callbacks): nine ringing legs of a conference cancelled by a bare client with its
+  requests written out and its connections open, all sent at once, and by the helper
+  library from threads as the control job sends them: from the first byte sent to the
+  emulator's receipt of the last cancel. What the machine allows before any of ours.
 - **Spread** (ring-all to 10 agents, none answering, the emulator answering each create
   after 150 ms): the last offer's create minus the first's, with 1 to 5 workers.
 - **Soak** (once per command, after the runs): longest-idle, SOAK_AGENTS agents,
@@ -905,8 +910,12 @@ def _cancel_at_once(host: str, port: int, auth: str, call_sids: list[str]) -> fl
             sock.sendall(request)
         for sock in socks:
             sock.settimeout(10)
-            while b"\r\n\r\n" not in sock.recv(65536):
-                pass
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("the emulator closed a connection without answering")
+                answer += chunk
     finally:
         for sock in socks:
             sock.close()
