@@ -14,8 +14,7 @@ import redis.asyncio
 
 from orchestrator import events, jobs, keys, redis_client, redis_server, store
 from orchestrator.scripts import AsyncScripts, Retention
-from tests.support.accounts import random_number
-from tests.support.scripts import create_args, our_number, run
+from tests.support.scripts import create_args, invite_numbers, our_number, run
 
 
 @pytest.fixture
@@ -23,27 +22,6 @@ def server(tmp_path: Path) -> Iterator[redis_server.RedisServer]:
     srv = redis_server.start(tmp_path / "redis")
     yield srv
     srv.stop()
-
-
-def job(mid: str) -> tuple[str, str, str, str, list[str]]:
-    """A stand-in dial job: these tests run no worker, the keys only have to be written."""
-    test_keys = keys.PREFIX + "test:"
-    return (test_keys + "queue", test_keys + "queues", test_keys + f"job:{mid}", mid, ["id", mid])
-
-
-async def invite(scripts: AsyncScripts, sid: str, account: str, n: int) -> None:
-    for i in range(n):
-        await store.invite(
-            scripts,
-            sid=sid,
-            account_id=account,
-            kind="phone",
-            ref=random_number(),
-            member_id=f"mem_{sid}_{i}",
-            caller_id=None,
-            actor=store.Actor("key_test"),
-            job=job(f"mem_{sid}_{i}"),
-        )
 
 
 def with_scripts(url: str, body, retention: Retention | None = None):  # type: ignore[no-untyped-def]
@@ -70,8 +48,8 @@ def test_events_name_member_versions_and_replay_exactly(server):
     async def body(scripts: AsyncScripts, client: redis.asyncio.Redis):
         for args in (small, large):
             await scripts.run("create_session", args)
-        await invite(scripts, small[5], account, 1)
-        await invite(scripts, large[5], account, 50)
+        await invite_numbers(scripts, small[5], account, 1)
+        await invite_numbers(scripts, large[5], account, 50)
         last = {e[1][b"@sid"]: e[1] for e in r.xrange(keys.account_events(account))}
         # The caller and 50 members, each at its first version, named in a few bytes each.
         assert last[b"ses_batch2"][b"@members"] == b"000001" * 51
@@ -107,7 +85,7 @@ def test_retention_follows_the_settings(server):
 
     async def body(scripts: AsyncScripts, client: redis.asyncio.Redis):
         await scripts.run("create_session", create_args(number, 3))
-        await invite(scripts, "ses_batch3", account, 2)
+        await invite_numbers(scripts, "ses_batch3", account, 2)
         actor = store.Actor("key_test")
         args = [keys.PREFIX, "ses_batch3", "mem_ses_batch3_1", "ringing", "CA" + "3" * 32]
         await scripts.run("call_event", [*args, "1", store.now(), "token-3"])
@@ -132,7 +110,7 @@ def test_renderer_forgets_sessions_that_stopped_changing(server):
         first, second = create_args(number, 4), create_args(number, 5)
         for args in (first, second):
             await scripts.run("create_session", args)
-            await invite(scripts, args[5], account, 3)
+            await invite_numbers(scripts, args[5], account, 3)
         entries = r.xrange(keys.account_events(account))
         by_session = {
             sid: [e for e in entries if e[1][b"@sid"] == sid]

@@ -9,11 +9,10 @@ from pathlib import Path
 import redis
 from rq.job import Job, JobStatus
 
-from orchestrator import jobs, keys, redis_client, redis_server, store
+from orchestrator import jobs, keys, redis_client, redis_server
 from orchestrator.scripts import AsyncScripts
 from orchestrator.store import new_id
-from tests.support.accounts import random_number
-from tests.support.scripts import create_args, our_number, run
+from tests.support.scripts import create_args, invite_numbers, our_number, run
 from workers.dial import dial_failed
 
 BACKOFF = (0, 2, 4, 8)
@@ -85,26 +84,7 @@ def test_each_job_rings_the_doorbell_once_and_unclaimed_tokens_stay_bounded(
             for args in sessions:
                 await scripts.run("create_session", args)
             for n in range(200):
-                sid = sessions[n % 4][5]
-                mid = f"mem_{sid}_{n}"
-                test_keys = keys.PREFIX + "test:"
-                await store.invite(
-                    scripts,
-                    sid=sid,
-                    account_id=account,
-                    kind="phone",
-                    ref=random_number(),
-                    member_id=mid,
-                    caller_id=None,
-                    actor=store.Actor("key_test"),
-                    job=(
-                        test_keys + "queue",
-                        test_keys + "queues",
-                        test_keys + mid,
-                        mid,
-                        ["id", mid],
-                    ),
-                )
+                await invite_numbers(scripts, sessions[n % 4][5], account, 1, first=n)
                 lengths.append(r.llen(keys.job_doorbell()))
         finally:
             await scripts.aclose()
